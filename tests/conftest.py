@@ -1,0 +1,36 @@
+"""Shared fixtures. ``../shared`` (next to the checkout) holds the reference fixtures and
+CamVid; tests that need it skip with a clear reason when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("QGESCO_SHARED", REPO.parent / "shared"))
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs {path} (the ../shared folder beside the checkout, or set QGESCO_SHARED)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _need(SHARED)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    return _need(SHARED / "reference")
+
+
+@pytest.fixture(scope="session")
+def camvid_dir() -> Path:
+    return _need(SHARED / "datasets" / "camvid")
