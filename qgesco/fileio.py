@@ -35,6 +35,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def cache_dir(*parts: str) -> Path:
+    """The user cache folder (``$QGESCO_CACHE``, else ``$XDG_CACHE_HOME/qgesco``, else
+    ``~/.cache/qgesco``), or a sub-folder of it; created on first use by the callers that write."""
+    root = os.environ.get("QGESCO_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qgesco"
+    return Path(root, *parts).expanduser()
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

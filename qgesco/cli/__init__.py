@@ -16,7 +16,7 @@ import pkgutil
 import sys
 
 #: The order verbs appear in ``--help``: the story the code tells.
-STORY = ("info", "data", "transmit", "train", "calibrate", "quantize", "export", "sample", "evaluate", "bench", "demo")
+STORY = ("info", "fetch_weights", "data", "transmit", "train", "calibrate", "quantize", "export", "sample", "evaluate", "bench", "demo")
 
 
 def _verb_modules() -> list[str]:
@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,30 @@
+"""The whole sender -> channel -> receiver front-end in one call.
+
+Training (noise-aware conditioning), calibration, evaluation and the demo must all see
+the same corrupted maps, so they share this function rather than re-assembling the steps.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import filters, presence
+from .noise import Channel
+from .onehot import check_y
+
+
+def transmit(y: torch.Tensor, channel: Channel, num_classes: int, *, cleanup: str = "avgmax",
+             compress: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``y`` as the receiver's model gets it: same shape, dtype and device.
+
+    With ``compress`` only the present classes' planes and the edge plane cross the
+    channel (absent classes arrive as exact zeros), as in the published sampler;
+    without it every plane is sent and corrupted. ``cleanup`` then filters the received planes.
+    """
+    check_y(y, num_classes)
+    channel.check_batch(y.shape[0])
+    if not compress:
+        return filters.cleanup(channel(y, generator=generator), cleanup)
+    sent = presence.compress(y, num_classes)
+    received = channel(sent.symbols, generator=generator, image_index=sent.image_index)
+    return presence.decompress(sent._replace(symbols=filters.cleanup(received, cleanup)))

@@ -1,0 +1,34 @@
+"""``qgesco info``: size and compute of a model preset or file, analytically."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="parameters, fp32 size and FLOPs of a preset or model file (no weights loaded)",
+                       description="Print parameters, fp32 MB and FLOPs per forward / per guided step, computed on the meta device.")
+    p.add_argument("model", help="preset name (e.g. gesco-cityscapes-256, camvid-demo) or one of our .safetensors model files")
+    p.add_argument("--height", type=int, help="image height (default: the model's training size)")
+    p.add_argument("--width", type=int, help="image width (default: the model's training size)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..models.checkpoint import load_model_meta
+    from ..models.config import UNetConfig
+    from ..models.costs import model_costs
+    from ..models.presets import PRESETS, get_preset
+
+    if args.model in PRESETS and not Path(args.model).is_file():
+        cfg = get_preset(args.model)
+    else:
+        cfg = UNetConfig.from_dict(load_model_meta(args.model)["config"])
+    c = model_costs(cfg, args.height, args.width)
+    print(f"model            {args.model}")
+    print(f"resolution       {c.height}x{c.width}")
+    print(f"parameters       {c.params:,}")
+    print(f"fp32 size        {c.fp32_bytes / 1e6:,.1f} MB")
+    print(f"FLOPs / forward  {c.flops_forward / 1e12:.2f} TFLOP ({c.flops_forward / 1e9:,.1f} GFLOP)")
+    print(f"FLOPs / guided   {c.flops_guided_step / 1e12:.2f} TFLOP (conditional + unconditional pass)")
+    return 0

@@ -1,0 +1,53 @@
+"""Analytic cost of a UNet: parameters, bytes and FLOPs, without real memory.
+
+The model is built on PyTorch's ``meta`` device and one forward is traced with
+``torch.utils.flop_counter.FlopCounterMode`` (convolutions, linears and attention matmuls,
+2 FLOPs per multiply-add), so the 675M-parameter published network costs nothing to measure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import UNetConfig
+from .unet import UNetModel
+
+
+@dataclass(frozen=True)
+class ModelCosts:
+    params: int
+    fp32_bytes: int
+    height: int
+    width: int
+    flops_forward: int
+    #: FLOPs per module path (``input_blocks.1.0.in_layers.2`` ...), innermost modules only.
+    flops_by_module: dict[str, int] = field(repr=False)
+
+    @property
+    def flops_guided_step(self) -> int:
+        """A classifier-free-guided denoising step runs the network twice."""
+        return 2 * self.flops_forward
+
+
+def model_costs(cfg: UNetConfig, height: int | None = None, width: int | None = None) -> ModelCosts:
+    """Parameters and FLOPs of one forward at ``height`` x ``width`` (default: ``cfg.image_hw``)."""
+    h, w = height or cfg.image_hw[0], width or cfg.image_hw[1]
+    f = cfg.downsample_factor
+    if h <= 0 or w <= 0 or h % f or w % f:
+        raise ValueError(f"--height/--width {h}x{w} must be positive multiples of {f} for this model")
+    with torch.device("meta"):
+        model = UNetModel(cfg)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.empty(1, 3, h, w), torch.zeros(1, dtype=torch.long), torch.empty(1, cfg.label_channels, h, w))
+    params = sum(p.numel() for p in model.parameters())
+    by_module: dict[str, int] = {}
+    for path, ops in counter.get_flop_counts().items():
+        name = path.split(".", 1)[1] if "." in path else ""
+        if name:
+            by_module[name] = sum(ops.values())
+    leaves = {k: v for k, v in by_module.items() if not any(o.startswith(k + ".") for o in by_module)}
+    return ModelCosts(params, 4 * params, h, w, counter.get_total_flops(), leaves)
