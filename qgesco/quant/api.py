@@ -1,0 +1,119 @@
+"""``quantize(model, calib, weight_bits=8, ...)``: the one call that turns a float GESCO UNet
+into a calibrated fake-quantized one (a deep copy; the original stays untouched)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+
+from ..models.unet import UNetModel
+from .calibration import CalibrationSet
+from .digest import fingerprint, tensors_sha256
+from .quantizers import check_bits
+from .reconstruct import ReconstructionSettings, ResumeStore, reconstruct, settings_dict
+from .swap import act_quantizers, apply_plan, make_plan, quant_layers
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _calibration(calib: CalibrationSet | str | os.PathLike | None, model: UNetModel, act_bits: int | None, iters: int) -> CalibrationSet | None:
+    if calib is None:
+        if act_bits is not None:
+            raise ValueError(f"act_bits={act_bits} needs a calibration set: activation ranges are measured on it; "
+                             "build one with `qgesco calibrate` or build_calibration_set()")
+        if iters:
+            raise ValueError(f"iters={iters} (AdaRound) needs a calibration set; pass one, or iters=0 for data-free nearest rounding")
+        return None
+    if not isinstance(calib, CalibrationSet):
+        calib = CalibrationSet.load(calib)
+    calib.check_model(model.config)
+    return calib
+
+
+def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None = None, weight_bits: int = 8,
+             act_bits: int | None = None, iters: int = 1000, *, symmetric: bool = False, weight_init: str = "lp",
+             lp_norm: float = 2.4, split: bool = True, keep_fp: Iterable[str] = (), quantize_attention: bool = False,
+             learn_act_scale: bool = True, batch_size: int = 8, lr: float = 1e-3, act_lr: float = 4e-5,
+             reg_weight: float = 0.01, beta: tuple[float, float] = (20.0, 2.0), warmup: float = 0.2,
+             cache_mb: float = 1024.0, seed: int = 0, resume: str | os.PathLike | None = None,
+             progress: bool = True) -> UNetModel:
+    """A quantized copy of ``model``: every Conv/Linear (SPADE convs included) swapped for a
+    :class:`~qgesco.quant.layers.QuantLayer` with per-output-channel ``weight_bits`` weights.
+
+    - ``weight_init``: ``"lp"`` searches each channel's clipping range minimising the
+      ``lp_norm`` error, ``"minmax"`` takes the full range; ``symmetric`` fixes zero points at 0.
+    - ``act_bits``: per-tensor activation quantizers on every layer input (and, with
+      ``quantize_attention``, on q, k, v and the softmax output), ranges from ``calib``.
+    - ``split``: decoder layers reading ``cat(h, skip)`` get separate scales per part.
+    - ``keep_fp``: glob patterns / module prefixes of layers left in float (default none).
+    - ``iters``: AdaRound iterations per block on ``calib`` (0: nearest rounding; without a
+      calibration set only 0 is possible). The other knobs are BRECQ's.
+    - ``resume``: a folder where every finished block is saved; rerunning with the same
+      arguments continues after the last finished block.
+
+    The result computes in fp32 from its integer weights; its ``quant_report`` holds the
+    settings, the calibration set's summary and every block's errors.
+    """
+    if not isinstance(model, UNetModel):
+        raise ValueError(f"quantize takes a qgesco UNetModel, got {type(model).__name__}")
+    check_bits("weight_bits", weight_bits)
+    if act_bits is not None:
+        check_bits("act_bits", act_bits)
+    settings = ReconstructionSettings(iters=iters, batch_size=batch_size, lr=lr, act_lr=act_lr, learn_act_scale=learn_act_scale,
+                                      reg_weight=reg_weight, beta=tuple(beta), warmup=warmup, cache_mb=cache_mb, seed=seed)
+    if weight_init not in ("lp", "minmax"):
+        raise ValueError(f"weight_init={weight_init!r}: use 'lp' (clipping search) or 'minmax'")
+    if not lp_norm > 0:
+        raise ValueError(f"lp_norm must be > 0, got {lp_norm}")
+    calib = _calibration(calib, model, act_bits, iters)
+    started = time.perf_counter()
+    fp_model = model if model.dtype == torch.float32 else copy.deepcopy(model).float()
+    with _eval_mode(fp_model):
+        plan = make_plan(fp_model, weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric, split=split,
+                         keep_fp=keep_fp, quantize_attention=quantize_attention)
+        qmodel = copy.deepcopy(fp_model).eval().requires_grad_(False)
+        apply_plan(qmodel, plan, fit=True, method=weight_init, p=lp_norm)
+        options = {"weight_init": weight_init, "lp_norm": lp_norm, "split": split, "keep_fp": list(keep_fp),
+                   "quantize_attention": quantize_attention, **settings_dict(settings)}
+        blocks = []
+        if calib is not None and (iters or act_bits is not None):
+            store = None
+            if resume is not None:
+                run_id = fingerprint({"plan": plan, "options": options, "model": tensors_sha256(fp_model.state_dict()),
+                                      "calibration": calib.digest()})
+                store = ResumeStore(Path(resume), run_id)
+            blocks = reconstruct(qmodel, fp_model, calib, plan, settings, store, progress)
+    for _, layer in quant_layers(qmodel):
+        layer.finish()
+    for _, quantizer in act_quantizers(qmodel):
+        quantizer.enabled = True
+    qmodel.quant_plan = plan
+    qmodel.quant_report = _report(plan, options, calib, blocks, time.perf_counter() - started)
+    return qmodel
+
+
+def _report(plan: dict[str, Any], options: dict[str, Any], calib: CalibrationSet | None, blocks: list[dict[str, Any]],
+            seconds: float) -> dict[str, Any]:
+    learned = [b for b in blocks if b["rounding"] == "learned"]
+    return {
+        "weight_bits": plan["weight_bits"], "act_bits": plan["act_bits"], "symmetric": plan["symmetric"], **options,
+        "calibration": calib.summary() if calib is not None else None,
+        "blocks": blocks,
+        "blocks_with_learned_rounding": len(learned),
+        "seconds": round(seconds, 1),
+        "torch": torch.__version__,
+    }

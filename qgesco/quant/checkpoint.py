@@ -1,0 +1,146 @@
+"""Quantized checkpoints: integer weights, scales, zero points, activation scales, the
+config and the provenance in one self-describing safetensors file (docs/quantization.md).
+
+Loading checks every tensor's name, shape and dtype against the network the stored config
+and plan describe (from the file header, before reading any data), then a sha256 over all
+tensors written at save time, then value ranges; only then does it build the model. A
+truncated, tampered or foreign file fails with one message, never half-way through a run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from ..fileio import load_tensors, read_meta, save_tensors
+from ..models.config import UNetConfig
+from ..models.unet import UNetModel
+from .digest import tensors_sha256
+from .quantizers import int_range
+from .swap import PLAN_KEYS, act_quantizers, apply_plan, quant_layers
+
+KIND = "quantized-unet"
+FORMAT_VERSION = 1
+#: Weights of at most this many bits are stored two per byte.
+PACKED_BITS = 4
+_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+           "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64, "BOOL": torch.bool}
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """Signed values in [-8, 7] as uint8, two per byte: ``q + 8`` in the low nibble for even
+    flat indices, in the high nibble for odd ones; an odd count is padded with q = 0."""
+    u = (q.reshape(-1).to(torch.int16) + 8).to(torch.uint8)
+    if u.numel() % 2:
+        u = torch.cat([u, u.new_full((1,), 8)])
+    return u[0::2] | (u[1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of :func:`pack_int4`: int8 values of the given shape."""
+    pairs = torch.stack([packed & 0x0F, packed >> 4], dim=1).reshape(-1)
+    return (pairs[: math.prod(shape)].to(torch.int16) - 8).to(torch.int8).reshape(shape)
+
+
+def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any) -> None:
+    """Write a model made by :func:`~qgesco.quant.quantize` (plus ``provenance``) to ``path``, atomically."""
+    plan = getattr(qmodel, "quant_plan", None)
+    if plan is None:
+        raise ValueError("not a quantized model: make one with qgesco.quant.quantize() or load_quantized()")
+    unfinished = [name for name, layer in quant_layers(qmodel) if layer.float_weight is not None or layer.rounding is not None]
+    if unfinished:
+        raise ValueError(f"layers {unfinished[:3]} are still being calibrated; save the model quantize() returns")
+    tensors = dict(qmodel.state_dict())
+    layers = {}
+    for name, layer in quant_layers(qmodel):
+        packed = layer.bits <= PACKED_BITS
+        if packed:
+            tensors[f"{name}.qweight"] = pack_int4(layer.qweight)
+        layers[name] = {**plan["layers"][name], "bits": layer.bits, "packed": packed}
+    meta = {
+        "kind": KIND, "format_version": FORMAT_VERSION, "config": qmodel.config.to_dict(),
+        **{k: plan[k] for k in PLAN_KEYS}, "layers": layers,
+        "split_layers": {name: entry["split"] for name, entry in layers.items() if entry["split"] is not None},
+        "act_quantizers": [name for name, _ in act_quantizers(qmodel)],
+        "activation": None if plan["act_bits"] is None else {"bits": plan["act_bits"], "granularity": "per-tensor", "symmetric": False},
+        "provenance": {**getattr(qmodel, "quant_report", {}), **provenance},
+        "sha256": tensors_sha256(tensors),
+    }
+    save_tensors(path, tensors, meta)
+
+
+def _skeleton(meta: dict[str, Any], path: str | os.PathLike) -> tuple[UNetModel, dict[str, Any]]:
+    """The empty quantized network (on the meta device) that the metadata describes."""
+    try:
+        config = UNetConfig.from_dict(meta["config"]).replace(use_fp16=False)
+        plan = {k: meta[k] for k in PLAN_KEYS}
+        with torch.device("meta"):
+            model = apply_plan(UNetModel(config), plan, fit=False)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: incomplete quantized-checkpoint metadata ({type(e).__name__}: {e}); re-create the file") from None
+    return model, plan
+
+
+def _check_header(path: str | os.PathLike, expected: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> None:
+    with safe_open(str(path), framework="pt") as f:
+        found = {k: (tuple(f.get_slice(k).get_shape()), _DTYPES.get(f.get_slice(k).get_dtype())) for k in f.keys()}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    wrong = [f"{k} {found[k][0]} {found[k][1]} (expected {shape} {dtype})"
+             for k, (shape, dtype) in expected.items() if k in found and found[k] != (shape, dtype)]
+    if missing or unexpected or wrong:
+        parts = [f"{path}: tensors do not match the network its metadata describes (tampered with, or written by another tool):"]
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape/dtype", wrong)):
+            if keys:
+                parts.append(f"  {len(keys)} {label}, first: {', '.join(keys[:3])}")
+        raise ValueError("\n".join(parts))
+
+
+def _check_values(model: UNetModel, tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Integers inside their grids, scales positive and finite."""
+    def bad(key: str, why: str) -> None:
+        raise ValueError(f"{path}: {key} {why}; the file was not written by save_quantized")
+
+    for name, layer in quant_layers(model):
+        qmin, qmax = int_range(layer.bits)
+        for key in (f"{name}.qweight", f"{name}.zero_point"):
+            if tensors[key].numel() and not (qmin <= int(tensors[key].min()) and int(tensors[key].max()) <= qmax):
+                bad(key, f"holds values outside the {layer.bits}-bit grid [{qmin}, {qmax}]")
+    for key, value in tensors.items():
+        if key.endswith("scale") and value.numel() and not (torch.isfinite(value).all() and (value > 0).all()):
+            bad(key, "holds non-positive or non-finite scales")
+
+
+def load_quantized(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetModel:
+    """The fake-quantized model of a file written by :func:`save_quantized`, in eval mode.
+
+    It computes in fp32 from the stored integer weights, exactly as the model that was saved.
+    """
+    meta = read_meta(path)
+    if meta.get("kind") != KIND:
+        raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a quantized model; "
+                         "full-precision models load with qgesco.models.checkpoint.load_model")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: quantized-checkpoint format {meta.get('format_version')!r}; this qgesco reads {FORMAT_VERSION}")
+    model, plan = _skeleton(meta, path)
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    packed = {name: layer for name, layer in quant_layers(model) if layer.bits <= PACKED_BITS}
+    for name, layer in packed.items():
+        expected[f"{name}.qweight"] = ((math.ceil(layer.qweight.numel() / 2),), torch.uint8)
+    _check_header(path, expected)
+    tensors, _ = load_tensors(path)
+    if tensors_sha256(tensors) != meta.get("sha256"):
+        raise ValueError(f"{path}: tensor data do not match the checksum written with the file: it was modified "
+                         "or corrupted after saving; re-create it with qgesco quantize")
+    for name, layer in packed.items():
+        tensors[f"{name}.qweight"] = unpack_int4(tensors[f"{name}.qweight"], tuple(layer.qweight.shape))
+    _check_values(model, tensors, path)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(tensors, strict=True)
+    model.quant_plan = plan
+    model.quant_report = meta.get("provenance", {})
+    return model.to(device).eval()

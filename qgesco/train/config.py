@@ -1,0 +1,181 @@
+"""Training configuration: one flat dataclass, loaded from YAML, every field overridable.
+
+Everything that can be wrong with a configuration (unknown field, wrong type, missing data,
+an image size the UNet cannot take, a map with the wrong number of classes) is reported by
+:func:`validate` before a single training step runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..channel import GESCO_TRAINING_PSNRS
+
+
+@dataclass
+class TrainConfig:
+    #: Model preset name (``camvid-demo``) or one of our ``.safetensors`` files to start from.
+    model: str = "camvid-demo"
+    #: Dataset spec (``camvid:train``, ``cityscapes:train``, ``synthetic:64``) and optional root folder.
+    data: str = "camvid:train"
+    data_root: str | None = None
+    #: Training resolution; default: the model preset's ``image_hw``.
+    image_hw: tuple[int, int] | None = None
+    out: str = "runs/train"
+    steps: int = 10_000
+    #: Per process: under torchrun the global batch is ``batch_size * world_size``.
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_rate: float = 0.9999
+    #: Probability that a map is replaced by zeros (classifier-free guidance training).
+    cfg_drop: float = 0.2
+    #: Noise-aware conditioning: ``levels`` draws a PSNR per sample from ``noise_levels``
+    #: (default: the published σ list {0.6, 0.36, 0.22, 0.13, 0.08, 0.05, 0, 0, 0} as gesco
+    #: table levels), ``range`` draws uniformly from ``psnr_range`` (exact σ), ``none`` sends clean maps.
+    noise: str = "levels"
+    noise_levels: tuple[float, ...] = tuple(float(p) for p in GESCO_TRAINING_PSNRS)
+    noise_table: str = "gesco"
+    psnr_range: tuple[float, float] = (1.0, 100.0)
+    cleanup: str = "avgmax"
+    compress: bool = True
+    #: ``uniform`` or ``loss-second-moment`` (importance sampling of timesteps, Improved DDPM).
+    schedule_sampler: str = "uniform"
+    diffusion_steps: int = 1000
+    noise_schedule: str = "linear"
+    seed: int = 0
+    num_workers: int = 0
+    #: CPU threads for torch (0 = torch's default).
+    threads: int = 0
+    channels_last: bool = False
+    #: bf16 autocast; used on CUDA only (CPU trains in fp32).
+    bf16: bool = True
+    device: str = "auto"
+    log_every: int = 25
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    #: Every N steps (0 = never) sample the fixed validation batch with the EMA model into samples/.
+    sample_every: int = 2000
+    sample_data: str | None = None
+    sample_batch: int = 4
+    sample_respacing: str = "ddim25"
+    sample_guidance: float = 2.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check ``value`` against the field's type; accept lists for tuples and ints for floats."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"config field {name}: must not be empty")
+    if type(None) in args:
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config field {name}: expected a list, got {value!r}")
+        item = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [item] * len(value)
+        else:
+            items = list(args)
+            if len(items) != len(value):
+                raise ValueError(f"config field {name}: expected {len(items)} values, got {len(value)}")
+        return tuple(_scalar(name, v, t) for v, t in zip(value, items))
+    return _scalar(name, value, hint)
+
+
+def _scalar(name: str, value: Any, kind: type) -> Any:
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise ValueError(f"config field {name}: expected {kind.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def make_config(values: dict[str, Any]) -> TrainConfig:
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; known fields: {', '.join(FIELDS)}")
+    return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A YAML file (flat mapping of fields) with ``overrides`` applied on top."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a training config is a mapping of field: value")
+        values.update(loaded)
+    values.update(overrides or {})
+    return make_config(values)
+
+
+def parse_override(name: str, text: str) -> Any:
+    """A command-line value, read as YAML so that ``1e-4``, ``true`` and ``[48, 64]`` work."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError(f"--{name.replace('_', '-')} {text!r}: not a valid value") from None
+
+
+CHOICES = {
+    "noise": ("levels", "range", "none"),
+    "noise_table": ("exact", "gesco"),
+    "schedule_sampler": ("uniform", "loss-second-moment"),
+    "noise_schedule": ("linear", "cosine"),
+}
+
+
+def check_values(cfg: TrainConfig) -> None:
+    """Range checks of single fields (no files touched)."""
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"config field {name}: {getattr(cfg, name)!r} is not one of {', '.join(allowed)}")
+    positive = ("steps", "batch_size", "diffusion_steps", "log_every", "save_every", "keep_checkpoints", "sample_batch")
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"config field {name}: must be > 0, got {getattr(cfg, name)}")
+    for name in ("weight_decay", "grad_clip", "warmup_steps", "sample_every", "num_workers", "threads", "seed"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"config field {name}: must be >= 0, got {getattr(cfg, name)}")
+    if not cfg.lr > 0:
+        raise ValueError(f"config field lr: must be > 0, got {cfg.lr}")
+    if not 0 <= cfg.ema_rate < 1:
+        raise ValueError(f"config field ema_rate: must be in [0, 1), got {cfg.ema_rate}")
+    if not 0 <= cfg.cfg_drop < 1:
+        raise ValueError(f"config field cfg_drop: must be in [0, 1), got {cfg.cfg_drop}")
+    if cfg.noise == "levels" and not cfg.noise_levels:
+        raise ValueError("config field noise_levels: give at least one PSNR level")
+    if cfg.noise == "range" and not cfg.psnr_range[0] <= cfg.psnr_range[1]:
+        raise ValueError(f"config field psnr_range: low > high in {cfg.psnr_range}")
+    if cfg.noise == "range" and cfg.noise_table == "gesco":
+        raise ValueError("noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)")
+    if cfg.image_hw is not None and min(cfg.image_hw) <= 0:
+        raise ValueError(f"config field image_hw: must be positive, got {cfg.image_hw}")

@@ -1,0 +1,341 @@
+"""Noise-aware GESCO training on one CPU or many GPUs (torchrun + DistributedDataParallel).
+
+Each map goes through the same channel and receiver cleanup that sampling will use, at a
+PSNR drawn per sample, and is dropped to zeros with probability ``cfg_drop`` so the model
+also learns the unconditional score for classifier-free guidance.
+
+Reproducibility: the randomness of step k (timesteps, noise, channel noise, map dropout,
+dropout) comes from a generator seeded by (seed, k, rank), and the data order from
+(seed, epoch); a checkpoint therefore only needs the weights, the EMA, the optimizer, the
+step and the timestep sampler's history to continue bit-identically.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from ..channel import AWGN, encode, transmit
+from ..data import make_loader, open_dataset
+from ..diffusion import GaussianDiffusion, create_diffusion, respace
+from ..models import UNetModel
+from ..models.checkpoint import create_model, load_model
+from ..models.presets import PRESETS
+from .checkpoints import CheckpointDir
+from .config import TrainConfig, check_values
+from .report import MetricsLog, save_sample_grid
+from .timesteps import make_schedule_sampler
+
+#: Fields a resumed run may change; any other difference would break exact continuation.
+RESUMABLE_CHANGES = {"steps", "log_every", "save_every", "keep_checkpoints", "sample_every", "num_workers", "threads", "device"}
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> DistEnv:
+    """Single process, or one rank of a ``torchrun`` job (gloo on CPU, nccl on GPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if world == 1:
+        return DistEnv(0, 1, torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    return DistEnv(dist.get_rank(), dist.get_world_size(), dev)
+
+
+def params_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for p in model.state_dict().values():
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    """Builds everything from a :class:`TrainConfig`, validating it first, then :meth:`run`."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print):
+        check_values(cfg)
+        self.cfg, self.log = cfg, log
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.env = setup_distributed(cfg.device)
+        self.ckpt = CheckpointDir(Path(cfg.out))
+        if resume and self.ckpt.latest() is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {cfg.out}/ckpt; start without --resume")
+        if not resume and self.ckpt.latest() is not None:
+            raise ValueError(f"{cfg.out} already holds a training run; pass --resume to continue it or choose another --out")
+
+        self.model = self._build_model()
+        hw = self.model.config.image_hw
+        self.dataset = open_dataset(cfg.data, root=cfg.data_root, image_hw=hw, train=True, seed=cfg.seed)
+        c = self.model.config
+        if self.dataset.num_classes != c.num_classes:
+            raise ValueError(f"{cfg.data} has {self.dataset.num_classes} classes but model {cfg.model} expects {c.num_classes}; "
+                             "pick a model preset made for this dataset")
+        if not c.no_instance and not self.dataset.has_instances:
+            raise ValueError(f"model {cfg.model} expects an instance-edge channel but {cfg.data} has no instance maps; "
+                             "use a model with no_instance=True")
+        per_epoch = len(self.dataset) // (cfg.batch_size * self.env.world_size)
+        if per_epoch == 0:
+            raise ValueError(f"batch_size {cfg.batch_size} x {self.env.world_size} processes exceeds the {len(self.dataset)} training scenes")
+        self.steps_per_epoch = per_epoch
+
+        self.model.to(self.env.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # The encoder's SPADE norms are never called (published architecture): keep them out
+        # of the optimizer, and out of DDP's gradient reduction.
+        for block in self.model.modules():
+            if hasattr(block, "spade_norm"):
+                block.spade_norm.requires_grad_(False)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.net = self.model
+        if self.env.world_size > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None)
+        self.diffusion: GaussianDiffusion = create_diffusion(cfg.diffusion_steps, cfg.noise_schedule, c.learn_sigma)
+        self.schedule = make_schedule_sampler(cfg.schedule_sampler, cfg.diffusion_steps)
+        self.step = 0
+        if resume:
+            self._resume()
+        self.metrics = MetricsLog(Path(cfg.out), keep_until=self.step) if self.env.is_main else None
+        self.stop_requested = False
+
+    # --- setup ---------------------------------------------------------------------------
+    def _build_model(self) -> UNetModel:
+        cfg = self.cfg
+        if cfg.model in PRESETS and not Path(cfg.model).is_file():
+            model = create_model(cfg.model, seed=cfg.seed)
+        else:
+            model = load_model(cfg.model).train()
+        if cfg.image_hw is not None and tuple(cfg.image_hw) != model.config.image_hw:
+            state = model.state_dict()
+            model = UNetModel(model.config.replace(image_hw=tuple(cfg.image_hw)))
+            model.load_state_dict(state)
+        return model.train()
+
+    def _resume(self) -> None:
+        state = self.ckpt.load(self.model, self.ema)
+        saved = state["config"]
+        changed = sorted(k for k, v in self.cfg.to_dict().items() if k not in RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(v))
+        if changed:
+            raise ValueError(f"cannot resume with changed setting(s) {changed}: they would not continue the same run; "
+                             "only these may change: " + ", ".join(sorted(RESUMABLE_CHANGES)))
+        if state["world_size"] != self.env.world_size:
+            raise ValueError(f"the run was trained with {state['world_size']} processes; resume it with the same number")
+        self.opt.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.step = state["step"]
+        self.log(f"resumed {self.cfg.out} at step {self.step}")
+
+    # --- one step -----------------------------------------------------------------------
+    def condition(self, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """The map as the receiver will see it (channel + cleanup), or zeros for guidance dropout."""
+        cfg, n, dev = self.cfg, y.shape[0], y.device
+        if cfg.noise == "levels":
+            levels = torch.tensor(cfg.noise_levels, dtype=torch.float64)
+            idx = torch.randint(len(levels), (n,), generator=g, device=dev).cpu()
+            channel = AWGN(levels[idx], table=cfg.noise_table)
+        elif cfg.noise == "range":
+            lo, hi = cfg.psnr_range
+            channel = AWGN((lo + (hi - lo) * torch.rand(n, generator=g, device=dev, dtype=torch.float64)).cpu(), table="exact")
+        else:
+            channel = AWGN(100, table="gesco")
+        y = transmit(y, channel, self.model.config.num_classes, cleanup=cfg.cleanup, compress=cfg.compress, generator=g)
+        keep = (torch.rand(n, generator=g, device=dev) >= cfg.cfg_drop).to(y.dtype)
+        return y * keep[:, None, None, None]
+
+    def encode_batch(self, batch) -> torch.Tensor:
+        c = self.model.config
+        instance = batch.instance.to(self.env.device) if not c.no_instance else None
+        return encode(batch.label.to(self.env.device), c.num_classes, instance)
+
+    def train_step(self, batch) -> dict[str, float]:
+        cfg, dev = self.cfg, self.env.device
+        seed = step_seed(cfg.seed, self.step, self.env.rank)
+        torch.manual_seed(seed)  # model dropout, if any
+        g = torch.Generator(device=dev).manual_seed(seed)
+        x0 = batch.image.to(dev)
+        y = self.condition(self.encode_batch(batch), g)
+        t, weights = self.schedule.sample(x0.shape[0], g, dev)
+        noise = torch.randn(x0.shape, generator=g, device=dev)
+        if cfg.channels_last:
+            x0, y, noise = (v.contiguous(memory_format=torch.channels_last) for v in (x0, y, noise))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and cfg.bf16):
+            terms = self.diffusion.training_losses(self.net, x0, t, y, noise=noise)
+        loss = (terms["loss"].float() * weights).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.step()
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                e.lerp_(p, 1.0 - cfg.ema_rate)
+        self._update_schedule(t, terms["loss"])
+        self.step += 1
+        out = {k: v.detach().float().mean() for k, v in terms.items()}
+        out["grad_norm"] = grad_norm.detach()
+        if self.env.world_size > 1:
+            stacked = torch.stack(list(out.values()))
+            dist.all_reduce(stacked)
+            out = dict(zip(out, (stacked / self.env.world_size)))
+        return {**{k: float(v) for k, v in out.items()}, "lr": lr}
+
+    def _update_schedule(self, t: torch.Tensor, losses: torch.Tensor) -> None:
+        if self.env.world_size > 1 and self.schedule.state_dict():
+            ts, ls = [torch.empty_like(t) for _ in range(self.env.world_size)], [torch.empty_like(losses) for _ in range(self.env.world_size)]
+            dist.all_gather(ts, t)
+            dist.all_gather(ls, losses.detach())
+            t, losses = torch.cat(ts), torch.cat(ls)
+        self.schedule.update(t.cpu(), losses.detach().cpu())
+
+    # --- the loop -----------------------------------------------------------------------
+    def batches(self):
+        """Batches from the current step on, epoch after epoch, this rank's shard only."""
+        cfg, env = self.cfg, self.env
+        epoch, skip = divmod(self.step, self.steps_per_epoch)
+        while True:
+            sampler = torch.utils.data.DistributedSampler(self.dataset, env.world_size, env.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+            self.dataset.set_epoch(epoch)
+            order = list(sampler)[: self.steps_per_epoch * cfg.batch_size][skip * cfg.batch_size:]
+            loader = make_loader(_Subset(self.dataset, order), cfg.batch_size, epoch=epoch, num_workers=cfg.num_workers, drop_last=True)
+            yield from loader
+            epoch, skip = epoch + 1, 0
+
+    def _stop(self, *_):
+        self.stop_requested = True
+
+    def _agree_to_stop(self) -> bool:
+        if self.env.world_size == 1:
+            return self.stop_requested
+        flag = torch.tensor([float(self.stop_requested)], device=self.env.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def save(self) -> None:
+        if self.env.is_main:
+            self.ckpt.save(self.step, self.model, self.ema, {
+                "step": self.step, "optimizer": self.opt.state_dict(), "schedule": self.schedule.state_dict(),
+                "config": self.cfg.to_dict(), "world_size": self.env.world_size,
+            }, keep=self.cfg.keep_checkpoints)
+            self.metrics.flush()
+
+    def sample_grid(self) -> None:
+        cfg = self.cfg
+        spec = cfg.sample_data or (cfg.data.replace(":train", ":val") if ":train" in cfg.data else cfg.data)
+        try:
+            val = open_dataset(spec, root=cfg.data_root, image_hw=self.model.config.image_hw, train=False, seed=cfg.seed)
+        except (FileNotFoundError, ValueError):
+            val = open_dataset(cfg.data, root=cfg.data_root, image_hw=self.model.config.image_hw, train=False, seed=cfg.seed)
+        batch = next(iter(make_loader(val, min(cfg.sample_batch, len(val)))))
+        c = self.model.config
+        g = torch.Generator(device=self.env.device).manual_seed(cfg.seed)
+        y = transmit(self.encode_batch(batch), AWGN(100, table="gesco"), c.num_classes, cleanup=cfg.cleanup, generator=g)
+        x = respace(self.diffusion, cfg.sample_respacing).ddim_sample_loop(
+            self.ema, batch.image.shape, y, guidance=cfg.sample_guidance,
+            noise=torch.randn(batch.image.shape, generator=g, device=self.env.device))
+        save_sample_grid(Path(cfg.out) / "samples" / f"step_{self.step:07d}.png", y, batch.image, x, c.num_classes)
+
+    def run(self) -> dict:
+        cfg, env = self.cfg, self.env
+        handlers = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not env.is_main, dynamic_ncols=True)
+        t0, done_at_start, last = time.perf_counter(), self.step, {}
+        try:
+            for batch in self.batches():
+                if self.step >= cfg.steps or self._agree_to_stop():
+                    break
+                last = self.train_step(batch)
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+                if env.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                    elapsed = time.perf_counter() - t0
+                    rate = (self.step - done_at_start) * cfg.batch_size * env.world_size / max(elapsed, 1e-9)
+                    self.metrics.append({"step": self.step, **last, "samples_per_s": rate, "elapsed_s": elapsed})
+                if self.step % cfg.save_every == 0:
+                    self.save()
+                if env.is_main and cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.sample_grid()
+            self.save()
+        finally:
+            bar.close()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        summary = {"step": self.step, "stopped_early": self.step < cfg.steps, "final": last}
+        if env.world_size > 1:
+            digests = [None] * env.world_size
+            dist.all_gather_object(digests, params_digest(self.model))
+            summary["rank_param_digests"] = digests
+            if len(set(digests)) != 1:
+                raise RuntimeError(f"ranks diverged: parameter digests {digests}")
+        if env.is_main:
+            self.metrics.finish(summary)
+        if self.stop_requested:
+            self.log(f"stopped at step {self.step}; checkpoint saved in {cfg.out}/ckpt (continue with --resume)")
+        return summary
+
+
+class _Subset(torch.utils.data.Dataset):
+    """A view of ``dataset`` in a given index order that forwards ``set_epoch``."""
+
+    def __init__(self, dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+        self.seed = dataset.seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Train (or continue training) as configured; returns a summary of the run."""
+    return Trainer(cfg, resume=resume).run()
