@@ -1,6 +1,7 @@
 """Gaussian diffusion in the guided-diffusion vocabulary: schedules, ``q_sample``, the
 posterior, ``p_mean_variance`` with learned-range variance and classifier-free guidance,
-the hybrid training loss, and the DDPM / DDIM sampling loops.
+the hybrid training loss, and the DDPM / DDIM sampling loops (thin wrappers over
+:mod:`qgesco.diffusion.samplers`, which holds the loop and the faster samplers).
 
 Written here rather than taken from diffusers because GESCO's checkpoints need the exact
 published numerics (float64 coefficients, learned-range variance interpolation, guidance on
@@ -16,7 +17,6 @@ from typing import Callable, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 
 class Denoiser(Protocol):
@@ -211,32 +211,29 @@ class GaussianDiffusion:
             mean = mean + nonzero * sigma * noise
         return {"sample": mean, "pred_xstart": out["pred_xstart"]}
 
-    def _loop(self, step: Callable[[torch.Tensor, torch.Tensor], dict], shape, y: torch.Tensor, noise: torch.Tensor | None,
-              generator: torch.Generator | None, progress: bool, callback: StepCallback | None, desc: str) -> torch.Tensor:
-        x = noise if noise is not None else torch.randn(tuple(shape), generator=generator, device=y.device)
-        if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
-            raise ValueError(f"noise/shape {tuple(x.shape)} does not match the map batch and size {tuple(y.shape)}")
-        for i in tqdm(range(self.num_timesteps - 1, -1, -1), desc=desc, disable=not progress, leave=False):
-            t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
-            if callback is not None:
-                callback(i, self.timestep_map.to(x.device)[t], x)
-            with torch.no_grad():
-                x = step(x, t)["sample"]
-        return x
-
     def ddpm_sample_loop(self, model: Denoiser, shape, y: torch.Tensor, guidance: float = 1.0, noise: torch.Tensor | None = None,
                          clip_denoised: bool = True, generator: torch.Generator | None = None, progress: bool = False,
                          callback: StepCallback | None = None, batch_cfg: bool = False) -> torch.Tensor:
         """Ancestral sampling over every step of this (possibly respaced) process."""
-        return self._loop(lambda x, t: self.p_sample(model, x, t, y, guidance, clip_denoised, generator, batch_cfg),
-                          shape, y, noise, generator, progress, callback, f"DDPM {self.num_timesteps}")
+        from .samplers import DDPMSampler
+
+        return DDPMSampler(self, self.num_timesteps, clip_denoised=clip_denoised).sample(
+            model, y, guidance=guidance, noise=self._initial_noise(shape, y, noise, generator), generator=generator,
+            progress=progress, callback=callback, batch_cfg=batch_cfg)
 
     def ddim_sample_loop(self, model: Denoiser, shape, y: torch.Tensor, guidance: float = 1.0, eta: float = 0.0,
                          noise: torch.Tensor | None = None, clip_denoised: bool = True, generator: torch.Generator | None = None,
                          progress: bool = False, callback: StepCallback | None = None, batch_cfg: bool = False) -> torch.Tensor:
         """DDIM sampling over every step of this (respaced, e.g. ``ddim25``) process."""
-        return self._loop(lambda x, t: self.ddim_sample(model, x, t, y, guidance, eta, clip_denoised, generator, batch_cfg),
-                          shape, y, noise, generator, progress, callback, f"DDIM {self.num_timesteps}")
+        from .samplers import DDIMSampler
+
+        return DDIMSampler(self, self.num_timesteps, eta=eta, clip_denoised=clip_denoised).sample(
+            model, y, guidance=guidance, noise=self._initial_noise(shape, y, noise, generator), generator=generator,
+            progress=progress, callback=callback, batch_cfg=batch_cfg)
+
+    @staticmethod
+    def _initial_noise(shape, y: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
+        return noise if noise is not None else torch.randn(tuple(shape), generator=generator, device=y.device)
 
     # --- training -----------------------------------------------------------------------
     def vb_terms_bpd(self, output: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

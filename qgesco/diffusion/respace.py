@@ -55,10 +55,12 @@ def respace(diffusion: GaussianDiffusion, spec: str | int | list[int]) -> Gaussi
     """A process over the timesteps kept by ``spec`` that calls the model with the original timesteps."""
     if diffusion.num_timesteps != len(diffusion.timestep_map) or not bool((diffusion.timestep_map == np.arange(diffusion.num_timesteps)).all()):
         raise ValueError("respace a full (not already respaced) diffusion process")
-    keep = space_timesteps(diffusion.num_timesteps, spec)
-    betas, last = [], 1.0
-    for i, alpha_cumprod in enumerate(diffusion.alphas_cumprod.tolist()):
-        if i in keep:
-            betas.append(1 - alpha_cumprod / last)
-            last = alpha_cumprod
-    return GaussianDiffusion(np.array(betas), diffusion.variance, timestep_map=keep)
+    return subsample(diffusion, space_timesteps(diffusion.num_timesteps, spec))
+
+
+def subsample(diffusion: GaussianDiffusion, keep: list[int]) -> GaussianDiffusion:
+    """The process over step indices ``keep`` (ascending) of ``diffusion``: betas recomputed from
+    the kept ``alphas_cumprod`` so its posteriors are exact; model timesteps carried over."""
+    alphas_cumprod = diffusion.alphas_cumprod.numpy()[keep]
+    betas = 1 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1])
+    return GaussianDiffusion(betas, diffusion.variance, timestep_map=diffusion.timestep_map[keep].tolist())

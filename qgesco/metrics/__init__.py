@@ -1,7 +1,9 @@
-"""Image-quality and segmentation metrics for regenerated images: LPIPS, FID/KID, PSNR/SSIM, mIoU.
+"""Image-quality and segmentation metrics for regenerated images: LPIPS, FID/KID, PSNR/SSIM, mIoU,
+and a small CamVid segmentation network (:mod:`qgesco.metrics.segnet`) for semantic fidelity.
 
-Images are float RGB tensors in [0, 1]. Pretrained weights come from the cache filled by
-``qgesco fetch-weights`` (:mod:`qgesco.metrics.weights`); nothing here downloads at run time.
+Images are float RGB tensors in [0, 1]. LPIPS and Inception weights come from the cache filled
+by ``qgesco fetch-weights`` (:mod:`qgesco.metrics.weights`), the segmentation network's ship in
+``qgesco/assets``; nothing here downloads at run time.
 This package depends on torch, numpy, scipy, PIL and :mod:`qgesco.fileio` only, so that
 evaluation never pulls in models, diffusion or data code.
 """
@@ -20,6 +22,7 @@ from qgesco.metrics.images import list_images, load_image
 from qgesco.metrics.perceptual import LPIPS, lpips
 from qgesco.metrics.pixel import psnr, ssim
 from qgesco.metrics.segmentation import ConfusionMatrix, miou, pixel_accuracy
+from qgesco.metrics.segnet import SegNet, segment
 from qgesco.fileio import cache_dir
 from qgesco.metrics.weights import FetchError, WeightsMissingError, fetch, fetch_all
 
@@ -28,6 +31,7 @@ __all__ = [
     "FetchError",
     "InceptionFeatures",
     "LPIPS",
+    "SegNet",
     "WeightsMissingError",
     "cache_dir",
     "feature_stats",
@@ -44,6 +48,7 @@ __all__ = [
     "miou",
     "pixel_accuracy",
     "psnr",
+    "segment",
     "ssim",
     "tf_bilinear_resize",
 ]

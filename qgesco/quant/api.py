@@ -86,7 +86,7 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
         plan = make_plan(fp_model, weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric, split=split,
                          keep_fp=keep_fp, quantize_attention=quantize_attention)
         qmodel = copy.deepcopy(fp_model).eval().requires_grad_(False)
-        apply_plan(qmodel, plan, fit=True, method=weight_init, p=lp_norm)
+        apply_plan(qmodel, plan, fit=True, method=weight_init, p=lp_norm, progress=progress)
         options = {"weight_init": weight_init, "lp_norm": lp_norm, "split": split, "keep_fp": list(keep_fp),
                    "quantize_attention": quantize_attention, **settings_dict(settings)}
         blocks = []

@@ -5,12 +5,13 @@ sampling guidance) from maps of the dataset, each map first sent through the cha
 of 8 PSNR levels spread uniformly over 1..100 dB, and keep the sample every 25 steps. The
 activations of a diffusion UNet drift with the timestep and, for a semantic receiver, with
 the channel noise on ``y``; a set covering both lets the quantizer fit the ranges the
-deployed model meets. Each map's recording phase within the 25-step period is drawn at
-random, so over the maps every timestep of the trajectory is represented.
+deployed model meets. The maps' recording phases within the 25-step period are spread
+evenly and assigned at random, so with at least 25 maps every timestep is represented.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -175,8 +176,9 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
     ``maps`` is a dataset (:mod:`qgesco.data`) or a tensor of clean one-hot maps. Map ``j``
     crosses an AWGN channel at ``psnrs[j % len(psnrs)]`` dB (``timestep_only``: a noiseless
     channel, the ablation of the paper's Table II) and its trajectory is recorded every
-    ``every`` steps from a random phase. Deterministic for a given ``seed``; with ``resume``
-    (a file) the work is saved after every batch of maps and an interrupted run continues.
+    ``every`` steps, the phases spread evenly over the maps in random order. Deterministic
+    for a given ``seed``; with ``resume`` (a file) the work is saved after every batch of
+    maps and an interrupted run continues.
     """
     _check_recipe(num_maps, None if timestep_only else psnrs, steps, every, batch_size, guidance)
     started = time.perf_counter()
@@ -184,7 +186,7 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     clean, names = _clean_maps(model, maps, num_maps, g)
-    phase = torch.randint(every, (num_maps,), generator=g)
+    phase = (torch.arange(num_maps) % every)[torch.randperm(num_maps, generator=g)]
     psnr = None if timestep_only else torch.tensor([float(psnrs[j % len(psnrs)]) for j in range(num_maps)], dtype=torch.float64)
     diffusion = respace(create_diffusion(learn_sigma=cfg.learn_sigma), f"ddim{steps}")
     settings = {"num_maps": num_maps, "psnrs": None if timestep_only else [float(p) for p in psnrs], "timestep_only": timestep_only,
@@ -227,6 +229,7 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
     tensors = {k: torch.cat(v) for k, v in parts.items()}
     info = {"config": cfg.to_dict(), "settings": settings,
             "provenance": {"map_names": names, "seconds": round(time.perf_counter() - started, 1), **(provenance or {})}}
+    info = json.loads(json.dumps(info))  # the form it has after save/load
     return CalibrationSet(tensors["x"], tensors["t"], tensors["map_index"], tensors["maps"], psnr, info)
 
 

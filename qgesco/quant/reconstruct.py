@@ -118,8 +118,7 @@ class BlockData:
         self.qmodel, self.fp_model = qmodel, fp_model
         self.q_unit, self.fp_unit = qmodel.get_submodule(name), fp_model.get_submodule(name)
         self.calib, self.batch_size = calib, batch_size
-        device = next(qmodel.parameters()).device
-        self.device = device
+        self.device = next(qmodel.parameters()).device
         first = self._capture(0, min(batch_size, len(calib)))
         per_sample = sum(t.numel() * t.element_size() for t in (*first[0], first[1])) / first[1].shape[0]
         self.chunk = max(batch_size, int(cache_bytes // per_sample))

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from ..models.unet import QKVAttention, SDMResBlock, UNetModel
 from .layers import FLOAT_OPS, QuantLayer, QuantQKVAttention
@@ -103,9 +104,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def apply_plan(model: UNetModel, plan: dict[str, Any], *, fit: bool, method: str = "lp", p: float = 2.4) -> UNetModel:
+def apply_plan(model: UNetModel, plan: dict[str, Any], *, fit: bool, method: str = "lp", p: float = 2.4,
+               progress: bool = False) -> UNetModel:
     """Swap the plan's layers in place: fitted from the float weights (``fit``) or empty, to be loaded."""
-    for name, entry in plan["layers"].items():
+    for name, entry in tqdm(plan["layers"].items(), desc="fitting weight ranges", unit="layer", disable=not progress):
         try:
             layer = model.get_submodule(name)
         except AttributeError:
