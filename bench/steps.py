@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from common import RESULTS, markdown_table, median_ms, save  # noqa: E402
 from qgesco.channel import AWGN, encode, transmit  # noqa: E402
 from qgesco.data import open_dataset  # noqa: E402
-from qgesco.diffusion import create_diffusion, make_sampler  # noqa: E402
+from qgesco.diffusion import create_diffusion, make_sampler, sampler_spec  # noqa: E402
 from qgesco.metrics import InceptionFeatures, fid, kid, lpips  # noqa: E402
 from qgesco.models.checkpoint import load_model  # noqa: E402
 
@@ -38,11 +38,6 @@ MAX_DELTA_LPIPS = 0.01
 
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
-
-
-def spec_for(family: str, steps: int) -> str:
-    """``ddimq`` + 25 -> ``ddim25q``: families name a sampler and, by a trailing q/l, its spacing."""
-    return f"{family[:-1]}{steps}{family[-1]}" if family[-1] in "ql" else f"{family}{steps}"
 
 
 def fixed_set(model_config, dataset: str, n_images: int, psnr: float, seed: int):
@@ -142,7 +137,7 @@ def main() -> None:
     configs = {args.reference: "reference"}  # spec -> family; the reference runs first
     for family in args.samplers.split(","):
         for steps in ints(args.steps):
-            configs.setdefault(spec_for(family, steps), family)
+            configs.setdefault(sampler_spec(family, steps, args.reference), family)
     samplers = {spec: make_sampler(diffusion, spec) for spec in configs}
     per_image = sum(s.num_evaluations(args.guidance, None if spec == args.reference else window) for spec, s in samplers.items())
     runs = len(args.psnr.split(",")) * (2 if args.quantized else 1)

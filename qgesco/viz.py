@@ -37,17 +37,24 @@ def labels_to_uint8(labels: torch.Tensor, num_classes: int) -> np.ndarray:
     return colorize(labels.detach().cpu().long(), num_classes).numpy()
 
 
-def grid(columns: dict[str, np.ndarray], scale: int = 2, pad: int = 2, title_height: int = 14) -> Image.Image:
-    """Tiles ``columns[title][row]`` (each (N, H, W, 3) uint8) into one picture with column titles."""
+def grid(columns: dict[str, np.ndarray], scale: int = 2, pad: int = 2, title_height: int = 14,
+         row_titles: list[str] | None = None, row_title_width: int = 48) -> Image.Image:
+    """Tiles ``columns[title][row]`` (each (N, H, W, 3) uint8) into one picture with column
+    titles and, optionally, a title left of each row."""
     tiles = list(columns.values())
     n, h, w = tiles[0].shape[:3]
     if any(t.shape[:3] != (n, h, w) for t in tiles):
         raise ValueError("every grid column needs the same number of same-sized tiles")
+    if row_titles is not None and len(row_titles) != n:
+        raise ValueError(f"{len(row_titles)} row titles for {n} rows")
     th, tw = h * scale, w * scale
-    canvas = Image.new("RGB", (len(tiles) * (tw + pad) + pad, title_height + n * (th + pad) + pad), "white")
+    left = row_title_width if row_titles is not None else 0
+    canvas = Image.new("RGB", (left + len(tiles) * (tw + pad) + pad, title_height + n * (th + pad) + pad), "white")
     draw = ImageDraw.Draw(canvas)
+    for r, title in enumerate(row_titles or []):
+        draw.text((2, title_height + pad + r * (th + pad) + th // 2 - 5), title, fill="black")
     for c, (title, column) in enumerate(columns.items()):
-        x0 = pad + c * (tw + pad)
+        x0 = left + pad + c * (tw + pad)
         draw.text((x0 + 2, 1), title, fill="black")
         for r in range(n):
             tile = Image.fromarray(column[r]).resize((tw, th), Image.NEAREST)

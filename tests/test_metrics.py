@@ -22,6 +22,7 @@ from qgesco.metrics import (
     FetchError,
     InceptionFeatures,
     WeightsMissingError,
+    feature_stats,
     fid,
     folder_features,
     frechet_distance,
@@ -168,6 +169,17 @@ def test_fid_of_a_set_with_itself_is_zero():
     assert abs(fid(f, f)) < 1e-8
     few = np.random.default_rng(1).normal(size=(10, 32))  # rank-deficient covariance: the eps path
     assert abs(fid(few, few)) < 1e-4
+
+
+def test_fid_with_fewer_images_than_features_equals_the_sqrtm_formula():
+    rng = np.random.default_rng(8)
+    for n_a, n_b, d in ((30, 40, 64), (64, 5, 64), (101, 367, 512)):
+        a, b = rng.normal(size=(n_a, d)), rng.normal(0.2, 1.3, size=(n_b, d))
+        direct = frechet_distance(*feature_stats(a), *feature_stats(b))  # sqrtm of the D x D product
+        assert fid(a, b) == pytest.approx(direct, rel=1e-6)
+    assert abs(fid(a, a)) < 1e-9
+    with pytest.raises(ValueError, match="feature sizes differ"):
+        fid(a, b[:, :10])
 
 
 def test_frechet_distance_closed_forms():

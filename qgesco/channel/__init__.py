@@ -8,7 +8,7 @@ this package depends on torch, numpy and PIL only (never on models or diffusion)
 
 from .budget import Bandwidth, bandwidth, jpeg_bits, png_bits
 from .filters import CLEANUPS, cleanup
-from .frontend import transmit
+from .frontend import send, transmit
 from .noise import (
     AWGN,
     GESCO_SIGMA,
@@ -27,5 +27,5 @@ __all__ = [
     "AWGN", "Bandwidth", "CAMVID_PALETTE", "CITYSCAPES_PALETTE", "CLEANUPS", "Channel", "Compressed",
     "GESCO_SIGMA", "GESCO_TRAINING_PSNRS", "GESCO_TRAINING_SIGMAS", "NOISE_TABLES", "Rayleigh",
     "bandwidth", "check_y", "class_indices", "class_palette", "cleanup", "colorize", "compress",
-    "decompress", "encode", "instance_edges", "jpeg_bits", "noise_sigma", "png_bits", "transmit",
+    "decompress", "encode", "instance_edges", "jpeg_bits", "noise_sigma", "png_bits", "send", "transmit",
 ]

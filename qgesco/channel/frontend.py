@@ -1,4 +1,5 @@
-"""The whole sender -> channel -> receiver front-end in one call.
+"""The whole sender -> channel -> receiver front-end in one call (:func:`send` from label maps,
+:func:`transmit` from encoded maps).
 
 Training (noise-aware conditioning), calibration, evaluation and the demo must all see
 the same corrupted maps, so they share this function rather than re-assembling the steps.
@@ -10,7 +11,7 @@ import torch
 
 from . import filters, presence
 from .noise import Channel
-from .onehot import check_y
+from .onehot import check_y, encode
 
 
 def transmit(y: torch.Tensor, channel: Channel, num_classes: int, *, cleanup: str = "avgmax",
@@ -28,3 +29,13 @@ def transmit(y: torch.Tensor, channel: Channel, num_classes: int, *, cleanup: st
     sent = presence.compress(y, num_classes)
     received = channel(sent.symbols, generator=generator, image_index=sent.image_index)
     return presence.decompress(sent._replace(symbols=filters.cleanup(received, cleanup)))
+
+
+def send(labels: torch.Tensor, num_classes: int, channel: Channel, *, instance: torch.Tensor | None = None,
+         cleanup: str = "avgmax", compress: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Label maps (N, H, W) [+ instance maps] -> the received conditioning map the model gets.
+
+    The sender's encoding (one-hot + instance edges) followed by :func:`transmit`.
+    """
+    return transmit(encode(labels, num_classes, instance), channel, num_classes, cleanup=cleanup,
+                    compress=compress, generator=generator)

@@ -217,13 +217,32 @@ class DPMSolverPPSampler(Sampler):
         return float(self._sigma[i - 1] / self._sigma[i]) * x - float(self._alpha[i - 1] * math.expm1(-h)) * data
 
 
-_SPEC = re.compile(r"(ddpm|ddim|dpm\+\+)(\d+)([ql]?)")
+_SPEC = re.compile(r"(ddpm|ddim|dpm\+\+)(\d*)([ql]?)")
+
+
+def sampler_spec(sampler: str | None, steps: int | None, default: str) -> str:
+    """A full spec from a family or spec plus a step count, each falling back to ``default``'s:
+    ``("dpm++", 20, ..)`` -> ``dpm++20``, ``("ddimq", None, "ddim25")`` -> ``ddim25q``,
+    ``(None, 50, "ddim25")`` -> ``ddim50``."""
+    def parts(spec: str) -> tuple[str, str, str]:
+        match = _SPEC.fullmatch(spec.strip().lower()) if isinstance(spec, str) else None
+        if match is None:
+            raise ValueError(f"unknown sampler {spec!r}; use a family (ddpm, ddim, dpm++) or {SPEC_FORMS}")
+        return match.groups()
+
+    d_family, d_steps, d_suffix = parts(default)
+    family, own_steps, suffix = parts(sampler) if sampler is not None else (d_family, "", d_suffix)
+    if own_steps and steps is not None and int(own_steps) != steps:
+        raise ValueError(f"sampler {sampler!r} already names {own_steps} steps but steps={steps}; give one of them")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be a positive number of denoising steps, got {steps}")
+    return f"{family}{steps if steps is not None else own_steps or d_steps}{suffix}"
 
 
 def make_sampler(diffusion: GaussianDiffusion, spec: str) -> Sampler:
     """The sampler a short spec names (see the module docstring), over ``diffusion``'s timesteps."""
     match = _SPEC.fullmatch(spec.strip().lower()) if isinstance(spec, str) else None
-    if match is None:
+    if match is None or not match.group(2):
         raise ValueError(f"unknown sampler spec {spec!r}; use {SPEC_FORMS}")
     family, steps, suffix = match.groups()
     kind = {"ddpm": DDPMSampler, "ddim": DDIMSampler, "dpm++": DPMSolverPPSampler}[family]

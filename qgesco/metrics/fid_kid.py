@@ -141,8 +141,24 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
 
 def fid(features_a, features_b) -> float:
-    """Fréchet Inception Distance between two feature sets (N, D)."""
-    return frechet_distance(*feature_stats(features_a), *feature_stats(features_b))
+    """Fréchet Inception Distance between two feature sets (N, D).
+
+    With no more samples than dimensions in either set (a few hundred images vs 2048
+    features), both covariances are singular and sqrtm of the D x D product is slow and
+    inexact. Then tr (S1 S2)^(1/2) is taken exactly from the data: with centred X, Y and
+    S1 = X'X / (n1 - 1), S2 = Y'Y / (n2 - 1), the non-zero eigenvalues of S1 S2 are the
+    squared singular values of X Y' / sqrt((n1 - 1)(n2 - 1)).
+    """
+    a, b = _as_features(features_a, "features_a"), _as_features(features_b, "features_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    if max(len(a), len(b)) > a.shape[1]:
+        return frechet_distance(*feature_stats(a), *feature_stats(b))
+    x, y = a - a.mean(axis=0), b - b.mean(axis=0)
+    scale = np.sqrt((len(a) - 1) * (len(b) - 1))
+    tr_covmean = np.linalg.svd(x @ y.T, compute_uv=False).sum() / scale
+    diff = a.mean(axis=0) - b.mean(axis=0)
+    return float(diff @ diff + (x * x).sum() / (len(a) - 1) + (y * y).sum() / (len(b) - 1) - 2 * tr_covmean)
 
 
 def kid(features_a, features_b, *, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:

@@ -22,7 +22,7 @@ from .unet import UNetModel
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 #: Presets whose trained weights ship with the package.
-BUNDLED = {"camvid-demo": ASSETS / "camvid_demo.safetensors"}
+BUNDLED = {"camvid-demo": ASSETS / "camvid_demo.safetensors", "camvid-demo-w8": ASSETS / "camvid_demo_w8.safetensors"}
 
 
 def _suspect_flags(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], cfg: UNetConfig) -> list[str]:
@@ -100,15 +100,22 @@ def save_model(model: UNetModel, path: str | os.PathLike, **provenance: Any) -> 
     save_tensors(path, model.state_dict(), {"kind": "unet", "config": model.config.to_dict(), **provenance})
 
 
+def bundled_path(name: str) -> Path:
+    """The file of a bundled model (``camvid-demo``, ``camvid-demo-w8``), checked to exist."""
+    if name not in BUNDLED:
+        raise ValueError(f"{name!r} is not a bundled model; bundled: {', '.join(BUNDLED)}")
+    if not BUNDLED[name].is_file():
+        raise FileNotFoundError(f"bundled weights for {name!r} are missing at {BUNDLED[name]}; reinstall qgesco from a full checkout")
+    return BUNDLED[name]
+
+
 def _resolve(path_or_name: str | os.PathLike) -> Path:
     path = Path(path_or_name)
     if path.is_file():
         return path
     name = str(path_or_name)
     if name in BUNDLED:
-        if not BUNDLED[name].is_file():
-            raise FileNotFoundError(f"bundled weights for {name!r} are missing at {BUNDLED[name]}; reinstall qgesco from a full checkout")
-        return BUNDLED[name]
+        return bundled_path(name)
     if name in PRESETS:
         raise ValueError(f"preset {name!r} has no bundled weights; build it untrained with create_model({name!r}), "
                          "or load the published checkpoint with load_official_checkpoint(path, **flags)")

@@ -41,13 +41,20 @@ def model_costs(cfg: UNetConfig, height: int | None = None, width: int | None = 
     with torch.device("meta"):
         model = UNetModel(cfg)
         counter = FlopCounterMode(display=False)
+        # FLOPs per innermost module from the running total around its forward: the counter's own
+        # per-module paths lump layers called through a sliced nn.Sequential (``out_layers[1:]``).
+        by_module: dict[str, int] = {}
+        hooks = []
+        for name, module in model.named_modules():
+            if name and next(module.children(), None) is None:
+                hooks.append(module.register_forward_pre_hook(
+                    lambda m, args, name=name: by_module.__setitem__(name, by_module.get(name, 0) - counter.get_total_flops())))
+                hooks.append(module.register_forward_hook(
+                    lambda m, args, out, name=name: by_module.__setitem__(name, by_module[name] + counter.get_total_flops())))
         with counter, torch.no_grad():
             model(torch.empty(1, 3, h, w), torch.zeros(1, dtype=torch.long), torch.empty(1, cfg.label_channels, h, w))
+        for hook in hooks:
+            hook.remove()
     params = sum(p.numel() for p in model.parameters())
-    by_module: dict[str, int] = {}
-    for path, ops in counter.get_flop_counts().items():
-        name = path.split(".", 1)[1] if "." in path else ""
-        if name:
-            by_module[name] = sum(ops.values())
-    leaves = {k: v for k, v in by_module.items() if not any(o.startswith(k + ".") for o in by_module)}
+    leaves = {k: v for k, v in by_module.items() if v}
     return ModelCosts(params, 4 * params, h, w, counter.get_total_flops(), leaves)

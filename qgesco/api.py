@@ -1,0 +1,45 @@
+"""The five things a user does, each one call (re-exported by ``qgesco``)::
+
+    model = qgesco.load_model("camvid-demo")                  # ours, quantized, or the published .pt + flags
+    y = qgesco.send(labels, 12, qgesco.AWGN(10), generator=g) # sender + channel + receiver cleanup
+    images = qgesco.regenerate(model, y, sampler="ddim25")    # receiver
+    qmodel = qgesco.quantize(model, calib, weight_bits=8)     # calib = qgesco.build_calibration_set(model, maps)
+    result = qgesco.evaluate.evaluate(models, "camvid:val")    # see qgesco.evaluate
+
+Only :func:`load_model` lives here: it is the one place that knows every checkpoint kind, so
+that the CLI and users open any model file the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .fileio import read_meta
+from .models.checkpoint import BUNDLED, bundled_path, load_official_checkpoint
+from .models.checkpoint import load_model as load_float_model
+from .models.unet import UNetModel
+from .quant import load_quantized
+
+
+def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", **flags: Any) -> UNetModel:
+    """Any model, in eval mode on ``device``: a bundled name (``camvid-demo``, ``camvid-demo-w8``),
+    one of our ``.safetensors`` files (full precision or quantized), or a published GESCO/SDM
+    ``.pt`` checkpoint together with the flags of its sampling script (``image_size=256, ...``)."""
+    path = bundled_path(str(path_or_name)) if str(path_or_name) in BUNDLED else Path(path_or_name)
+    if path.suffix == ".pt":
+        if not flags:
+            raise ValueError(f"{path}: a published .pt checkpoint needs the flags it was trained with, e.g. "
+                             "load_model(path, image_size=256, num_classes=35, num_channels=256, ...) (README)")
+        return load_official_checkpoint(path, map_location=device, **flags).eval()
+    if flags:
+        raise ValueError(f"flags {sorted(flags)} only apply to published .pt checkpoints; {path} stores its own config")
+    kind = read_meta(path).get("kind")
+    if kind == "unet":
+        return load_float_model(path, device=device)
+    if kind == "quantized-unet":
+        return load_quantized(path, device=device)
+    raise ValueError(f"{path}: holds a {kind!r} file, not a model; give a model checkpoint")

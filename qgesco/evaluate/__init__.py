@@ -1,0 +1,18 @@
+"""Evaluation of receivers over channel quality: the paper's Tables I and II.
+
+    from qgesco.evaluate import evaluate
+    result = evaluate({"fp32": "camvid-demo", "W8": "w8.safetensors"}, "camvid:val", out="runs/eval",
+                      psnrs=(100, 20, 10), sampler="ddpm1000", guidance=2)
+
+Every model regenerates the same received maps from the same x_T (seeded per image), images
+land on disk (resumable), and LPIPS, FID/KID, mIoU and PSNR/SSIM are computed from them;
+``metrics.json``, ``table.md``, a metrics-vs-PSNR plot and a sample grid are written. Under
+``torchrun`` the images are shared across ranks. See docs/evaluation.md.
+"""
+
+from .models import EvalModel, describe, guided_step_flops, load_eval_model, tensor_bytes
+from .report import render, table_i, table_ii
+from .runner import CHANNELS, METRICS, chunks, evaluate, image_path, shard, stream_seed
+
+__all__ = ["CHANNELS", "METRICS", "EvalModel", "chunks", "describe", "evaluate", "guided_step_flops", "image_path",
+           "load_eval_model", "render", "shard", "stream_seed", "table_i", "table_ii", "tensor_bytes"]

@@ -1,0 +1,128 @@
+"""The models an evaluation compares, and the cost columns of the paper's Table I.
+
+A model is a file (an fp32 model from training, or a quantized checkpoint), the name of a
+bundled model, or any loaded ``model(x, t, y)`` with a ``config`` (:class:`UNetConfig`), so a
+low-bit runtime model can be evaluated like the others. Its Table I entries:
+
+- **weight bits**: the quantizer's, else the parameters' float width;
+- **size**: bytes of its tensors with quantized weights at their bit width (what the
+  checkpoint holds, header aside), in MB of 10^6 bytes as the paper's 2699 MB;
+- **TFLOPs**: one classifier-free-guided step (two forwards, the paper's 13.82 for GESCO) from
+  :func:`qgesco.models.costs.model_costs`; for a quantized model each layer's FLOPs are scaled
+  by (weight bits / 32) x (input bits / 32), the usual bit-operation count in fp32 units (the
+  paper does not state its rule).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..api import load_model
+from ..models.checkpoint import BUNDLED
+from ..models.config import UNetConfig
+from ..models.costs import model_costs
+from ..quant.digest import tensors_sha256
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+#: Names the run's folders and grid columns use for other things.
+RESERVED = {"original", "map", "received"}
+CALIBRATION_LABELS = {"timestep": "Timestep", "noise+timestep": "Noise + Timestep"}
+
+
+@dataclass
+class EvalModel:
+    """A model under evaluation: its name in tables and folders, the callable, and its Table I facts."""
+
+    name: str
+    model: Any
+    info: dict[str, Any]
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.model.config
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED:
+        raise ValueError(f"model name {name!r}: use letters, digits and . _ + - (e.g. fp32, W8, W4A8), not {sorted(RESERVED)}")
+    return name
+
+
+def default_name(source: str | os.PathLike) -> str:
+    """``runs/x/w8.safetensors`` -> ``w8``; a bundled model keeps its name."""
+    return str(source) if str(source) in BUNDLED else Path(source).name.split(".")[0]
+
+
+def load_eval_model(name: str, source: Any, device: str | torch.device = "cpu") -> EvalModel:
+    """``source``: a model file, a bundled model's name, or a loaded model with a ``config``."""
+    check_name(name)
+    if isinstance(source, (str, os.PathLike)):
+        model, origin = load_model(source, device), str(source)
+    else:
+        model = source.to(device).eval() if isinstance(source, torch.nn.Module) else source
+        origin = type(source).__name__
+    if not isinstance(getattr(model, "config", None), UNetConfig):
+        raise ValueError(f"model {name!r} ({type(model).__name__}) has no UNetConfig `config`; evaluation reads the image size "
+                         "and the classes from it: load models with load_model / load_quantized")
+    return EvalModel(name, model, describe(model, origin))
+
+
+def describe(model: Any, origin: str) -> dict[str, Any]:
+    """Source, precision, size, TFLOPs, calibration kind and weight digest of ``model``."""
+    plan = getattr(model, "quant_plan", None)
+    calib = (getattr(model, "quant_report", None) or {}).get("calibration")
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else None
+    first = next(model.parameters(), None) if state is not None else None
+    float_bits = torch.finfo(first.dtype).bits if first is not None else 32
+    return {
+        "source": origin,
+        "kind": "quantized" if plan else "fp",
+        "weight_bits": plan["weight_bits"] if plan else float_bits,
+        "act_bits": plan["act_bits"] if plan else None,
+        "size_mb": None if state is None else tensor_bytes(state, plan) / 1e6,
+        "tflops": guided_step_flops(model.config, plan) / 1e12,
+        "calibration": None if not calib else ("timestep" if calib.get("timestep_only") else "noise+timestep"),
+        "sha256": None if state is None else tensors_sha256(state),
+    }
+
+
+def tensor_bytes(state: dict[str, torch.Tensor], plan: dict[str, Any] | None) -> int:
+    """Bytes of ``state`` with every quantized weight at the plan's bit width, however it is held
+    in memory (one int8 per value in fake quantization, packed in the runtime)."""
+    layers = plan["layers"] if plan else {}
+    total = 0
+    for key, t in state.items():
+        layer, _, leaf = key.rpartition(".")
+        if leaf == "qweight" and layer in layers:
+            total += math.ceil(math.prod(layers[layer]["weight_shape"]) * plan["weight_bits"] / 8)
+        else:
+            total += t.numel() * t.element_size()
+    return total
+
+
+_costs = functools.lru_cache(maxsize=8)(model_costs)
+
+
+def guided_step_flops(config: UNetConfig, plan: dict[str, Any] | None = None) -> float:
+    """FLOPs of one guided step; with a quantization ``plan``, bit-scaled per layer (module docstring)."""
+    costs = _costs(config)
+    if plan is None:
+        return float(costs.flops_guided_step)
+    act = plan["act_bits"] or 32
+    total = 0.0
+    for name, flops in costs.flops_by_module.items():
+        entry = plan["layers"].get(name)
+        if entry is not None:
+            flops *= plan["weight_bits"] / 32 * ((act if entry["act"] else 32) / 32)
+        elif name in plan["attention"]:
+            flops *= (act / 32) ** 2
+        total += flops
+    return 2 * total

@@ -1,0 +1,44 @@
+"""The receiver: received semantic maps -> regenerated images, with any model.
+
+The demo, evaluation, benchmarks and Python users must regenerate images the same way (same
+sampler defaults, same guidance, same seeding), so they all call :func:`regenerate`. The model
+is any callable ``model(x, t, y)``: the fp32 UNet, the fake-quantized one, or a low-bit runtime
+model; like :mod:`qgesco.diffusion`, this module never imports the network.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .diffusion import GaussianDiffusion, Sampler, create_diffusion, make_sampler
+from .diffusion.gaussian import Denoiser, StepCallback
+
+#: The receiver's default sampler and guidance scale (docs/samplers.md: chosen by bench/steps.py).
+DEFAULT_SAMPLER = "ddim25"
+DEFAULT_GUIDANCE = 2.0
+
+
+def regenerate(model: Denoiser, y: torch.Tensor, *, sampler: str | Sampler = DEFAULT_SAMPLER,
+               guidance: float = DEFAULT_GUIDANCE, generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None, guidance_window: tuple[int, int] | None = None,
+               batch_cfg: bool = True, diffusion: GaussianDiffusion | None = None, progress: bool = False,
+               callback: StepCallback | None = None) -> torch.Tensor:
+    """Images in [-1, 1], (N, 3, H, W), for received maps ``y`` (N, C, H, W) on ``y``'s device.
+
+    ``sampler`` is a spec such as ``"ddim25"``, ``"dpm++20"`` or ``"ddpm1000"`` (the paper's), built
+    over ``diffusion`` (default: the published 1000 linear steps), or a ready :class:`Sampler`.
+    ``guidance`` is the classifier-free scale s (1 = conditional pass only); ``batch_cfg`` runs the
+    conditional and unconditional passes as one forward. Seed ``generator`` for reproducible images.
+    """
+    if not isinstance(y, torch.Tensor) or y.dim() != 4:
+        raise ValueError(f"received maps must be a (N, C, H, W) tensor, got {getattr(y, 'shape', type(y).__name__)}; "
+                         "make them with qgesco.channel.transmit(encode(labels, C), channel, C)")
+    if not isinstance(sampler, Sampler):
+        sampler = make_sampler(diffusion or create_diffusion(), sampler)
+    return sampler.sample(model, y, guidance=guidance, noise=noise, generator=generator, progress=progress,
+                          callback=callback, guidance_window=guidance_window, batch_cfg=batch_cfg)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """Model images in [-1, 1] as the metrics' [0, 1]."""
+    return ((images + 1) / 2).clamp(0, 1)

@@ -1,0 +1,106 @@
+"""The public API, the README's Python example, and `qgesco demo` / `qgesco sample` end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+import qgesco
+import qgesco.data
+from qgesco.cli import main
+from qgesco.models import checkpoint
+from tests.conftest import REPO
+
+
+def readme_python_example() -> str:
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(readme_python_example(), "README.md", "exec"), scope)
+    images, w8_images = scope["images"], scope["w8_images"]
+    assert images.shape == w8_images.shape == (1, 3, 48, 64)
+    assert images.abs().max() <= 1 and w8_images.abs().max() <= 1
+    fp32_bytes = checkpoint.bundled_path("camvid-demo").stat().st_size
+    assert (tmp_path / "w8.safetensors").stat().st_size < 0.27 * fp32_bytes
+    reloaded = qgesco.load_model("w8.safetensors")
+    x, t = torch.randn(1, 3, 48, 64), torch.tensor([500])
+    assert torch.equal(reloaded(x, t, scope["y"]), scope["w8"](x, t, scope["y"]))
+
+
+def test_load_model_dispatches_on_checkpoint_kind(tmp_path):
+    model = qgesco.create_model("cpu-test", seed=0)
+    qgesco.save_model(model, tmp_path / "m.safetensors")
+    assert type(qgesco.load_model(tmp_path / "m.safetensors")) is qgesco.UNetModel
+    assert hasattr(qgesco.load_model("camvid-demo-w8"), "quant_plan")
+    with pytest.raises(ValueError, match="needs the flags"):
+        qgesco.load_model(tmp_path / "published.pt")
+    with pytest.raises(ValueError, match="only apply to published .pt"):
+        qgesco.load_model(tmp_path / "m.safetensors", image_size=64)
+
+
+def test_send_equals_encode_then_transmit():
+    labels = torch.randint(0, 12, (2, 16, 16))
+    a = qgesco.send(labels, 12, qgesco.AWGN(10), generator=torch.Generator().manual_seed(3))
+    b = qgesco.transmit(qgesco.encode(labels, 12), qgesco.AWGN(10), 12, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_regenerate_is_seeded_and_rejects_bad_maps():
+    model = qgesco.create_model("cpu-test", seed=0).eval()
+    y = qgesco.encode(torch.randint(0, 12, (1, 16, 16)), 12)
+    runs = [qgesco.regenerate(model, y, sampler="ddim3", generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(*runs)
+    with pytest.raises(ValueError, match="received maps must be a"):
+        qgesco.regenerate(model, y[0])
+
+
+def test_demo_writes_grid_table_and_results(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--psnr", "100,10", "--steps", "2", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [r["psnr_db"] for r in results["rows"]] == [100.0, 10.0]
+    assert results["w8_bytes"] < 0.27 * results["fp32_bytes"]
+    assert all(r["channel_uses"] < 12 * 48 * 64 for r in results["rows"])   # presence compression sends fewer planes
+    width, height = Image.open(out / "grid.png").size
+    assert width > 4 * 64 * 3 and height > 4 * 48 * 3                         # 4 columns, 2 PSNRs x 2 scenes
+    assert "LPIPS W8 vs fp32" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--psnr", "nonsense"], "--psnr 'nonsense': give comma-separated numbers"),
+    (["--channel", "fibre"], "--channel 'fibre': use one of awgn, rayleigh"),
+    (["--sampler", "euler"], "unknown sampler 'euler'"),
+])
+def test_demo_bad_options_are_one_clear_line(tmp_path, capsys, args, message):
+    assert main(["demo", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_demo_unwritable_out_and_missing_asset(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["demo", "--out", str(blocker / "sub")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    monkeypatch.setitem(checkpoint.BUNDLED, "camvid-demo-w8", tmp_path / "gone.safetensors")
+    assert main(["demo", "--out", str(tmp_path / "ok")]) == 2
+    assert "bundled weights for 'camvid-demo-w8' are missing" in capsys.readouterr().err
+
+
+def test_sample_cli_regenerates_a_transmitted_map(tmp_path):
+    label = tmp_path / "label.png"
+    Image.fromarray(qgesco.data.street_scene(2, 48, 64).label).save(label)
+    received = tmp_path / "received.safetensors"
+    assert main(["transmit", str(label), "--num-classes", "12", "--psnr", "20", "--out", str(received)]) == 0
+    assert main(["sample", str(received), "--steps", "2", "--out", str(tmp_path / "x.png")]) == 0
+    assert Image.open(tmp_path / "x.png").size == (64, 48)
+    assert main(["sample", str(received), "--model", "camvid-demo", "--sampler", "ddim5", "--steps", "3"]) == 2
