@@ -51,7 +51,7 @@ class DemoResult:
             "", "| PSNR (dB) | LPIPS W8 vs fp32 | channel uses / image | presence bits | label PNG bits |", "|---|---|---|---|---|",
         ]
         for r in self.rows:
-            lp = "n/a (run `qgesco fetch-weights`)" if r["lpips_w8_vs_fp32"] is None else f"{r['lpips_w8_vs_fp32']:.4f}"
+            lp = "n/a (run `qgesco fetch-weights`)" if r["lpips_w8_vs_fp32"] is None else f"{r['lpips_w8_vs_fp32']:.5f}"
             lines.append(f"| {r['psnr_db']:g} | {lp} | {r['channel_uses']:,.0f} | {r['presence_bits']} | {r['label_png_bits']:,.0f} |")
         return "\n".join(lines) + "\n"
 

@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from qgesco.quant.reconstruct import DEFAULT_ITERS
+
     p = subparsers.add_parser(
         "quantize",
         help="post-training quantization: W8/W4 weights, optional A8 activations, AdaRound per block",
@@ -18,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", metavar="calib.safetensors", help="calibration set (needed unless --iters 0 without --abits)")
     p.add_argument("--wbits", type=int, default=8, help="weight bits, 2..8 (default 8; <= 4 are stored two per byte)")
     p.add_argument("--abits", type=int, help="activation bits, 2..8 (default: float activations)")
-    p.add_argument("--iters", type=int, default=1000, help="AdaRound iterations per block (default 1000; 0 = nearest rounding)")
+    p.add_argument("--iters", type=int, default=DEFAULT_ITERS,
+                   help=f"AdaRound iterations per block (default {DEFAULT_ITERS}; 0 = nearest rounding)")
     p.add_argument("--symmetric", action="store_true", help="symmetric weights (zero point 0) instead of asymmetric")
     p.add_argument("--weight-init", choices=("lp", "minmax"), default="lp",
                    help="weight clipping range: lp = search minimising the L2.4 error (default), minmax = full range")
@@ -26,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="leave matching layers in float, e.g. 'out' or 'input_blocks.0.*' (repeatable; default none)")
     p.add_argument("--no-split", action="store_true", help="one scale for the decoder's cat(h, skip) inputs (ablation)")
     p.add_argument("--quant-attention", action="store_true", help="also quantize the attention matmul inputs and softmax (needs --abits)")
+    p.add_argument("--no-lsq", action="store_true",
+                   help="keep the observed activation step sizes instead of learning them (LSQ) during reconstruction")
     p.add_argument("--batch-size", type=int, default=8, help="calibration samples per AdaRound step (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="q.safetensors")
@@ -48,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     resume = Path(f"{args.out}.resume")
     qmodel = quantize(model, args.calib, weight_bits=args.wbits, act_bits=args.abits, iters=args.iters,
                       symmetric=args.symmetric, weight_init=args.weight_init, split=not args.no_split,
-                      keep_fp=args.keep_fp, quantize_attention=args.quant_attention, batch_size=args.batch_size,
-                      seed=args.seed, resume=resume)
+                      keep_fp=args.keep_fp, quantize_attention=args.quant_attention, learn_act_scale=not args.no_lsq,
+                      batch_size=args.batch_size, seed=args.seed, resume=resume)
     save_quantized(qmodel, args.out, model=str(args.model), calib=str(args.calib) if args.calib else None)
     shutil.rmtree(resume, ignore_errors=True)
     report = qmodel.quant_report

@@ -132,14 +132,20 @@ def load_model_meta(path_or_name: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> UNetModel:
-    """Load one of our safetensors models (a path, or the name of a bundled model), in eval mode."""
+def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               channels_last: bool = True) -> UNetModel:
+    """Load one of our safetensors models (a path, or the name of a bundled model), in eval mode.
+
+    ``channels_last`` is the default inference layout: it was the fastest eager layout on CPU
+    (bench/unet_forward.py, docs/results.md) and changes outputs by ~1e-6 relative only.
+    """
     meta = load_model_meta(path_or_name)
     path = _resolve(path_or_name)
     model = UNetModel(UNetConfig.from_dict(meta["config"]))
     tensors, _ = load_tensors(path)
     load_state_dict_strict(model, tensors, str(path))
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device, dtype=dtype).eval()
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def create_model(preset_or_config: str | UNetConfig, seed: int | None = None) -> UNetModel:

@@ -16,7 +16,7 @@ from ..models.unet import UNetModel
 from .calibration import CalibrationSet
 from .digest import fingerprint, tensors_sha256
 from .quantizers import check_bits
-from .reconstruct import ReconstructionSettings, ResumeStore, reconstruct, settings_dict
+from .reconstruct import DEFAULT_ITERS, ReconstructionSettings, ResumeStore, reconstruct, settings_dict
 from .swap import act_quantizers, apply_plan, make_plan, quant_layers
 
 
@@ -45,7 +45,7 @@ def _calibration(calib: CalibrationSet | str | os.PathLike | None, model: UNetMo
 
 
 def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None = None, weight_bits: int = 8,
-             act_bits: int | None = None, iters: int = 1000, *, symmetric: bool = False, weight_init: str = "lp",
+             act_bits: int | None = None, iters: int = DEFAULT_ITERS, *, symmetric: bool = False, weight_init: str = "lp",
              lp_norm: float = 2.4, split: bool = True, keep_fp: Iterable[str] = (), quantize_attention: bool = False,
              learn_act_scale: bool = True, batch_size: int = 8, lr: float = 1e-3, act_lr: float = 4e-5,
              reg_weight: float = 0.01, beta: tuple[float, float] = (20.0, 2.0), warmup: float = 0.2,
@@ -61,7 +61,8 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
     - ``split``: decoder layers reading ``cat(h, skip)`` get separate scales per part.
     - ``keep_fp``: glob patterns / module prefixes of layers left in float (default none).
     - ``iters``: AdaRound iterations per block on ``calib`` (0: nearest rounding; without a
-      calibration set only 0 is possible). The other knobs are BRECQ's.
+      calibration set only 0 is possible). The other knobs are BRECQ's. With a calibration
+      set every block's error is measured and reported, whatever ``iters``.
     - ``resume``: a folder where every finished block is saved; rerunning with the same
       arguments continues after the last finished block.
 
@@ -90,7 +91,7 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
         options = {"weight_init": weight_init, "lp_norm": lp_norm, "split": split, "keep_fp": list(keep_fp),
                    "quantize_attention": quantize_attention, **settings_dict(settings)}
         blocks = []
-        if calib is not None and (iters or act_bits is not None):
+        if calib is not None:
             store = None
             if resume is not None:
                 run_id = fingerprint({"plan": plan, "options": options, "model": tensors_sha256(fp_model.state_dict()),

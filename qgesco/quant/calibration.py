@@ -174,8 +174,9 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
     """Record ``(x_t, t, y)`` from ``model``'s DDIM trajectories on ``num_maps`` maps.
 
     ``maps`` is a dataset (:mod:`qgesco.data`) or a tensor of clean one-hot maps. Map ``j``
-    crosses an AWGN channel at ``psnrs[j % len(psnrs)]`` dB (``timestep_only``: a noiseless
-    channel, the ablation of the paper's Table II) and its trajectory is recorded every
+    crosses an AWGN channel at ``psnrs[j * len(psnrs) // num_maps]`` dB (equal shares of the
+    levels; fewer maps than levels take levels spread over the list; ``timestep_only``: a
+    noiseless channel, the ablation of the paper's Table II) and its trajectory is recorded every
     ``every`` steps, the phases spread evenly over the maps in random order. Deterministic
     for a given ``seed``; with ``resume`` (a file) the work is saved after every batch of
     maps and an interrupted run continues.
@@ -187,7 +188,7 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
     g = torch.Generator().manual_seed(seed)
     clean, names = _clean_maps(model, maps, num_maps, g)
     phase = (torch.arange(num_maps) % every)[torch.randperm(num_maps, generator=g)]
-    psnr = None if timestep_only else torch.tensor([float(psnrs[j % len(psnrs)]) for j in range(num_maps)], dtype=torch.float64)
+    psnr = None if timestep_only else torch.tensor([float(psnrs[j * len(psnrs) // num_maps]) for j in range(num_maps)], dtype=torch.float64)
     diffusion = respace(create_diffusion(learn_sigma=cfg.learn_sigma), f"ddim{steps}")
     settings = {"num_maps": num_maps, "psnrs": None if timestep_only else [float(p) for p in psnrs], "timestep_only": timestep_only,
                 "steps": steps, "every": every, "guidance": guidance, "eta": eta, "noise_table": noise_table,

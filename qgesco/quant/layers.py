@@ -97,22 +97,20 @@ class QuantLayer(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         """The weight this layer computes with: dequantized, or soft-rounded while AdaRound trains."""
-        scale, zero = self.per_weight(self.scale), self.per_weight(self.zero_point)
-        if self.rounding is None:
-            return (self.qweight.float() - zero) * scale
-        qmin, qmax = int_range(self.bits)
-        return ((self.rounding.floor + self.rounding.soft() + zero).clamp(qmin, qmax) - zero) * scale
+        if self.rounding is not None:
+            return self.rounding()
+        return (self.qweight.float() - self.per_weight(self.zero_point)) * self.per_weight(self.scale)
 
     def start_adaround(self) -> None:
         if self.float_weight is None:
             raise RuntimeError("AdaRound needs the float weight; this layer was already finished")
-        self.rounding = AdaRound(self.float_weight / self.per_weight(self.scale))
+        qmin, qmax = int_range(self.bits)
+        zero = self.per_weight(self.zero_point)
+        self.rounding = AdaRound(self.float_weight, self.per_weight(self.scale), qmin - zero, qmax - zero)
 
     def harden(self) -> None:
         """Write AdaRound's hard decisions into ``qweight`` and drop the soft variables."""
-        qmin, qmax = int_range(self.bits)
-        q = self.rounding.floor + self.rounding.hard() + self.per_weight(self.zero_point)
-        self.qweight.copy_(q.clamp(qmin, qmax).to(torch.int8))
+        self.qweight.copy_((self.rounding.rounded() + self.per_weight(self.zero_point)).to(torch.int8))
         self.rounding = None
 
     def finish(self) -> None:

@@ -125,16 +125,22 @@ class AdaRound(nn.Module):
     initialised to the fractional part so that training starts from the float weights;
     the regulariser ``sum 1 - |2h - 1|^beta`` pushes every ``h`` to 0 or 1 as ``beta`` is
     annealed. :meth:`hard` is the final decision, ``v >= 0``, which equals nearest rounding
-    before any training.
+    before any training. ``lo`` and ``hi`` are the grid's ends relative to the zero point
+    (``qmin - zp``, ``qmax - zp``); they and ``scale`` are fixed during training, so they are
+    laid out once here rather than on every step.
     """
 
     ZETA, GAMMA = 1.1, -0.1
 
-    def __init__(self, w_over_scale: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
         super().__init__()
+        w_over_scale = weight / scale
         floor = w_over_scale.floor()
         rest = (w_over_scale - floor).clamp(0.0, 1.0 - 1e-6)
         self.register_buffer("floor", floor)
+        self.register_buffer("scale", scale)
+        self.register_buffer("lo", lo.float())
+        self.register_buffer("hi", hi.float())
         self.v = nn.Parameter(-torch.log((self.ZETA - self.GAMMA) / (rest - self.GAMMA) - 1))
 
     def soft(self) -> torch.Tensor:
@@ -142,6 +148,14 @@ class AdaRound(nn.Module):
 
     def hard(self) -> torch.Tensor:
         return (self.v >= 0).to(self.floor.dtype)
+
+    def forward(self) -> torch.Tensor:
+        """The soft-rounded weight, on the grid (clipped to its ends)."""
+        return (self.floor + self.soft()).clamp(self.lo, self.hi) * self.scale
+
+    def rounded(self) -> torch.Tensor:
+        """The hard decisions as integer steps relative to the zero point."""
+        return (self.floor + self.hard()).clamp(self.lo, self.hi)
 
     def regularizer(self, beta: float) -> torch.Tensor:
         return (1 - (2 * self.soft() - 1).abs().pow(beta)).sum()

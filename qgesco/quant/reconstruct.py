@@ -38,11 +38,15 @@ from .quantizers import MIN_SCALE, ActQuantizer
 from .swap import act_quantizers, quant_layers
 
 
+#: AdaRound iterations per block unless asked otherwise (bench/quant_iters.py measures the trade-off).
+DEFAULT_ITERS = 1000
+
+
 @dataclass(frozen=True)
 class ReconstructionSettings:
     """AdaRound / LSQ knobs; defaults follow BRECQ except the CPU-sized batch."""
 
-    iters: int = 1000
+    iters: int = DEFAULT_ITERS
     batch_size: int = 8
     lr: float = 1e-3
     act_lr: float = 4e-5
@@ -122,7 +126,10 @@ class BlockData:
         first = self._capture(0, min(batch_size, len(calib)))
         per_sample = sum(t.numel() * t.element_size() for t in (*first[0], first[1])) / first[1].shape[0]
         self.chunk = max(batch_size, int(cache_bytes // per_sample))
-        self.cached = self._capture(0, len(calib)) if len(calib) <= self.chunk else None
+        self.cached = None
+        if len(calib) <= self.chunk:  # the first batch is kept, not captured twice
+            parts = [first] + ([self._capture(batch_size, len(calib))] if len(calib) > batch_size else [])
+            self.cached = [torch.cat(group) for group in zip(*(p[0] for p in parts))], torch.cat([p[1] for p in parts])
 
     def _capture(self, start: int, stop: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         inputs, targets = [], []
