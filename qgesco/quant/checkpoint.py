@@ -108,17 +108,23 @@ def _check_values(model: UNetModel, tensors: dict[str, torch.Tensor], path: str 
     for name, layer in quant_layers(model):
         qmin, qmax = int_range(layer.bits)
         for key in (f"{name}.qweight", f"{name}.zero_point"):
-            if tensors[key].numel() and not (qmin <= int(tensors[key].min()) and int(tensors[key].max()) <= qmax):
+            q = tensors[key]
+            if key.endswith("qweight") and layer.bits <= PACKED_BITS:
+                q = unpack_int4(q, tuple(layer.qweight.shape))
+            if q.numel() and not (qmin <= int(q.min()) and int(q.max()) <= qmax):
                 bad(key, f"holds values outside the {layer.bits}-bit grid [{qmin}, {qmax}]")
     for key, value in tensors.items():
         if key.endswith("scale") and value.numel() and not (torch.isfinite(value).all() and (value > 0).all()):
             bad(key, "holds non-positive or non-finite scales")
 
 
-def load_quantized(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetModel:
-    """The fake-quantized model of a file written by :func:`save_quantized`, in eval mode.
+def read_quantized(path: str | os.PathLike) -> tuple[UNetModel, dict[str, torch.Tensor], dict[str, Any]]:
+    """The checked contents of a file written by :func:`save_quantized`, before any model is built.
 
-    It computes in fp32 from the stored integer weights, exactly as the model that was saved.
+    Returns the empty quantized network the metadata describes (on the meta device, with
+    ``quant_plan`` and ``quant_report``), the tensors as stored (weights of <= 4 bits still
+    packed) and the metadata. Every check of the module docstring runs here, so every loader
+    (the fake-quant model, the low-bit runtime) refuses the same files with the same message.
     """
     meta = read_meta(path)
     if meta.get("kind") != KIND:
@@ -128,19 +134,29 @@ def load_quantized(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise ValueError(f"{path}: quantized-checkpoint format {meta.get('format_version')!r}; this qgesco reads {FORMAT_VERSION}")
     model, plan = _skeleton(meta, path)
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
-    packed = {name: layer for name, layer in quant_layers(model) if layer.bits <= PACKED_BITS}
-    for name, layer in packed.items():
-        expected[f"{name}.qweight"] = ((math.ceil(layer.qweight.numel() / 2),), torch.uint8)
+    for name, layer in quant_layers(model):
+        if layer.bits <= PACKED_BITS:
+            expected[f"{name}.qweight"] = ((math.ceil(layer.qweight.numel() / 2),), torch.uint8)
     _check_header(path, expected)
     tensors, _ = load_tensors(path)
     if tensors_sha256(tensors) != meta.get("sha256"):
         raise ValueError(f"{path}: tensor data do not match the checksum written with the file: it was modified "
                          "or corrupted after saving; re-create it with qgesco quantize")
-    for name, layer in packed.items():
-        tensors[f"{name}.qweight"] = unpack_int4(tensors[f"{name}.qweight"], tuple(layer.qweight.shape))
     _check_values(model, tensors, path)
-    model = model.to_empty(device="cpu")
-    model.load_state_dict(tensors, strict=True)
     model.quant_plan = plan
     model.quant_report = meta.get("provenance", {})
+    return model, tensors, meta
+
+
+def load_quantized(path: str | os.PathLike, device: str | torch.device = "cpu") -> UNetModel:
+    """The fake-quantized model of a file written by :func:`save_quantized`, in eval mode.
+
+    It computes in fp32 from the stored integer weights, exactly as the model that was saved.
+    """
+    model, tensors, _ = read_quantized(path)
+    for name, layer in quant_layers(model):
+        if layer.bits <= PACKED_BITS:
+            tensors[f"{name}.qweight"] = unpack_int4(tensors[f"{name}.qweight"], tuple(layer.qweight.shape))
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()

@@ -1,0 +1,37 @@
+"""``qgesco export``: a model file (fp32 or quantized) as an ONNX graph for onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+
+FORMATS = ("onnx",)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="write an fp32 or quantized model as ONNX (QDQ nodes for the integer layers), checked in onnxruntime",
+        description="Export a model file, bundled model or quantized checkpoint (qgesco quantize) to ONNX opset 21 with a "
+                    "dynamic batch: int8 weights behind DequantizeLinear, activation quantizers as QuantizeLinear/"
+                    "DequantizeLinear pairs. Then run it once in onnxruntime and print its difference to the PyTorch "
+                    "model (docs/runtime.md).",
+    )
+    p.add_argument("model", help="model file, bundled model name (camvid-demo) or quantized checkpoint")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default onnx)")
+    p.add_argument("--out", required=True, metavar="model.onnx")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime agreement run")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from qgesco.runtime.onnx import export_onnx, load_for_export, onnx_agreement
+
+    model = load_for_export(args.model)
+    export_onnx(model, args.out)
+    line = f"wrote {args.out}: {os.path.getsize(args.out) / 2**20:.2f} MiB"
+    if not args.no_check:
+        line += f"; onnxruntime vs PyTorch, relative L2 difference {onnx_agreement(model, args.out):.2e}"
+    print(line)
+    return 0

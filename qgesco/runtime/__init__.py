@@ -1,0 +1,16 @@
+"""The low-bit receiver: quantized checkpoints run with their weights (and activations) low-bit.
+
+    from qgesco.runtime import load_runtime, export_onnx
+    model = load_runtime("w8.safetensors")                       # int8 / packed int4 weights, fp32 compute
+    model = load_runtime("w8a8.safetensors", backend="int8")     # int8 x int8 -> int32 convs on CPU (oneDNN)
+    export_onnx("w8a8.safetensors", "w8a8.onnx")                 # QDQ graph for onnxruntime
+
+``qgesco.quant`` makes the checkpoint and simulates it (fake quantization); this package
+deploys it. Both agree to float rounding; docs/runtime.md has the measurements.
+"""
+
+from .int8 import Int8Layer, pairs_saturate
+from .load import BACKENDS, load_runtime, to_int8
+from .weight_only import PackedQuantLayer
+
+__all__ = ["BACKENDS", "Int8Layer", "PackedQuantLayer", "load_runtime", "pairs_saturate", "to_int8"]

@@ -1,0 +1,155 @@
+"""W8A8 on CPU: the checkpoint's integers run through oneDNN's int8 convolution and matmul kernels.
+
+Each :class:`~qgesco.quant.QuantLayer` with activation quantizers becomes an :class:`Int8Layer`:
+its input is rounded onto the checkpoint's activation grid as uint8 (``q + 128``), multiplied
+with the int8 weights in int32 by ``torch.ops.onednn.qconv_pointwise`` / ``qlinear_pointwise``,
+and written out as fp32 with the per-channel scale ``s_x * s_w`` and the bias. Nothing is
+requantized on the way out: GroupNorm, SiLU, SPADE modulation and attention stay float, as in
+the fake-quant model, which this layer reproduces to float rounding.
+
+Why the kernels are called by hand: they are the ones PyTorch's PT2E x86 flow lowers to, but
+that flow re-derives scales from its own observers and needs ``torch.compile``; the eager
+``torch.ao.nn.quantized`` modules need quantized tensors (deprecated in 2.13) and a uint8
+output scale that neither our checkpoint nor the fake-quant model has. Two gaps are closed here:
+
+- *Weight zero points.* The kernels ignore them (asymmetric weights are our default), so the
+  weight goes in as ``q`` and ``z_w * sum(x_hat over the window)`` is subtracted afterwards; the
+  window sum comes from the same kernel call as one extra output channel of all-ones weights.
+- *16-bit saturation.* Without VNNI (AVX2, AVX-512F) the u8 x s8 products are summed in pairs
+  into int16 (``vpmaddubsw``) and saturate once ``255 * (|w_a| + |w_b|) > 32767``. Where
+  :func:`pairs_saturate` finds this (probed once, on the real kernel), layers whose weights can
+  overflow run as two 7-bit halves ``q = floor(q/2) + ceil(q/2)``: exact, at twice the integer
+  work. Weights of at most 7 bits (``qgesco quantize --wbits 7``) never need the split.
+
+Split layers (``cat(h, skip)`` inputs) run one kernel call per input group, each with its own
+activation scale and weight-scale row, and add. Convolutions with ``groups > 1`` are not
+supported (the UNet has none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.nn as nn
+
+from ..quant.layers import QuantLayer
+from ..quant.quantizers import int_range
+from .weight_only import PackedQuantLayer
+
+#: uint8 = int8 + 128: the kernels take unsigned activations.
+U8_SHIFT = 128
+INT16_MAX = 32767
+
+
+def _kernel_args(op: str, conv: dict) -> tuple:
+    if op == "linear":
+        return ()
+    dims = 1 if op == "conv1d" else 2
+    return tuple([list(conv[k]) if isinstance(conv[k], (list, tuple)) else [conv[k]] * dims
+                  for k in ("stride", "padding", "dilation")]) + (conv["groups"],)
+
+
+def _prepack(op: str, w: torch.Tensor, w_scale: torch.Tensor, x_scale: float, x_zero: int, conv_args: tuple) -> torch.Tensor:
+    if op == "linear":
+        return torch.ops.onednn.qlinear_prepack(w, None)
+    return torch.ops.onednn.qconv_prepack(w, w_scale, x_scale, x_zero, *conv_args, None)
+
+
+def _run(op: str, u: torch.Tensor, x_scale: float, x_zero: int, packed: torch.Tensor, w_scale: torch.Tensor,
+         w_zero: torch.Tensor, bias: torch.Tensor | None, conv_args: tuple) -> torch.Tensor:
+    """fp32 ``s_x * s_w * sum((u - x_zero) * w) + bias``, per output channel."""
+    if op == "linear":
+        return torch.ops.onednn.qlinear_pointwise(u, x_scale, x_zero, packed, w_scale, w_zero, bias, 1.0, 0,
+                                                  torch.float32, "none", [], "")
+    return torch.ops.onednn.qconv_pointwise(u, x_scale, x_zero, packed, w_scale, w_zero, bias, *conv_args, 1.0, 0,
+                                            torch.float32, "none", [], "")
+
+
+@functools.cache
+def pairs_saturate() -> bool:
+    """Whether this CPU's int8 kernels saturate pairwise 16-bit sums (no VNNI): probed on one
+    1x1 convolution whose exact result, 4 * 255 * -128, does not fit two int16 pair sums."""
+    w = torch.full((1, 4, 1, 1), -128, dtype=torch.int8)
+    args = _kernel_args("conv2d", {"stride": 1, "padding": 0, "dilation": 1, "groups": 1})
+    scale = torch.ones(1)
+    packed = _prepack("conv2d", w, scale, 1.0, 0, args)
+    u = torch.full((1, 4, 1, 1), 255, dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    out = _run("conv2d", u, 1.0, 0, packed, scale, torch.zeros(1, dtype=torch.int64), None, args)
+    return out.item() != 4 * 255 * -128
+
+
+class _Group(nn.Module):
+    """One input group of a layer: its activation grid, packed weights and correction."""
+
+    def __init__(self, op: str, conv_args: tuple, q: torch.Tensor, w_scale: torch.Tensor, w_zero: torch.Tensor,
+                 bias: torch.Tensor | None, act_scale: float, act_zero: int, act_bits: int, halves: bool):
+        super().__init__()
+        out_ch = q.shape[0]
+        qmin, qmax = int_range(act_bits)
+        self.op, self.conv_args, self.out_ch, self.halves = op, conv_args, out_ch, halves
+        self.act_scale, self.act_zero, self.u_min, self.u_max = act_scale, act_zero + U8_SHIFT, qmin + U8_SHIFT, qmax + U8_SHIFT
+        rows = [torch.div(q, 2, rounding_mode="floor"), q - torch.div(q, 2, rounding_mode="floor")] if halves else [q]
+        scales = [w_scale.float()] * len(rows)
+        self.corrected = bool(w_zero.any())
+        if self.corrected:  # one all-ones output channel: s_x * sum(u - x_zero) over the window = sum(x_hat)
+            rows.append(torch.ones_like(q[:1]))
+            scales.append(torch.ones(1))
+        w = torch.cat(rows).to(torch.int8).contiguous()
+        self.register_buffer("w_scale", torch.cat(scales))
+        self.register_buffer("w_zero", torch.zeros(w.shape[0], dtype=torch.int64))
+        full_bias = None
+        if bias is not None:
+            full_bias = torch.zeros(w.shape[0])
+            full_bias[:out_ch] = bias
+        self.register_buffer("bias", full_bias)
+        shape = (1, out_ch) + (1,) * (q.dim() - 2)
+        self.register_buffer("neg_offset", -(w_scale.float() * w_zero.float()).reshape(shape))
+        self.packed = _prepack(op, w, self.w_scale, act_scale, self.act_zero, conv_args)  # opaque oneDNN layout: not a buffer
+        self.packed_bytes = w.numel()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = (torch.round(x / self.act_scale) + self.act_zero).clamp_(self.u_min, self.u_max).to(torch.uint8)
+        y = _run(self.op, u, self.act_scale, self.act_zero, self.packed, self.w_scale, self.w_zero, self.bias, self.conv_args)
+        n = self.out_ch
+        out = y[:, :n] + y[:, n:2 * n] if self.halves else y[:, :n]
+        if self.corrected:
+            out = torch.addcmul(out, y[:, -1:], self.neg_offset)
+        return out.contiguous()  # GroupNorm, next in line, is ~15x slower on channels_last here
+
+
+class Int8Layer(nn.Module):
+    """A :class:`QuantLayer` with activation quantizers, computed by oneDNN's int8 kernels."""
+
+    def __init__(self, layer: QuantLayer):
+        super().__init__()
+        if layer.input_quant is None:
+            raise ValueError("int8 compute needs the layer's activation quantizers; quantize with act_bits (--abits 8)")
+        if layer.op != "linear" and layer.conv["groups"] != 1:
+            raise ValueError(f"int8 compute supports groups=1 convolutions only, got groups={layer.conv['groups']}")
+        self.op = layer.op
+        with layer.unpacked() if isinstance(layer, PackedQuantLayer) else contextlib.nullcontext():
+            weights = layer.qweight
+        in_ch, out_ch = weights.shape[1], weights.shape[0]
+        self.bounds = [(0, in_ch)] if layer.split is None else [(0, layer.split), (layer.split, in_ch)]
+        scales, zeros = layer.scale.reshape(-1, out_ch), layer.zero_point.reshape(-1, out_ch)
+        conv_args = _kernel_args(layer.op, layer.conv)
+        groups = []
+        for g, ((a, b), act) in enumerate(zip(self.bounds, layer.input_quant)):
+            q = weights[:, a:b]
+            worst = 2 * (int_range(act.bits)[1] + U8_SHIFT) * int(q.to(torch.int16).abs().max())  # int8 abs(-128) wraps
+            groups.append(_Group(layer.op, conv_args, q, scales[g], zeros[g], layer.bias if g == 0 else None,
+                                 float(act.scale), int(act.zero_point), act.bits,
+                                 halves=pairs_saturate() and worst > INT16_MAX))
+        self.groups = nn.ModuleList(groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.groups) == 1:
+            return self.groups[0](x)
+        (a0, b0), (a1, b1) = self.bounds
+        return self.groups[0](x[:, a0:b0]) + self.groups[1](x[:, a1:b1])
+
+    def extra_repr(self) -> str:
+        halves = any(g.halves for g in self.groups)
+        return f"{self.op}, input groups={len(self.groups)}" + (", 7-bit halves" if halves else "")

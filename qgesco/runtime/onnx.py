@@ -1,0 +1,146 @@
+"""ONNX export of the fp32 and the quantized UNet, runnable by onnxruntime on CPU.
+
+The quantized graph is the QDQ format: every integer weight is an int8 initializer behind a
+per-channel ``DequantizeLinear`` (axis 0, the checkpoint's zero points; split layers as two
+input-channel blocks concatenated), every activation quantizer a ``QuantizeLinear`` ->
+``DequantizeLinear`` pair on int8 with the checkpoint's scale and zero point. The graph
+therefore computes exactly what the fake-quant model computes; a runtime that fuses QDQ
+patterns may run the layers in integers. onnxruntime fuses only ``DQ -> Conv -> Q``, and our
+convolutions feed float GroupNorms and additions, not a ``Q``, so it runs them in float
+(docs/runtime.md).
+
+Export goes through ``torch.onnx.export(dynamo=True)``; the Q/DQ nodes come from PyTorch's
+``quantized_decomposed`` ops, which the exporter translates one to one. This module only swaps
+the quantized layers for modules written in those ops. The batch dimension is dynamic, the
+image size fixed by the model's config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ ops before the exporter builds its table)
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..fileio import atomic_path, read_meta
+from ..models.unet import UNetModel
+from ..quant.layers import QuantLayer
+from ..quant.quantizers import ActQuantizer, int_range
+from ..quant.swap import act_quantizers, quant_layers
+
+INPUT_NAMES = ["x", "t", "y"]
+
+
+class QDQ(nn.Module):
+    """An activation quantizer as ``QuantizeLinear -> DequantizeLinear``."""
+
+    def __init__(self, quantizer: ActQuantizer):
+        super().__init__()
+        self.scale, self.zero_point = float(quantizer.scale), int(quantizer.zero_point)
+        self.qmin, self.qmax = int_range(quantizer.bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ops = torch.ops.quantized_decomposed
+        q = ops.quantize_per_tensor(x, self.scale, self.zero_point, self.qmin, self.qmax, torch.int8)
+        if (self.qmin, self.qmax) != int_range(8):
+            q = q.clamp(self.qmin, self.qmax)  # QuantizeLinear saturates to int8, not to the b-bit grid
+        return ops.dequantize_per_tensor(q, self.scale, self.zero_point, self.qmin, self.qmax, torch.int8)
+
+
+class QDQLayer(nn.Module):
+    """A :class:`QuantLayer` whose weight is ``DequantizeLinear`` of int8 initializers, one per input group."""
+
+    def __init__(self, layer: QuantLayer):
+        super().__init__()
+        self.op, self.conv, self.bits = layer.op, layer.conv, layer.bits
+        q = layer.qweight
+        out_ch = q.shape[0]
+        scales, zeros = layer.scale.reshape(-1, out_ch), layer.zero_point.reshape(-1, out_ch)
+        self.groups = layer.input_groups()
+        for g, (a, b) in enumerate(self.groups):
+            self.register_buffer(f"qweight{g}", q[:, a:b].contiguous())
+            self.register_buffer(f"scale{g}", scales[g].clone())
+            self.register_buffer(f"zero_point{g}", zeros[g].to(torch.int64))
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+        self.input_quant = None if layer.input_quant is None else nn.ModuleList(QDQ(a) for a in layer.input_quant)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        ops, (qmin, qmax) = torch.ops.quantized_decomposed, int_range(self.bits)
+        ws = [ops.dequantize_per_channel(getattr(self, f"qweight{g}"), getattr(self, f"scale{g}"), getattr(self, f"zero_point{g}"),
+                                         0, qmin, qmax, torch.int8) for g in range(len(self.groups))]
+        return ws[0] if len(ws) == 1 else torch.cat(ws, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quant is not None:
+            parts = [quant(x[:, a:b]) for quant, (a, b) in zip(self.input_quant, self.groups)]
+            x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if self.op == "linear":
+            return F.linear(x, self.weight, self.bias)
+        return (F.conv2d if self.op == "conv2d" else F.conv1d)(x, self.weight, self.bias, **self.conv)
+
+
+def to_qdq(model: UNetModel) -> UNetModel:
+    """Swap, in place, the fake-quant layers and activation quantizers for their Q/DQ forms."""
+    for name, layer in quant_layers(model):
+        model.set_submodule(name, QDQLayer(layer))
+    for name, quantizer in act_quantizers(model):
+        model.set_submodule(name, QDQ(quantizer))
+    return model
+
+
+def load_for_export(source: str | os.PathLike) -> UNetModel:
+    """The model in a file (or bundled name) ready to export: fp32 as is, quantized in Q/DQ form."""
+    from ..models.checkpoint import load_model, load_model_meta
+    from ..quant.checkpoint import KIND, load_quantized
+
+    if Path(source).is_file() and read_meta(source).get("kind") == KIND:
+        return to_qdq(load_quantized(source))
+    load_model_meta(source)  # one clear message for files that are neither
+    return load_model(source)
+
+
+def export_onnx(model: UNetModel, path: str | os.PathLike, opset: int = 21) -> None:
+    """Write ``model`` (fp32, or after :func:`to_qdq`) as one self-contained ONNX file, atomically."""
+    if any(isinstance(m, (QuantLayer, ActQuantizer)) for m in model.modules()):
+        raise ValueError("the model still holds fake-quant layers; pass it through to_qdq() (load_for_export does)")
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, 3, *cfg.image_hw, generator=g), torch.tensor([10, 500]),
+            torch.rand(2, cfg.label_channels, *cfg.image_hw, generator=g))
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notes
+        exporter_log.setLevel(logging.ERROR)  # and its registry chatter (torchvision ops it skips)
+        try:
+            program = torch.onnx.export(model.eval(), args, dynamo=True, opset_version=opset, input_names=INPUT_NAMES,
+                                        output_names=["out"], dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
+                                        external_data=False, verbose=False)
+        finally:
+            exporter_log.setLevel(level)
+    with atomic_path(path) as tmp:
+        program.save(str(tmp), external_data=False)
+
+
+def onnx_agreement(model: UNetModel, path: str | os.PathLike, batch: int = 2, seed: int = 0) -> float:
+    """Relative L2 difference between ``model`` and the ONNX file run by onnxruntime on CPU, on
+    random inputs. With activation quantizers, expect the size of the model's own sensitivity to
+    float rounding (docs/runtime.md), not 1e-6."""
+    import onnxruntime as ort
+
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    x, t = torch.randn(batch, 3, *cfg.image_hw, generator=g), torch.randint(0, 1000, (batch,), generator=g)
+    y = torch.rand(batch, cfg.label_channels, *cfg.image_hw, generator=g)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = torch.from_numpy(session.run(None, {"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})[0])
+    with torch.no_grad():
+        ref = model(x, t, y)
+    return ((out - ref).norm() / ref.norm().clamp(min=1e-12)).item()

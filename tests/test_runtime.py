@@ -1,0 +1,364 @@
+"""qgesco.runtime: the low-bit receiver agrees with the fake-quant model it deploys, holds only
+the checkpoint's bytes, refuses bad files before computing, and exports to ONNX.
+
+``cpu-test`` at 16x16 (zero-initialised output convs given random weights, so every layer
+matters) and the ``tiny-ref`` reference weights at 32x64. With activation quantizers, end-to-end
+comparisons are bounded by the fake-quant model's own sensitivity to float rounding (measured
+here: it moves by as much under a change of memory layout), while each int8 layer is checked
+exactly on the inputs the fake-quant model feeds it (docs/runtime.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from qgesco.cli import main
+from qgesco.data import SyntheticScenes
+from qgesco.fileio import load_tensors, read_meta, save_tensors
+from qgesco.models.checkpoint import create_model, save_model
+from qgesco.models.costs import model_costs
+from qgesco.quant import build_calibration_set, load_quantized, quantize, save_quantized
+from qgesco.quant.swap import quant_layers
+from qgesco.runtime import Int8Layer, PackedQuantLayer, load_runtime, pairs_saturate
+from qgesco.runtime.costs import bit_ops, quant_skeleton, quantized_bytes
+from qgesco.runtime.int8 import _Group
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give the zero-initialised convs random weights, so that every layer matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def channels_last(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return randomized(create_model("cpu-test", seed=0)).eval()
+
+
+@pytest.fixture(scope="module")
+def calib(model):
+    return build_calibration_set(model, SyntheticScenes(6, image_hw=(16, 16)), num_maps=4, psnrs=(1.0, 100.0), steps=4,
+                                 every=2, batch_size=4, progress=False)
+
+
+CONFIGS = {  # name: quantize() arguments
+    "w8": dict(weight_bits=8),
+    "w4": dict(weight_bits=4),
+    "w8a8": dict(weight_bits=8, act_bits=8, quantize_attention=True),
+    "w7a8s": dict(weight_bits=7, act_bits=8, symmetric=True),
+    "w4a6": dict(weight_bits=4, act_bits=6),
+}
+
+
+@pytest.fixture(scope="module")
+def files(model, calib, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runtime")
+    out = {}
+    for name, kwargs in CONFIGS.items():
+        out[name] = tmp / f"{name}.safetensors"
+        save_quantized(quantize(model, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), out[name])
+    save_model(model, tmp / "fp32.safetensors")
+    out["fp32"] = tmp / "fp32.safetensors"
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(reference_dir, tmp_path_factory):
+    net = create_model("tiny-ref").eval()
+    net.load_state_dict(load_file(reference_dir / "tiny_unet_weights.safetensors"), strict=True)
+    io = load_file(reference_dir / "tiny_unet_io.safetensors")
+    y = torch.cat([io["y"], torch.zeros_like(io["y"])])  # a guided step's batch: conditional + unconditional
+    calib = build_calibration_set(net, io["y"], num_maps=2, psnrs=(100.0,), steps=2, every=1, batch_size=4, progress=False)
+    tmp = tmp_path_factory.mktemp("tiny")
+    paths = {}
+    for name in ("w8", "w4", "w8a8"):
+        paths[name] = tmp / f"{name}.safetensors"
+        kwargs = {k: v for k, v in CONFIGS[name].items() if k != "quantize_attention"}
+        save_quantized(quantize(net, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), paths[name])
+    return net, (torch.cat([io["x"]] * 2), torch.cat([io["t"]] * 2), y), paths
+
+
+def layer_io(model: torch.nn.Module, inputs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Input and output of every quantized layer during one forward."""
+    seen = {}
+    hooks = [layer.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, (a[0], out)))
+             for name, layer in quant_layers(model)]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+# --- weight-only: bit-identical, and only the checkpoint's bytes in memory --------------------------
+
+@pytest.mark.parametrize("name", ["w8", "w4", "w4a6"])
+def test_weight_only_runtime_is_the_fake_quant_model_holding_only_the_checkpoint_bytes(files, calib, name):
+    runtime, sim = load_runtime(files[name]), load_quantized(files[name])
+    x, t, y = calib.batch(slice(None))
+    with torch.no_grad():
+        assert torch.equal(runtime(x, t, y), sim(x, t, y))
+    tensors, _ = load_tensors(files[name])
+    held = {**dict(runtime.named_parameters()), **dict(runtime.named_buffers())}
+    assert {k: (v.dtype, v.shape) for k, v in held.items()} == {k: (v.dtype, v.shape) for k, v in tensors.items()}
+    assert sum(v.numel() * v.element_size() for v in held.values()) == quantized_bytes(quant_skeleton(
+        runtime.config, CONFIGS[name]["weight_bits"], CONFIGS[name].get("act_bits")))
+    packed = [layer for _, layer in quant_layers(runtime) if isinstance(layer, PackedQuantLayer)]
+    assert (len(packed) > 50) == (CONFIGS[name]["weight_bits"] <= 4)
+    for layer in packed:
+        assert layer.qweight.dtype == torch.uint8 and layer.qweight.numel() == math.ceil(math.prod(layer.weight_shape) / 2)
+        assert layer.weight.shape == layer.weight_shape  # the int8 view exists only while it is needed
+
+
+def test_weight_only_runtime_matches_the_reference_weights_fake_quant_model(tiny):
+    _, inputs, paths = tiny
+    for name in ("w8", "w4"):
+        with torch.no_grad():
+            assert torch.equal(load_runtime(paths[name])(*inputs), load_quantized(paths[name])(*inputs))
+
+
+# --- int8 compute ---------------------------------------------------------------------------------
+
+def test_the_saturation_probe_predicts_the_kernel_and_seven_bit_halves_are_exact():
+    """Full-range int8 weights against full-range uint8 activations: the u8 x s8 kernel is exact
+    iff the probe says pairs do not saturate; split into 7-bit halves it is always exact."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(-128, 128, (16, 32, 3, 3), generator=g, dtype=torch.int8)
+    w_scale, w_zero = torch.rand(16, generator=g) * 0.01 + 1e-3, torch.randint(-9, 9, (16,), generator=g, dtype=torch.int8)
+    x = torch.randn(2, 32, 8, 8, generator=g) * 2
+    act_scale, act_zero = 4 / 255, -3
+    x_hat = ((x / act_scale).round() + act_zero).clamp(-128, 127).sub(act_zero).mul(act_scale)
+    w_hat = (q.float() - w_zero.float()[:, None, None, None]) * w_scale[:, None, None, None]
+    expected = torch.nn.functional.conv2d(x_hat, w_hat, padding=1)
+    args = ([1, 1], [1, 1], [1, 1], 1)
+    errors = {halves: rel_err(_Group("conv2d", args, q, w_scale, w_zero, None, act_scale, act_zero, 8, halves)(x), expected)
+              for halves in (False, True)}
+    assert errors[True] < 1e-5
+    assert (errors[False] > 1e-2) == pairs_saturate() and (errors[False] < 1e-5) != pairs_saturate()
+
+
+@pytest.mark.parametrize("name", ["w8a8", "w7a8s", "w4a6"])
+def test_every_int8_layer_reproduces_its_fake_quant_layer_on_the_inputs_it_is_fed(files, calib, name):
+    sim = load_quantized(files[name])
+    runtime = load_runtime(files[name], backend="int8")
+    int8 = {n: m for n, m in runtime.named_modules() if isinstance(m, Int8Layer)}
+    called = layer_io(sim, calib.batch(slice(None)))
+    assert len(int8) == sum(1 for n in called if n != "input_blocks.0.0") > 60
+    for layer_name, layer in int8.items():
+        inputs, outputs = called[layer_name]
+        with torch.no_grad():
+            assert rel_err(layer(inputs), outputs) < 1e-5, layer_name
+        groups = list(layer.groups)
+        assert any(g.corrected for g in groups) != CONFIGS[name].get("symmetric", False)  # zero points need the correction
+        if CONFIGS[name]["weight_bits"] <= 7:
+            assert not any(g.halves for g in groups)  # 255 * (64 + 64) fits int16: no split needed
+    assert any(g.halves for m in int8.values() for g in m.groups) == (pairs_saturate() and name == "w8a8")
+
+
+def sensitivity(sim: torch.nn.Module, x, t, y) -> float:
+    """How far the fake-quant model moves when only the float rounding changes (memory layout)."""
+    with torch.no_grad():
+        return rel_err(sim(*channels_last(x), t, *channels_last(y)), sim(x, t, y))
+
+
+def assert_as_good_as_the_simulation(got: torch.Tensor, sim: torch.Tensor, fp: torch.Tensor) -> None:
+    """End to end with activation quantizers: any float reordering flips some roundings, and the
+    next quantizers carry the flips on, so the runtime may sit a few % from the simulation (as the
+    simulation does from itself). What must hold: it is as close to fp32 as the simulation, and
+    its distance to the simulation is below the quantization error itself."""
+    assert rel_err(got, fp) <= 1.15 * rel_err(sim, fp)
+    assert rel_err(got, sim) <= rel_err(sim, fp)
+
+
+@pytest.mark.parametrize("name", ["w8a8", "w7a8s"])
+def test_int8_model_end_to_end_is_as_good_an_approximation_of_fp32_as_the_simulation(model, files, calib, name):
+    x, t, y = calib.batch(slice(None))
+    sim, runtime = load_quantized(files[name]), load_runtime(files[name], backend="int8")
+    with torch.no_grad():
+        fp, expected, got = model(x, t, y), sim(x, t, y), runtime(x, t, y)
+    assert sensitivity(sim, x, t, y) > 1e-3  # the simulation itself moves by % when only the memory layout changes
+    assert_as_good_as_the_simulation(got, expected, fp)
+
+
+def test_int8_on_the_reference_weights(tiny):
+    net, inputs, paths = tiny
+    sim, runtime = load_quantized(paths["w8a8"]), load_runtime(paths["w8a8"], backend="int8")
+    called = layer_io(sim, inputs)
+    worst = max(rel_err(m(called[n][0]), called[n][1]) for n, m in runtime.named_modules() if isinstance(m, Int8Layer))
+    assert worst < 1e-5
+    with torch.no_grad():
+        assert_as_good_as_the_simulation(runtime(*inputs), sim(*inputs), net(*inputs))
+
+
+# --- refusing bad files before any compute -------------------------------------------------------------
+
+def test_truncated_tampered_or_foreign_checkpoints_are_refused_by_the_runtime_loader(files, model, tmp_path):
+    data = files["w8a8"].read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        load_runtime(tmp_path / "truncated.safetensors", backend="int8")
+    flipped = bytearray(data)
+    flipped[-5] ^= 0x01
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="do not match the checksum"):
+        load_runtime(tmp_path / "flipped.safetensors")
+    tensors, meta = load_tensors(files["w8a8"])
+    tampered = {**tensors, "out.2.qweight": tensors["out.2.qweight"].float()}
+    save_tensors(tmp_path / "dtype.safetensors", tampered, meta)
+    with pytest.raises(ValueError, match=r"wrong shape/dtype, first: out.2.qweight \(6, 32, 3, 3\) torch.float32"):
+        load_runtime(tmp_path / "dtype.safetensors")
+    tampered = {**tensors, "out.2.scale": tensors["out.2.scale"][:3]}
+    save_tensors(tmp_path / "shape.safetensors", tampered, meta)
+    with pytest.raises(ValueError, match=r"wrong shape/dtype, first: out.2.scale \(3,\)"):
+        load_runtime(tmp_path / "shape.safetensors")
+    other = create_model("cpu-test").config.replace(num_channels=64)
+    save_tensors(tmp_path / "relabelled.safetensors", tensors, {**meta, "config": other.to_dict()})
+    with pytest.raises(ValueError, match="the plan was made for another architecture"):
+        load_runtime(tmp_path / "relabelled.safetensors")
+    with pytest.raises(ValueError, match=r"quantized for another model configuration: image_hw=\(16, 16\) \(expected \(32, 32\)\)"):
+        load_runtime(files["w8a8"], config=model.config.replace(image_hw=(32, 32)))
+    with pytest.raises(ValueError, match="has float activations"):
+        load_runtime(files["w8"], backend="int8")
+    with pytest.raises(ValueError, match="unknown runtime backend 'int4'"):
+        load_runtime(files["w8"], backend="int4")
+    with pytest.raises(ValueError, match="not a quantized model"):
+        load_runtime(files["fp32"])
+    assert load_runtime(files["w8a8"], config=model.config).config == model.config
+
+
+# --- analytic costs ---------------------------------------------------------------------------------
+
+def test_analytic_bytes_equal_the_files_and_bit_ops_count_each_layer_at_its_bits(files):
+    cfg = create_model("cpu-test").config
+    for name in ("w8", "w4", "w4a6"):
+        tensors, meta = load_tensors(files[name])
+        skeleton = quant_skeleton(cfg, CONFIGS[name]["weight_bits"], CONFIGS[name].get("act_bits"))
+        assert quantized_bytes(skeleton) == sum(v.numel() * v.element_size() for v in tensors.values())
+    costs = model_costs(cfg)
+    assert bit_ops(costs) == costs.flops_forward // 2 * 32 * 32
+    plan = read_meta(files["w8a8"])
+    by_kind = {"layer": 0, "attention": 0}
+    for module, flops in costs.flops_by_module.items():
+        by_kind["layer" if module in plan["layers"] else "attention"] += flops // 2
+    assert by_kind["attention"] > 0 and plan["attention"]
+    assert bit_ops(costs, plan) == by_kind["layer"] * 8 * 8 + by_kind["attention"] * 8 * 8
+    w8 = read_meta(files["w8"])
+    assert bit_ops(costs, w8) == by_kind["layer"] * 8 * 32 + by_kind["attention"] * 32 * 32
+
+
+def test_bench_prints_the_analytic_table_for_a_preset_without_running_it(tmp_path, capsys):
+    assert main(["bench", "--model", "cpu-test", "--analytic-only", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "receiver_cpu-test.md").read_text()
+    printed = capsys.readouterr().out
+    assert printed.strip() and printed.strip() in text and "Machine:" in text
+    result = load_json(tmp_path / "receiver_cpu-test.json")
+    assert result["analytic"]["params"] == model_costs(create_model("cpu-test").config).params
+    rows = result["rows"]
+    assert rows["w4"]["bytes"] < 0.55 * rows["w8"]["bytes"] < 0.55 * 0.3 * rows["fp32"]["bytes"]
+    assert "step_ms" not in rows["w8a8"] and "| W8A8 int8 (oneDNN) |" in text
+
+
+def load_json(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+# --- ONNX ---------------------------------------------------------------------------------------------
+# One export costs ~10-20 s whatever the model size (the exporter's fixed cost), so CI exports a
+# one-level model once; the fp32 and cpu-test exports are marked slow.
+
+def run_onnx(path, x, t, y) -> torch.Tensor:
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})[0])
+
+
+def export(source, out) -> None:
+    pytest.importorskip("onnxscript")
+    assert main(["export", str(source), "--format", "onnx", "--out", str(out), "--no-check"]) == 0
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    """A one-level UNet (a resblock, attention in the middle, split decoder blocks) quantized W8A8, and its export."""
+    cfg = create_model("cpu-test").config.replace(channel_mult=(1,), num_res_blocks=1, attention_ds=(1,))
+    net = randomized(create_model(cfg, seed=0)).eval()
+    calib = build_calibration_set(net, SyntheticScenes(4, image_hw=(16, 16)), num_maps=4, psnrs=(1.0, 100.0), steps=2,
+                                  every=1, batch_size=4, progress=False)
+    tmp = tmp_path_factory.mktemp("onnx")
+    save_quantized(quantize(net, calib, weight_bits=8, act_bits=8, iters=0, quantize_attention=True, progress=False), tmp / "w8a8.safetensors")
+    export(tmp / "w8a8.safetensors", tmp / "w8a8.onnx")
+    return net, tmp / "w8a8.safetensors", tmp / "w8a8.onnx", calib.batch(slice(None))
+
+
+def test_quantized_onnx_export_is_a_qdq_graph_of_the_checkpoint_integers_and_agrees(mini):
+    onnx = pytest.importorskip("onnx")
+    net, checkpoint, path, (x, t, y) = mini
+    graph = onnx.load(path).graph
+    tensors, meta = load_tensors(checkpoint)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    called = [n for n, e in meta["layers"].items() if e["called"]]
+    for name in called:  # every weight is the checkpoint's int8, behind a per-channel DequantizeLinear
+        groups = [torch.from_numpy(inits[f"{name}.qweight{g}"].copy()) for g in range(2 if meta["layers"][name]["split"] else 1)]
+        assert all(w.dtype == torch.int8 for w in groups) and torch.equal(torch.cat(groups, dim=1), tensors[f"{name}.qweight"])
+    assert not any(i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("weight") and len(i.dims) >= 2
+                   for i in graph.initializer)  # no float copy of a weight
+    q_params = {(round(float(inits[n.input[1]]), 9), int(inits[n.input[2]])) for n in graph.node if n.op_type == "QuantizeLinear"}
+    act = {(round(float(tensors[f"{q}.scale"]), 9), int(tensors[f"{q}.zero_point"])) for q in meta["act_quantizers"]}
+    assert q_params == act  # every activation quantizer, with the checkpoint's scale and zero point
+    sim = load_quantized(checkpoint)
+    with torch.no_grad():
+        assert_as_good_as_the_simulation(run_onnx(path, x, t, y), sim(x, t, y), net(x, t, y))
+        assert run_onnx(path, x[:1], t[:1], y[:1]).shape == (1, 6, 16, 16)  # dynamic batch
+
+
+@pytest.mark.slow
+def test_fp32_and_cpu_test_quantized_onnx_exports_agree(model, files, calib, tmp_path):
+    x, t, y = calib.batch(slice(None))
+    export(files["fp32"], tmp_path / "fp32.onnx")
+    with torch.no_grad():
+        assert rel_err(run_onnx(tmp_path / "fp32.onnx", x, t, y), model(x, t, y)) < 1e-5
+        assert rel_err(run_onnx(tmp_path / "fp32.onnx", x[:1], t[:1], y[:1]), model(x[:1], t[:1], y[:1])) < 1e-5
+    export(files["w4"], tmp_path / "w4.onnx")  # weight-only: no activation rounding, so agreement to float precision
+    with torch.no_grad():
+        assert rel_err(run_onnx(tmp_path / "w4.onnx", x, t, y), load_quantized(files["w4"])(x, t, y)) < 1e-5
+    export(files["w8a8"], tmp_path / "w8a8.onnx")
+    sim = load_quantized(files["w8a8"])
+    with torch.no_grad():
+        assert_as_good_as_the_simulation(run_onnx(tmp_path / "w8a8.onnx", x, t, y), sim(x, t, y), model(x, t, y))
+
+
+def test_export_refuses_unknown_inputs_with_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    calib_like = tmp_path / "other.safetensors"
+    save_tensors(calib_like, {"a": torch.zeros(1)}, {"kind": "calibration-set"})
+    assert main(["export", str(calib_like), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "not a full-precision model" in capsys.readouterr().err
