@@ -22,13 +22,19 @@ from .fileio import read_meta
 from .models.checkpoint import BUNDLED, bundled_path, load_official_checkpoint
 from .models.checkpoint import load_model as load_float_model
 from .models.unet import UNetModel
-from .quant import load_quantized
+from .runtime import load_runtime
 
 
-def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", **flags: Any) -> UNetModel:
+def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", backend: str = "weight-only",
+               **flags: Any) -> UNetModel:
     """Any model, in eval mode on ``device``: a bundled name (``camvid-demo``, ``camvid-demo-w8``),
     one of our ``.safetensors`` files (full precision or quantized), or a published GESCO/SDM
-    ``.pt`` checkpoint together with the flags of its sampling script (``image_size=256, ...``)."""
+    ``.pt`` checkpoint together with the flags of its sampling script (``image_size=256, ...``).
+
+    A quantized file loads into the low-bit runtime (:func:`qgesco.runtime.load_runtime`): its
+    weights stay int8 / packed int4 in memory. ``backend="weight-only"`` computes exactly what the
+    simulated model (:func:`qgesco.quant.load_quantized`) computes; ``"int8"`` runs W8A8 files with
+    integer kernels on CPU."""
     path = bundled_path(str(path_or_name)) if str(path_or_name) in BUNDLED else Path(path_or_name)
     if path.suffix == ".pt":
         if not flags:
@@ -41,5 +47,5 @@ def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cp
     if kind == "unet":
         return load_float_model(path, device=device)
     if kind == "quantized-unet":
-        return load_quantized(path, device=device)
+        return load_runtime(path, backend=backend, device=device)
     raise ValueError(f"{path}: holds a {kind!r} file, not a model; give a model checkpoint")

@@ -23,8 +23,8 @@ from .data import street_scene
 from .fileio import write_json, write_text
 from .metrics import WeightsMissingError, lpips
 from .models.checkpoint import bundled_path, load_model
-from .quant import load_quantized
 from .receiver import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, regenerate, to_unit
+from .runtime import load_runtime
 from .viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 
 DEMO_MODEL = "camvid-demo"
@@ -97,7 +97,7 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     out = _writable(Path(out))
     fp32_path, w8_path = bundled_path(DEMO_MODEL), bundled_path(DEMO_QUANTIZED)
     fp32 = load_model(fp32_path)
-    w8 = load_quantized(w8_path)
+    w8 = load_runtime(w8_path)  # int8 weights in memory, same outputs as the simulated W8 model
     cfg = fp32.config
     h, w = cfg.image_hw
     scenes = [street_scene(s, h, w) for s in SCENE_SEEDS]

@@ -21,6 +21,16 @@ def _need(path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread avoids the cost of synchronising threads on every small op,
+    which dominates (10x and more) when other work shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     return _need(SHARED)

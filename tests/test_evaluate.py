@@ -27,18 +27,13 @@ from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.presets import get_preset
 from qgesco.quant import build_calibration_set, quantize, save_quantized
 
+#: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CFG = get_preset("cpu-test").replace(image_size=32, image_hw=(32, 32))
 #: The fixture run's settings; other runs reuse them to compare images.
 RUN = dict(psnrs=(100.0, 10.0), sampler="ddpm2", images=5, batch_size=2, metrics=("lpips", "miou", "pixel"), device="cpu",
            progress=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny_model() -> nn.Module:

@@ -37,20 +37,14 @@ from qgesco.quant import calibration as calibration_module
 from qgesco.quant import reconstruct as reconstruct_module
 from qgesco.quant.quantizers import int_range, quantize_int
 from qgesco.quant.swap import concat_splits, make_plan, quant_layers
+from qgesco.runtime.bench import randomize_zero_init as randomized
+
+#: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
-
-
-def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give the zero-initialised convs random weights, so that every layer matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1 and not p.any():
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    return model
 
 
 def sent_maps(calib: CalibrationSet, scenes: SyntheticScenes) -> torch.Tensor:
@@ -61,16 +55,6 @@ def sent_maps(calib: CalibrationSet, scenes: SyntheticScenes) -> torch.Tensor:
 
 def calib_kwargs(**changes):
     return {"num_maps": 4, "psnrs": (1.0, 100.0), "steps": 4, "every": 2, "batch_size": 4, "progress": False, **changes}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids the cost of synchronising threads on every
-    small op, which dominates (10x and more) when other work shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

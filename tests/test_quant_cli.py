@@ -11,14 +11,8 @@ from qgesco.fileio import load_tensors
 from qgesco.models.checkpoint import create_model, save_model
 from qgesco.quant import CalibrationSet, load_quantized
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids per-op thread synchronisation on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,34 +24,20 @@ from qgesco.models.costs import model_costs
 from qgesco.quant import build_calibration_set, load_quantized, quantize, save_quantized
 from qgesco.quant.swap import quant_layers
 from qgesco.runtime import Int8Layer, PackedQuantLayer, load_runtime, pairs_saturate
+from qgesco.runtime.bench import randomize_zero_init as randomized
 from qgesco.runtime.costs import bit_ops, quant_skeleton, quantized_bytes
 from qgesco.runtime.int8 import _Group
+
+#: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give the zero-initialised convs random weights, so that every layer matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1 and not p.any():
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    return model
-
-
 def channels_last(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.contiguous(memory_format=torch.channels_last) for t in tensors]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -2,15 +2,18 @@
 
 For one model (a preset with seeded random weights, or a model file): parameters; checkpoint
 bytes fp32 / W8 / W4 / W8A8; FLOPs per forward and per guided step; bit-ops (MACs x weight bits
-x activation bits, :mod:`qgesco.runtime.costs`); then, per runtime mode, the median latency of
-one guided DDIM step (conditional + unconditional pass as one batch-2 forward) and the peak RSS
-of a full receiver run (load the checkpoint, a short DDIM sampling), each in a fresh subprocess,
-one mode after another, all with the same thread count. Peak RSS is ``ru_maxrss``, raw and minus
-the peak of a process that imports the same modules and loads nothing; the ratios use the latter.
+x activation bits, :mod:`qgesco.runtime.costs`). Then, per runtime mode, the median latency of one
+guided DDIM step (conditional + unconditional pass as one batch-2 forward) and the peak RSS of a
+full receiver run (load the checkpoint, a short DDIM sampling), each in a fresh subprocess, the
+modes taking turns over several rounds, all with the same thread count. Peak RSS is reported raw
+and minus the peak of a process that imports the same modules and loads nothing; the ratios use
+the latter. Also: one layer through each int8 kernel candidate (the backend choice, docs/runtime.md)
+and each runtime's agreement with the fake-quant model of its file.
 
 Latency and memory do not depend on the weight values, so a preset's seeded random weights serve
-until trained ones exist; the quantized files are made here (W8/W4: nearest rounding, data-free;
-W8A8, W7A8: activation ranges from a small calibration set of random maps). Too-large presets
+until trained ones exist (its zero-initialised convs get random weights too, so that outputs
+depend on every layer). The quantized files are made here: W8/W4 with nearest rounding, data-free;
+W8A8/W7A8 with activation ranges from a small calibration set of random maps. Too-large presets
 (``gesco-cityscapes-256``) get the analytic figures only.
 """
 
@@ -97,13 +100,24 @@ def random_maps(cfg, n: int, seed: int) -> torch.Tensor:
     return encode(labels, cfg.num_classes, None if cfg.no_instance else labels)
 
 
+def randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give the zero-initialised convs (the published init of every block's last conv and the output
+    head) seeded random weights: an untrained model then has outputs that depend on every layer."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
 def float_model(source: str, seed: int):
-    """A model file or bundled name, else a preset with seeded random weights."""
+    """A model file or bundled name, else a preset with seeded random weights (none of them zero)."""
     from ..models.checkpoint import create_model, load_model
     from ..models.presets import PRESETS
 
     if source in PRESETS and not Path(source).is_file():
-        return create_model(source, seed=seed).eval()
+        return randomize_zero_init(create_model(source, seed=seed), seed).eval()
     return load_model(source)
 
 
@@ -182,8 +196,12 @@ def measure_step(model, cfg, reps: int, warmup: int) -> dict:
             process.ddim_sample(model, x, t, y, guidance=2.0, batch_cfg=True)
             if i >= warmup:
                 times.append(1000 * (time.perf_counter() - start))
+    return {"step_times_ms": times}
+
+
+def summarize(times: list[float]) -> dict:
     q = statistics.quantiles(times, n=10)
-    return {"step_ms": statistics.median(times), "step_ms_p10": q[0], "step_ms_p90": q[-1], "reps": reps, "warmup": warmup}
+    return {"step_ms": statistics.median(times), "step_ms_p10": q[0], "step_ms_p90": q[-1], "steps_timed": len(times)}
 
 
 def model_bytes(model) -> int:
@@ -234,6 +252,38 @@ def spawn(task: str, args: argparse.Namespace, mode: Mode | None = None, file: P
     if done.returncode:
         raise RuntimeError(f"bench subprocess ({task} {mode.name if mode else ''}) failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# --- agreement with the simulated (fake-quant) model ---------------------------------------------
+
+def agreement(files: dict[str, Path], cfg, threads: int) -> list[dict]:
+    """Relative L2 output differences on one batch (4 maps, timesteps spread, conditional): each
+    runtime against the fake-quant model of its file, and the fake-quant model against fp32 and
+    against itself on another memory layout / one sample at a time (its own float-rounding spread)."""
+    from ..models.checkpoint import load_model
+    from ..quant import load_quantized
+    from .load import load_runtime
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a - b).norm() / b.norm()).item()
+
+    g = torch.Generator().manual_seed(5)
+    x, t, y = torch.randn(4, 3, *cfg.image_hw, generator=g), torch.tensor([50, 300, 600, 900]), random_maps(cfg, 4, seed=6)
+    rows = []
+    with torch.no_grad():
+        fp = load_model(files["fp32"])(x, t, y)
+        for mode in MODES[1:] + ONNX_MODES[1:]:
+            if mode.name not in files:
+                continue
+            checkpoint = files["w8a8" if mode.backend == "onnxruntime" else mode.name]
+            sim = load_quantized(checkpoint)
+            expected = sim(x, t, y)
+            got = load_mode(mode, files[mode.name], threads)(x, t, y)
+            cl = [v.contiguous(memory_format=torch.channels_last) for v in (x, y)]
+            rows.append({"mode": mode.label, "runtime_vs_sim": rel(got, expected), "sim_vs_fp32": rel(expected, fp),
+                         "runtime_vs_fp32": rel(got, fp), "sim_channels_last_vs_sim": rel(sim(cl[0], t, cl[1]), expected),
+                         "sim_per_sample_vs_sim": rel(torch.cat([sim(x[i:i + 1], t[i:i + 1], y[i:i + 1]) for i in range(4)]), expected)})
+    return rows
 
 
 # --- the int8 kernel choice, on one demo-sized layer ---------------------------------------------
@@ -352,8 +402,9 @@ def report(name: str, result: dict) -> str:
             ratio(r.get("rss_above_baseline_mb"), fp.get("rss_above_baseline_mb"))]) + " |")
     s = result["settings"]
     if result.get("measured"):
-        lines += ["", f"Step: median (p10-p90) of {s['reps']} guided DDIM steps after {s['warmup']} warm-up, batch 2 (cond + uncond), "
-                      f"{s['threads']} threads, each mode in its own process. Peak RSS: a fresh process loads the file and samples "
+        lines += ["", f"Step: median (p10-p90) of {s['rounds']} x {s['reps']} guided DDIM steps, batch 2 (cond + uncond), {s['threads']} "
+                      f"thread(s); each round runs every mode in turn in a fresh process ({s['warmup']} warm-up steps untimed). "
+                      "Peak RSS: a fresh process loads the file and samples "
                       f"one map with DDIM {s['sample_steps']} (guidance 2); baseline (same imports, no model) {result['baseline_rss_mb']:.1f} MB.",
                   "", "| target (fraction of fp32) | goal | reached | met |", "|---|---|---|---|"]
         for key, (goal, value) in result["targets"].items():
@@ -363,6 +414,12 @@ def report(name: str, result: dict) -> str:
                       f"median of {s['reps']} calls, error against exact integer arithmetic:", "",
                   "| kernel | ms | relative error |", "|---|---|---|"]
         lines += [f"| {k['kernel']} | {k['ms']:.3f} | {k['error']:.1e} |" for k in result["kernels"]]
+        lines += ["", "Agreement, relative L2 difference of one forward (4 maps, t = 50, 300, 600, 900): runtime vs the fake-quant "
+                      "model of the same file (sim), and the sim's own spread under another memory layout / one sample at a time:", "",
+                  "| mode | runtime vs sim | sim vs fp32 | runtime vs fp32 | sim channels_last vs sim | sim per sample vs sim |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['mode']} | {r['runtime_vs_sim']:.2e} | {r['sim_vs_fp32']:.2e} | {r['runtime_vs_fp32']:.2e} | "
+                  f"{r['sim_channels_last_vs_sim']:.2e} | {r['sim_per_sample_vs_sim']:.2e} |" for r in result["agreement"]]
     else:
         lines += ["", "Analytic only (`--analytic-only`, or a model too large to run here): file sizes are the tensor "
                       "payloads of the checkpoints `save_quantized` writes, header excluded."]
@@ -390,7 +447,7 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
     cfg = get_preset(args.model) if is_preset else UNetConfig.from_dict(load_model_meta(args.model)["config"])
     name = Path(args.model).stem if Path(args.model).is_file() else args.model
     result = {"model": args.model, "analytic": analytic(cfg), "machine": machine(),
-              "settings": {k: getattr(args, k) for k in ("threads", "reps", "warmup", "sample_steps", "calib_maps", "calib_steps", "seed")}}
+              "settings": {k: getattr(args, k) for k in ("threads", "reps", "rounds", "warmup", "sample_steps", "calib_maps", "calib_steps", "seed")}}
     rows = {m.name: {"label": m.label, **result["analytic"]["modes"][m.name]} for m in MODES}
     measured = not args.analytic_only and args.model not in ANALYTIC_ONLY
     result["measured"] = measured
@@ -408,12 +465,16 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
                     files[mode.name] = folder / f"{mode.name}.onnx"
                     export_onnx(load_for_export(files["fp32" if mode.weight_bits is None else "w8a8"]), files[mode.name])
             del model
+            result["agreement"] = agreement(files, cfg, args.threads)
             result["baseline_rss_mb"] = spawn("baseline", args)["peak_rss_mb"]
+            times: dict[str, list[float]] = {m.name: [] for m in modes}
+            for round_ in range(args.rounds):  # rounds of all modes in turn: a drifting CPU load hits every mode alike
+                for mode in modes:
+                    print(f"  round {round_ + 1}/{args.rounds}: {mode.label}", file=sys.stderr, flush=True)
+                    times[mode.name] += spawn("latency", args, mode, files[mode.name], cfg)["step_times_ms"]
             for mode in modes:
                 row = rows.setdefault(mode.name, {"label": mode.label})
-                row["file_bytes"] = files[mode.name].stat().st_size
-                print(f"  {mode.label}: step latency ...", file=sys.stderr, flush=True)
-                row.update(spawn("latency", args, mode, files[mode.name], cfg))
+                row.update(file_bytes=files[mode.name].stat().st_size, **summarize(times[mode.name]))
                 if mode.backend != "onnxruntime":
                     row.update(spawn("receiver", args, mode, files[mode.name], cfg))
                     row["rss_above_baseline_mb"] = row["peak_rss_mb"] - result["baseline_rss_mb"]
@@ -426,8 +487,9 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="camvid-demo", help="preset (seeded random weights) or model file / bundled name (default camvid-demo)")
     p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads in every measuring process (default 2)")
-    p.add_argument("--reps", type=int, default=30, help="timed guided steps per mode (default 30; the median is reported)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--reps", type=int, default=20, help="timed guided steps per process (default 20; the median over all rounds is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first in every process (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="fresh processes per mode, modes taking turns (default 3)")
     p.add_argument("--sample-steps", type=int, default=5, help="DDIM steps of the receiver run whose peak RSS is measured (default 5)")
     p.add_argument("--calib-maps", type=int, default=2, help="random maps of the W8A8 calibration set (default 2)")
     p.add_argument("--calib-steps", type=int, default=2, help="DDIM steps per calibration map, every step recorded (default 2)")

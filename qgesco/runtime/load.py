@@ -3,8 +3,8 @@
 The file goes through the same checks as :func:`~qgesco.quant.load_quantized`
 (:func:`~qgesco.quant.checkpoint.read_quantized`: header against the described network,
 checksum, integer grids, scales) before anything is allocated beyond the stored tensors, which
-then become the model's buffers as they are (``assign=True``): no float copy of any weight
-ever exists, and packed 4-bit weights stay packed.
+then become the model's buffers as they are (``assign=True``): no float copy of the weights is
+kept, and packed 4-bit weights stay packed.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def load_runtime(path: str | os.PathLike, backend: str = "weight-only", device: 
     """The quantized model in ``path`` with low-bit weights in memory, in eval mode; ``model(x, t, y)`` as usual.
 
     ``config``: the receiver's model configuration; a checkpoint quantized from another
-    configuration is refused before anything is computed. Agrees with ``load_quantized(path)``
-    to float rounding (docs/runtime.md).
+    configuration is refused before anything is computed. ``weight-only`` computes bit for bit
+    what ``load_quantized(path)`` computes, ``int8`` each layer to float rounding (docs/runtime.md).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown runtime backend {backend!r}; choose one of {', '.join(BACKENDS)}")
