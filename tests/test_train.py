@@ -72,8 +72,8 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     assert load_model(out / "ema.safetensors").config.num_classes == 12
 
 
-def test_noise_aware_conditioning_and_guidance_dropout():
-    trainer = Trainer(make_config({**TINY, "out": "unused", "noise": "levels", "noise_levels": [1.0], "cfg_drop": 0.3}))
+def test_noise_aware_conditioning_and_guidance_dropout(tmp_path):
+    trainer = Trainer(make_config({**TINY, "out": str(tmp_path / "run"), "noise": "levels", "noise_levels": [1.0], "cfg_drop": 0.3}))
     labels = torch.randint(0, 12, (400, 8, 8))
     y = encode(labels, 12)
     g = torch.Generator().manual_seed(0)
