@@ -70,7 +70,7 @@ from qgesco.fileio import atomic_path, load_tensors, save_tensors  # noqa: E402
 from qgesco.metrics import lpips  # noqa: E402
 from qgesco.metrics.perceptual import MIN_SIDE  # noqa: E402
 from qgesco.models.checkpoint import load_model  # noqa: E402
-from qgesco.quant import CalibrationSet, build_calibration_set, quantize  # noqa: E402
+from qgesco.quant import CalibrationSet, build_calibration_set, load_quantized, quantize, save_quantized  # noqa: E402
 from qgesco.receiver import regenerate, to_unit  # noqa: E402
 
 CONFIGS = {"W8": (8, None), "W4": (4, None), "W8A8": (8, 8), "W4A8": (4, 8)}
@@ -123,8 +123,18 @@ def run_config(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     model, calib, probe = load_model(job["model"]), CalibrationSet.load(job["calib"]), load_tensors(job["probe"])[0]
     wbits, abits = CONFIGS[job["config"]]
-    qmodel = quantize(model, calib, weight_bits=wbits, act_bits=abits, iters=job["iters"], batch_size=job["batch_size"],
-                      seed=job["seed"], progress=False)
+    kept = Path(job["keep_models"], f"{job['config']}-{job['iters']}.safetensors") if job["keep_models"] else None
+    if kept is not None and kept.exists():
+        qmodel = load_quantized(kept)
+        made = qmodel.quant_report
+        if (made.get("model"), made.get("batch_size"), (made.get("calibration") or {}).get("sha256")) != \
+                (job["model"], job["batch_size"], calib.digest()):
+            raise ValueError(f"{kept} was made from another model, batch size or calibration set: give a new --keep-models folder")
+    else:
+        qmodel = quantize(model, calib, weight_bits=wbits, act_bits=abits, iters=job["iters"], batch_size=job["batch_size"],
+                          seed=job["seed"], progress=False)
+        if kept is not None:
+            save_quantized(qmodel, kept, model=job["model"])
     blocks = qmodel.quant_report["blocks"]
     with torch.no_grad():
         output_error = rel_err(qmodel(probe["x_t"], probe["t"], probe["y"]), probe["out"])
@@ -256,6 +266,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--estimate", action="store_true", help="time small pieces and predict the duration; run nothing else")
     ap.add_argument("--no-save", action="store_true", help="print the table only (smoke runs)")
+    ap.add_argument("--keep-models", metavar="DIR", help="keep the calibration set and every quantized model "
+                    "(CONFIG-ITERS.safetensors) in DIR, e.g. for qgesco evaluate; a rerun with the same DIR reuses them "
+                    "and judges again only (so a larger --sweep costs only its new configurations)")
     args = ap.parse_args()
     sweep = parse_sweep(args.sweep)
     act_configs = [c for c in args.act_configs.split(",") if c]
@@ -271,19 +284,24 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        if args.calib:
-            calib = CalibrationSet.load(args.calib)
+        kept_calib = Path(args.keep_models or "", "calib.safetensors")
+        reused = bool(args.calib or (args.keep_models and kept_calib.exists()))
+        if reused:
+            calib = CalibrationSet.load(args.calib or kept_calib)
         else:
             calib = build_calibration_set(model, open_dataset(args.calib_data, image_hw=model.config.image_hw),
                                           num_maps=args.maps, steps=args.steps, every=args.every, guidance=args.guidance,
                                           seed=args.seed)
-        calib_seconds = round(time.perf_counter() - started, 1)
+        calib_seconds = calib.info.get("provenance", {}).get("seconds") if reused else round(time.perf_counter() - started, 1)
         calib.save(Path(tmp, "calib.safetensors"))
+        if args.keep_models and not kept_calib.exists():
+            kept_calib.parent.mkdir(parents=True, exist_ok=True)
+            calib.save(kept_calib)
         probe = make_probe(model, args)
         save_tensors(Path(tmp, "probe.safetensors"), probe, {"kind": "bench-probe"})
         base = {"model": str(args.model), "calib": str(Path(tmp, "calib.safetensors")), "probe": str(Path(tmp, "probe.safetensors")),
                 "batch_size": args.batch_size, "seed": args.seed, "sample_steps": args.sample_steps, "guidance": args.guidance,
-                "threads": 1 if args.workers > 1 else args.threads}
+                "threads": 1 if args.workers > 1 else args.threads, "keep_models": args.keep_models}
         rows = run_all([{**base, "config": c, "iters": i} for c, i in sweep], args.workers)
         knee = find_knee(rows, args.knee_config)
         if act_configs:
@@ -294,7 +312,7 @@ def main() -> None:
     table = markdown_table(rows, COLUMNS)
     table += (f"\nKnee ({KNEE_SHARE:.0%} of the {args.knee_config} sweep's block-error reduction): {knee} iterations. "
               f"Calibration set: {summary['samples']} samples from {summary['maps']} maps, {len(summary['timesteps'])} timesteps, "
-              f"{'loaded from ' + args.calib if args.calib else f'recorded in {calib_seconds} s'}. AdaRound batch {args.batch_size}; "
+              f"{'reused' if reused else 'recorded'} (recording took {calib_seconds} s). AdaRound batch {args.batch_size}; "
               f"quantize_s is the wall time of one calibration on one core ({args.workers} run side by side). "
               f"Probe: {len(probe['y'])} maps of {args.data} at {args.psnr:g} dB, DDIM {args.sample_steps}, guidance {args.guidance:g}.\n")
     if args.no_save:

@@ -30,8 +30,10 @@ from common import RESULTS, markdown_table, median_ms, save  # noqa: E402
 from qgesco.channel import AWGN, encode, transmit  # noqa: E402
 from qgesco.data import open_dataset  # noqa: E402
 from qgesco.diffusion import create_diffusion, make_sampler, sampler_spec  # noqa: E402
+from qgesco.fileio import load_tensors, save_tensors  # noqa: E402
 from qgesco.metrics import InceptionFeatures, fid, kid, lpips  # noqa: E402
 from qgesco.models.checkpoint import load_model  # noqa: E402
+from qgesco.quant.digest import tensors_sha256  # noqa: E402
 
 MAX_DELTA_LPIPS = 0.01
 
@@ -70,6 +72,20 @@ def generate(sampler, model, y, noise, args, guidance_window):
     return (torch.cat(images) + 1) / 2, statistics.median(ms_per_image)
 
 
+def cached_generate(cache: Path | None, key: dict, make) -> tuple[torch.Tensor, float]:
+    """``make()`` once per ``key``: with ``--cache`` the images and their time are kept, so an
+    interrupted or widened run (more samplers, steps or PSNRs) generates only what is new."""
+    path = None if cache is None else cache / f"{key['precision']}-psnr{key['psnr']:g}-{key['sampler']}.safetensors"
+    if path is not None and path.exists():
+        tensors, meta = load_tensors(path)
+        if meta.get("key") == key:
+            return tensors["images"], meta["ms_per_image"]
+    images, ms = make()
+    if path is not None:
+        save_tensors(path, {"images": images}, {"kind": "bench-steps-images", "key": key, "ms_per_image": ms})
+    return images, ms
+
+
 def fastest_within(rows: list[dict], precision: str) -> dict | None:
     """The row with the fewest evaluations among samplers whose ΔLPIPS <= 0.01 at every PSNR."""
     by_sampler: dict[str, list[dict]] = {}
@@ -90,9 +106,10 @@ def plot(rows: list[dict], reference_spec: str, path: Path) -> None:
     for ax, psnr in zip(axes[0], psnrs):
         for precision, style, marker in zip(dict.fromkeys(r["precision"] for r in rows), ("-", "--"), ("*", "X")):
             here = [r for r in rows if r["psnr"] == psnr and r["precision"] == precision]
-            reference = next(r for r in here if r["sampler"] == reference_spec)
-            ax.axhspan(reference["lpips"], reference["lpips"] + MAX_DELTA_LPIPS, color="0.5", alpha=0.15, zorder=0)
-            ax.plot([reference["evals"]], [reference["lpips"]], "k" + marker, markersize=9, label=f"{reference_spec} {precision}")
+            reference = next((r for r in here if r["sampler"] == reference_spec), None)
+            if reference is not None:  # absent for W8 under --shared-reference: the fp32 band is its reference
+                ax.axhspan(reference["lpips"], reference["lpips"] + MAX_DELTA_LPIPS, color="0.5", alpha=0.15, zorder=0)
+                ax.plot([reference["evals"]], [reference["lpips"]], "k" + marker, markersize=9, label=f"{reference_spec} {precision}")
             for family in families:
                 line = sorted((r for r in here if r["family"] == family), key=lambda r: r["evals"])
                 ax.plot([r["evals"] for r in line], [r["lpips"] for r in line], style, color=colour[family], marker="o",
@@ -129,6 +146,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--name", default="steps", help="results/NAME.{json,md,png}")
+    ap.add_argument("--shared-reference", action="store_true",
+                    help="compare the W8 rows with the fp32 model's reference (the paper's receiver) instead of running "
+                         "W8's own: the cost of quantization and fewer steps together, at half the reference cost")
+    ap.add_argument("--cache", metavar="DIR", help="keep every generated set in DIR and reuse it on a rerun with the same "
+                    "models and settings (resume; add samplers or steps at the cost of the new rows only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     window = tuple(ints(args.guidance_window)) if args.guidance_window else None
@@ -140,9 +162,10 @@ def main() -> None:
             configs.setdefault(sampler_spec(family, steps, args.reference), family)
     samplers = {spec: make_sampler(diffusion, spec) for spec in configs}
     per_image = sum(s.num_evaluations(args.guidance, None if spec == args.reference else window) for spec, s in samplers.items())
-    runs = len(args.psnr.split(",")) * (2 if args.quantized else 1)
-    print(f"{len(configs)} configurations: {per_image} network evaluations per image per (PSNR, precision), "
-          f"{per_image * runs * args.n_images} in all", file=sys.stderr)
+    w8_per_image = per_image - (samplers[args.reference].num_evaluations(args.guidance, None) if args.shared_reference else 0)
+    in_all = len(args.psnr.split(",")) * args.n_images * (per_image + (w8_per_image if args.quantized else 0))
+    print(f"{len(configs)} configurations: {per_image} network evaluations per image per PSNR for fp32"
+          + (f", {w8_per_image} for W8" if args.quantized else "") + f"; {in_all} in all", file=sys.stderr)
     fp32 = load_model(args.model)
     models = {"fp32": fp32}
     if args.quantized:
@@ -151,15 +174,30 @@ def main() -> None:
         models["W8"] = load_quantized(args.quantized)
     inception = None if args.no_fid else InceptionFeatures()
 
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    digests = {name: tensors_sha256(m.state_dict()) for name, m in models.items()}
+    run_key = {"models": digests, "dataset": args.dataset, "n_images": args.n_images, "batch_size": args.batch_size,
+               "guidance": args.guidance, "batch_cfg": args.batch_cfg, "seed": args.seed}
+
+    def reference_of(precision: str) -> str:
+        return "fp32" if args.shared_reference else precision
+
     rows = []
     for psnr in (float(p) for p in args.psnr.split(",")):
         originals, y, noise = fixed_set(fp32.config, args.dataset, args.n_images, psnr, args.seed)
         real = None if inception is None else inception(originals)
         for precision, model in models.items():
-            outputs: dict[str, torch.Tensor] = {}
+            own_reference = reference_of(precision) == precision
+            outputs: dict[str, torch.Tensor] = {} if own_reference else {args.reference: fp32_reference}
             for spec, family in configs.items():
+                if spec == args.reference and not own_reference:
+                    continue
                 sampler, row_window = samplers[spec], (None if spec == args.reference else window)
-                images, ms = generate(sampler, model, y, noise, args, row_window)
+                key = {**run_key, "precision": precision, "psnr": psnr, "sampler": spec, "window": list(row_window) if row_window else None}
+                images, ms = cached_generate(cache, key,
+                                             lambda: generate(sampler, model, y, noise, args, row_window))
                 outputs[spec] = images
                 per_image = lpips(images, originals)
                 row = {"precision": precision, "psnr": psnr, "sampler": spec, "family": family,
@@ -174,8 +212,11 @@ def main() -> None:
                 rows.append(row)
                 print(f"{precision} PSNR {psnr:g} {spec}: LPIPS {row['lpips']} ({row['evals']} evals, {row['ms_per_image']} ms/image)",
                       file=sys.stderr)
+            if precision == "fp32":
+                fp32_reference = outputs[args.reference]
     for row in rows:
-        reference = next(r for r in rows if r["precision"] == row["precision"] and r["psnr"] == row["psnr"] and r["sampler"] == args.reference)
+        reference = next(r for r in rows if r["precision"] == reference_of(row["precision"]) and r["psnr"] == row["psnr"]
+                         and r["sampler"] == args.reference)
         row["delta_lpips"] = round(row["lpips"] - reference["lpips"], 4)
 
     chosen = {precision: fastest_within(rows, precision) for precision in models}
@@ -185,7 +226,9 @@ def main() -> None:
     for precision, row in chosen.items():
         table += (f"\nFastest with ΔLPIPS <= {MAX_DELTA_LPIPS} at every PSNR ({precision}): "
                   + (f"`{row['sampler']}` ({row['evals']} evaluations per image)" if row else "none") + "\n")
-    table += (f"\nReference `{args.reference}` (ΔLPIPS and lpips_vs_ref are against it); {args.n_images} {args.dataset} maps, "
+    table += (f"\nReference `{args.reference}` (ΔLPIPS and lpips_vs_ref are against it"
+              + (", the fp32 model's for every precision" if args.shared_reference else ", each precision's own")
+              + f"); {args.n_images} {args.dataset} maps, "
               f"guidance {args.guidance}"
               + (f", guidance window {window}" if window else "") + (", batched cfg" if args.batch_cfg else "")
               + f", model {args.model}" + (f", W8 {args.quantized}" if args.quantized else "") + ".\n")
@@ -193,7 +236,7 @@ def main() -> None:
     save(args.name, {"rows": rows, "fastest_within_delta_lpips": {p: r and r["sampler"] for p, r in chosen.items()},
                      "max_delta_lpips": MAX_DELTA_LPIPS, "reference": args.reference, "model": args.model, "quantized": args.quantized,
                      "n_images": args.n_images, "guidance": args.guidance, "guidance_window": window,
-                     "batch_cfg": args.batch_cfg, "plot": f"{args.name}.png"},
+                     "batch_cfg": args.batch_cfg, "shared_reference": args.shared_reference, "plot": f"{args.name}.png"},
          table, "python bench/steps.py " + " ".join(sys.argv[1:]))
 
 

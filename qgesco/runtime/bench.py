@@ -312,7 +312,7 @@ def kernel_rows(threads: int, reps: int) -> list[dict]:
     uint8 activations: median ms per call and relative error against exact integer arithmetic."""
     import torch.nn.functional as F
 
-    from .int8 import _Group
+    from .int8 import _Group, pairs_saturate
 
     g = torch.Generator().manual_seed(0)
     q = torch.randint(-128, 128, (64, 64, 3, 3), generator=g, dtype=torch.int8)
@@ -324,10 +324,14 @@ def kernel_rows(threads: int, reps: int) -> list[dict]:
     exact = F.conv2d(x_hat.double(), w_hat.double(), padding=1).float()
     args = ([1, 1], [1, 1], [1, 1], 1)
     zero = torch.zeros(64, dtype=torch.int8)
+    ours = " (qgesco int8 on this CPU)"
+    halves = pairs_saturate()
     candidates = {
         "fp32 conv (PyTorch / oneDNN), on the dequantized input": lambda: F.conv2d(x_hat, w_hat, padding=1),
-        "oneDNN u8 x s8, one kernel": _Group("conv2d", args, q, w_scale, zero, None, act_scale, act_zero, 8, halves=False),
-        "oneDNN u8 x s8, two 7-bit halves (qgesco int8 on this CPU)": _Group("conv2d", args, q, w_scale, zero, None, act_scale, act_zero, 8, halves=True),
+        "oneDNN u8 x s8, one kernel" + ("" if halves else ours): _Group("conv2d", args, q, w_scale, zero, None, act_scale, act_zero, 8,
+                                                                          halves=False),
+        "oneDNN u8 x s8, two 7-bit halves" + (ours if halves else ""): _Group("conv2d", args, q, w_scale, zero, None, act_scale,
+                                                                                act_zero, 8, halves=True),
     }
     try:
         import onnxruntime as ort
