@@ -8,7 +8,8 @@ the reference output itself (same model, map and x_T), FID/KID of the generated 
 the originals, and median wall time per image. The reference (``--reference``, default the
 paper's DDPM 1000 steps) always guides every step; ``--guidance-window`` applies to the others.
 The fastest configuration (fewest evaluations) with ΔLPIPS <= 0.01 at every PSNR is reported
-per precision: the candidate default for ``qgesco demo`` and the receiver.
+per precision: the candidate default for ``qgesco demo`` and the receiver. Writes NAME.{json,md}, the
+plot NAME.png and NAME_samples.png, the images behind the numbers at the first PSNR.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from qgesco.fileio import load_tensors, save_tensors  # noqa: E402
 from qgesco.metrics import InceptionFeatures, fid, kid, lpips  # noqa: E402
 from qgesco.models.checkpoint import load_model  # noqa: E402
 from qgesco.quant.digest import tensors_sha256  # noqa: E402
+from qgesco.viz import grid, images_to_uint8, save_png  # noqa: E402
 
 MAX_DELTA_LPIPS = 0.01
 
@@ -75,7 +77,8 @@ def generate(sampler, model, y, noise, args, guidance_window):
 def cached_generate(cache: Path | None, key: dict, make) -> tuple[torch.Tensor, float]:
     """``make()`` once per ``key``: with ``--cache`` the images and their time are kept, so an
     interrupted or widened run (more samplers, steps or PSNRs) generates only what is new."""
-    path = None if cache is None else cache / f"{key['precision']}-psnr{key['psnr']:g}-{key['sampler']}.safetensors"
+    window = "" if key["window"] is None else "-window{}-{}".format(*key["window"])
+    path = None if cache is None else cache / f"{key['precision']}-psnr{key['psnr']:g}-{key['sampler']}{window}.safetensors"
     if path is not None and path.exists():
         tensors, meta = load_tensors(path)
         if meta.get("key") == key:
@@ -86,11 +89,11 @@ def cached_generate(cache: Path | None, key: dict, make) -> tuple[torch.Tensor, 
     return images, ms
 
 
-def fastest_within(rows: list[dict], precision: str) -> dict | None:
-    """The row with the fewest evaluations among samplers whose ΔLPIPS <= 0.01 at every PSNR."""
+def fastest_within(rows: list[dict], precision: str, reference_spec: str) -> dict | None:
+    """The row with the fewest evaluations among samplers (not the reference) whose ΔLPIPS <= 0.01 at every PSNR."""
     by_sampler: dict[str, list[dict]] = {}
     for row in rows:
-        if row["precision"] == precision:
+        if row["precision"] == precision and row["sampler"] != reference_spec:
             by_sampler.setdefault(row["sampler"], []).append(row)
     ok = [runs[0] for runs in by_sampler.values() if all(r["delta_lpips"] <= MAX_DELTA_LPIPS for r in runs)]
     return min(ok, key=lambda r: (r["evals"], r["ms_per_image"]), default=None)
@@ -125,6 +128,20 @@ def plot(rows: list[dict], reference_spec: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def save_samples(originals: torch.Tensor, images: dict[tuple[str, str], torch.Tensor], rows: list[dict],
+                 chosen: dict[str, dict | None], reference_spec: str, psnr: float, path: Path) -> None:
+    """What the numbers mean, at one PSNR: original | reference | each family at its most steps
+    (fp32) | the fastest configuration within the band, per precision."""
+    picks = [("fp32", reference_spec)]
+    for family in dict.fromkeys(r["family"] for r in rows if r["sampler"] != reference_spec):
+        picks.append(("fp32", max((r for r in rows if r["family"] == family), key=lambda r: r["steps"])["sampler"]))
+    picks += [(precision, row["sampler"]) for precision, row in chosen.items() if row is not None]
+    columns = {"original": images_to_uint8(originals * 2 - 1)}
+    for precision, spec in dict.fromkeys(picks):
+        columns[f"{spec} {precision}"] = images_to_uint8(images[precision, spec] * 2 - 1)
+    save_png(grid(columns, scale=3, row_titles=[f"{psnr:g} dB"] * len(originals)), path)
 
 
 def main() -> None:
@@ -184,7 +201,7 @@ def main() -> None:
     def reference_of(precision: str) -> str:
         return "fp32" if args.shared_reference else precision
 
-    rows = []
+    rows, first_psnr, shown = [], {}, {}
     for psnr in (float(p) for p in args.psnr.split(",")):
         originals, y, noise = fixed_set(fp32.config, args.dataset, args.n_images, psnr, args.seed)
         real = None if inception is None else inception(originals)
@@ -199,6 +216,9 @@ def main() -> None:
                 images, ms = cached_generate(cache, key,
                                              lambda: generate(sampler, model, y, noise, args, row_window))
                 outputs[spec] = images
+                if not first_psnr or first_psnr["psnr"] == psnr:
+                    first_psnr.update(psnr=psnr, originals=originals)
+                    shown[precision, spec] = images
                 per_image = lpips(images, originals)
                 row = {"precision": precision, "psnr": psnr, "sampler": spec, "family": family,
                        "steps": len(sampler.timesteps), "evals": sampler.num_evaluations(args.guidance, row_window),
@@ -219,7 +239,7 @@ def main() -> None:
                          and r["sampler"] == args.reference)
         row["delta_lpips"] = round(row["lpips"] - reference["lpips"], 4)
 
-    chosen = {precision: fastest_within(rows, precision) for precision in models}
+    chosen = {precision: fastest_within(rows, precision, args.reference) for precision in models}
     columns = ["precision", "psnr", "sampler", "steps", "evals", "lpips", "delta_lpips", "lpips_vs_ref"]
     columns += ([] if args.no_fid else ["fid", "kid"]) + ["ms_per_image"]
     table = markdown_table(rows, columns)
@@ -233,10 +253,13 @@ def main() -> None:
               + (f", guidance window {window}" if window else "") + (", batched cfg" if args.batch_cfg else "")
               + f", model {args.model}" + (f", W8 {args.quantized}" if args.quantized else "") + ".\n")
     plot(rows, args.reference, RESULTS / f"{args.name}.png")
+    save_samples(first_psnr["originals"], shown, rows, chosen, args.reference, first_psnr["psnr"],
+                 RESULTS / f"{args.name}_samples.png")
     save(args.name, {"rows": rows, "fastest_within_delta_lpips": {p: r and r["sampler"] for p, r in chosen.items()},
                      "max_delta_lpips": MAX_DELTA_LPIPS, "reference": args.reference, "model": args.model, "quantized": args.quantized,
                      "n_images": args.n_images, "guidance": args.guidance, "guidance_window": window,
-                     "batch_cfg": args.batch_cfg, "shared_reference": args.shared_reference, "plot": f"{args.name}.png"},
+                     "batch_cfg": args.batch_cfg, "shared_reference": args.shared_reference, "plot": f"{args.name}.png",
+                     "samples": f"{args.name}_samples.png"},
          table, "python bench/steps.py " + " ".join(sys.argv[1:]))
 
 

@@ -10,25 +10,30 @@ from __future__ import annotations
 
 import torch
 
-from .diffusion import GaussianDiffusion, Sampler, create_diffusion, make_sampler
+from .diffusion import GaussianDiffusion, Sampler, create_diffusion, make_sampler, parse_guidance_window
 from .diffusion.gaussian import Denoiser, StepCallback
 
-#: The receiver's default sampler and guidance scale (docs/samplers.md: chosen by bench/steps.py).
-DEFAULT_SAMPLER = "ddim25"
+#: The receiver's defaults, chosen by bench/steps.py (docs/samplers.md): the fewest network
+#: evaluations (45 per image: 30 DDPM steps, guided on the noisier half) whose LPIPS stays within
+#: 0.01 of the paper's DDPM-1000 with guidance 2 at every step, in fp32 and W8, at 100 and 10 dB.
+DEFAULT_SAMPLER = "ddpm30"
 DEFAULT_GUIDANCE = 2.0
+DEFAULT_GUIDANCE_WINDOW = (500, 999)
 
 
 def regenerate(model: Denoiser, y: torch.Tensor, *, sampler: str | Sampler = DEFAULT_SAMPLER,
                guidance: float = DEFAULT_GUIDANCE, generator: torch.Generator | None = None,
-               noise: torch.Tensor | None = None, guidance_window: tuple[int, int] | None = None,
+               noise: torch.Tensor | None = None, guidance_window: tuple[int, int] | None = DEFAULT_GUIDANCE_WINDOW,
                batch_cfg: bool = True, diffusion: GaussianDiffusion | None = None, progress: bool = False,
                callback: StepCallback | None = None) -> torch.Tensor:
     """Images in [-1, 1], (N, 3, H, W), for received maps ``y`` (N, C, H, W) on ``y``'s device.
 
-    ``sampler`` is a spec such as ``"ddim25"``, ``"dpm++20"`` or ``"ddpm1000"`` (the paper's), built
+    ``sampler`` is a spec such as ``"ddpm30"``, ``"dpm++20"`` or ``"ddpm1000"`` (the paper's), built
     over ``diffusion`` (default: the published 1000 linear steps), or a ready :class:`Sampler`.
-    ``guidance`` is the classifier-free scale s (1 = conditional pass only); ``batch_cfg`` runs the
-    conditional and unconditional passes as one forward. Seed ``generator`` for reproducible images.
+    ``guidance`` is the classifier-free scale s (1 = conditional pass only), applied at the model
+    timesteps ``guidance_window`` (t_lo, t_hi) and the conditional pass alone elsewhere; None guides
+    every step, as the paper does. ``batch_cfg`` runs the conditional and unconditional passes as
+    one forward. Seed ``generator`` for reproducible images.
     """
     if not isinstance(y, torch.Tensor) or y.dim() != 4:
         raise ValueError(f"received maps must be a (N, C, H, W) tensor, got {getattr(y, 'shape', type(y).__name__)}; "
@@ -37,6 +42,12 @@ def regenerate(model: Denoiser, y: torch.Tensor, *, sampler: str | Sampler = DEF
         sampler = make_sampler(diffusion or create_diffusion(), sampler)
     return sampler.sample(model, y, guidance=guidance, noise=noise, generator=generator, progress=progress,
                           callback=callback, guidance_window=guidance_window, batch_cfg=batch_cfg)
+
+
+def receiver_window(text: str | None) -> tuple[int, int] | None:
+    """A command line's ``--guidance-window``: unset -> the receiver's default, ``"all"`` -> None
+    (guide every step), ``"T_LO,T_HI"`` -> that window."""
+    return DEFAULT_GUIDANCE_WINDOW if text is None else parse_guidance_window(text)
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:

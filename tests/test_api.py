@@ -12,7 +12,9 @@ from PIL import Image
 import qgesco
 import qgesco.data
 from qgesco.cli import main
+from qgesco.diffusion import create_diffusion, make_sampler
 from qgesco.models import checkpoint
+from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER
 from tests.conftest import REPO
 
 
@@ -66,6 +68,26 @@ def test_regenerate_is_seeded_and_rejects_bad_maps():
         qgesco.regenerate(model, y[0])
 
 
+def test_receiver_default_meets_the_evaluation_budget_and_guides_only_its_window():
+    """The default (chosen by bench/steps.py) costs <= 50 network evaluations per image, the issue's
+    goal, and regenerate applies its guidance window unless told to guide every step."""
+    sampler = make_sampler(create_diffusion(), DEFAULT_SAMPLER)
+    assert sampler.num_evaluations(DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW) <= 50
+    assert sampler.num_evaluations(DEFAULT_GUIDANCE, None) == 2 * len(sampler.timesteps)
+    calls = []
+
+    def model(x, t, y):
+        calls.append(x.shape[0])  # images through the network: 2 per map where guided (batched cfg)
+        return torch.zeros(x.shape[0], 6, *x.shape[2:])
+
+    y = qgesco.encode(torch.randint(0, 12, (1, 8, 8)), 12)
+    qgesco.regenerate(model, y, sampler="ddpm4", generator=torch.Generator().manual_seed(0))
+    default_calls, calls[:] = list(calls), []
+    qgesco.regenerate(model, y, sampler="ddpm4", guidance_window=None, generator=torch.Generator().manual_seed(0))
+    guided = [t for t in make_sampler(create_diffusion(), "ddpm4").timesteps if t >= 500]
+    assert sum(calls) == 8 and sum(default_calls) == 4 + len(guided) and 0 < len(guided) < 4
+
+
 def test_demo_writes_grid_table_and_results(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--psnr", "100,10", "--steps", "2", "--out", str(out)]) == 0
@@ -76,12 +98,16 @@ def test_demo_writes_grid_table_and_results(tmp_path, capsys):
     width, height = Image.open(out / "grid.png").size
     assert width > 4 * 64 * 3 and height > 4 * 48 * 3                         # 4 columns, 2 PSNRs x 2 scenes
     assert "LPIPS W8 vs fp32" in capsys.readouterr().out
+    assert results["evaluations"] == 3 and results["guidance_window"] == [500, 999]  # ddpm2 visits t = 999 (guided) and 0
+    assert main(["demo", "--psnr", "10", "--steps", "2", "--guidance-window", "all", "--out", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["evaluations"] == 4
 
 
 @pytest.mark.parametrize("args, message", [
     (["--psnr", "nonsense"], "--psnr 'nonsense': give comma-separated numbers"),
     (["--channel", "fibre"], "--channel 'fibre': use one of awgn, rayleigh"),
     (["--sampler", "euler"], "unknown sampler 'euler'"),
+    (["--guidance-window", "999,500"], "need 0 <= T_LO <= T_HI"),
 ])
 def test_demo_bad_options_are_one_clear_line(tmp_path, capsys, args, message):
     assert main(["demo", "--out", str(tmp_path), *args]) == 2

@@ -215,6 +215,10 @@ def test_bad_settings_fail_with_one_clear_message(files, tmp_path, capsys):
     shutil.copytree(files / "run", run)
     with pytest.raises(ValueError, match=r"other settings \(sampler 'ddpm2' -> 'ddim3'\); use another --out"):
         evaluate({"fp32": fp32}, "synthetic:8", out=run, **{**RUN, "sampler": "ddim3"})
+    with pytest.raises(ValueError, match=r"other settings \(guidance_window None -> \[500, 999\]\)"):
+        evaluate({"fp32": fp32}, "synthetic:8", out=run, **RUN, guidance_window=(500, 999))
+    with pytest.raises(ValueError, match=r"guidance_window \[999, 500\] must satisfy 0 <= t_lo <= t_hi"):
+        evaluate({"fp32": fp32}, "synthetic:8", out=tmp_path / "x", **RUN, guidance_window=(999, 500))
     with pytest.raises(ValueError, match="model 'W8t' with other weights"):
         evaluate({"W8t": fp32}, "synthetic:8", out=run, **RUN)
     with pytest.raises(ValueError, match="model name 'original'"):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from qgesco.diffusion import (DDIMSampler, DDPMSampler, DPMSolverPPSampler, create_diffusion, make_sampler, respace,
-                              select_steps, space_timesteps)
+from qgesco.diffusion import (DDIMSampler, DDPMSampler, DPMSolverPPSampler, create_diffusion, make_sampler,
+                              parse_guidance_window, respace, select_steps, space_timesteps)
 
 BASE = create_diffusion()
 
@@ -105,10 +105,19 @@ def test_specs():
     (lambda: make_sampler(BASE, "ddim10").num_evaluations(2.0, (600, 500)), "guidance_window"),
     (lambda: make_sampler(BASE, "ddim10").sample(GaussianData(), maps(), guidance_window=(-1, 10)), "guidance_window"),
     (lambda: make_sampler(BASE, "ddim10").sample(GaussianData(), maps(), noise=torch.randn(3, 3, 4, 4)), "does not match"),
+    (lambda: parse_guidance_window("500"), "give T_LO,T_HI"),
+    (lambda: parse_guidance_window("999,500"), "0 <= T_LO <= T_HI"),
 ])
 def test_bad_input_is_one_clear_value_error(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+def test_guidance_window_text_round_trips_to_what_samplers_count():
+    """``all`` guides every step like None; a window guides exactly the visited timesteps inside it."""
+    sampler = make_sampler(BASE, "ddpm30")
+    assert parse_guidance_window(" ALL ") is None
+    assert sampler.num_evaluations(2.0, parse_guidance_window("500,999")) == 30 + sum(t >= 500 for t in sampler.timesteps) == 45
 
 
 # --- fixed points ----------------------------------------------------------------------

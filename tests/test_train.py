@@ -126,16 +126,23 @@ def test_bad_config_fails_before_training(tmp_path, capsys, yaml_text, override,
     assert not (out / "ckpt").exists()
 
 
-def test_sigterm_leaves_a_complete_checkpoint(tmp_path):
+@pytest.mark.parametrize("workers, stop", [(0, "process"), (2, "group")])
+def test_sigterm_leaves_a_complete_checkpoint(tmp_path, workers, stop):
+    """SIGTERM to the trainer, or to its whole process group as Ctrl-C and `timeout` do (data-loader
+    workers included), ends with a final checkpoint and exit status 0."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "qgesco.cli", "train", "--config", str(REPO / "configs" / "cpu-test.yaml"),
-           "--out", str(out), "--steps", "100000", "--save-every", "100000", "--log-every", "1", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "--out", str(out), "--steps", "100000", "--save-every", "100000", "--log-every", "1", "--threads", "1",
+           "--num-workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text().strip():
         assert time.time() < deadline and proc.poll() is None, "training did not start"
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if stop == "group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     step = int((out / "ckpt" / "latest").read_text().strip().split("_")[1])

@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="sampler family or full spec: ddim, dpm++, ddpm, ddim25q, ... "
                                                    "(default: the receiver's, see docs/samplers.md)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the receiver's)")
+    p.add_argument("--guidance-window", metavar="T_LO,T_HI",
+                   help="guide only these model timesteps, or 'all' (default: the receiver's, see docs/samplers.md)")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the channel noise and x_T (default 0)")
     p.set_defaults(func=run)
@@ -27,11 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from qgesco.demo import parse_psnrs, run_demo
     from qgesco.diffusion import sampler_spec
-    from qgesco.receiver import DEFAULT_SAMPLER
+    from qgesco.receiver import DEFAULT_SAMPLER, receiver_window
 
     started = time.perf_counter()
     psnrs = parse_psnrs(args.psnr)
-    result = run_demo(args.out, psnrs, args.channel, sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER), args.seed)
+    result = run_demo(args.out, psnrs, args.channel, sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER), args.seed,
+                      guidance_window=receiver_window(args.guidance_window))
     print(result.table())
     print(f"wrote {result.out / 'grid.png'}, table.md and results.json in {time.perf_counter() - started:.0f} s")
     return 0

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default="ddpm", help="sampler family or full spec: ddpm, ddim, dpm++, ddim25q, ... (default ddpm)")
     p.add_argument("--steps", type=int, help="denoising steps (default 1000, the paper's)")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale s (default 2, the paper's)")
+    p.add_argument("--guidance-window", metavar="T_LO,T_HI",
+                   help="guide only these model timesteps, e.g. 500,999 (the receiver's default); default: every step, the paper's")
     p.add_argument("--images", type=int, help="evaluate the first N scenes of the split (default: all)")
     p.add_argument("--batch-size", type=int, default=8, help="images per sampling batch (default 8; part of the run's seeding)")
     p.add_argument("--seed", type=int, default=0)
@@ -59,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from qgesco.diffusion import sampler_spec
+    from qgesco.diffusion import parse_guidance_window, sampler_spec
     from qgesco.evaluate import evaluate
     from qgesco.evaluate.models import default_name
 
@@ -72,10 +74,12 @@ def run(args: argparse.Namespace) -> int:
         if name in models:
             raise ValueError(f"--model {item!r}: the name {name!r} is taken; name models explicitly, e.g. --model W8={source}")
         models[name] = source
+    window = None if args.guidance_window is None else parse_guidance_window(args.guidance_window)
     result = evaluate(models, args.data, out=args.out, data_root=args.data_root, psnrs=args.psnr, channel=args.channel,
                       noise_table=args.noise_table, cleanup=args.filter, compress=not args.no_compress,
                       sampler=sampler_spec(args.sampler, args.steps, "ddpm1000"), guidance=args.guidance,
-                      images=args.images, batch_size=args.batch_size, seed=args.seed, metrics=args.metrics,
+                      guidance_window=window, images=args.images, batch_size=args.batch_size,
+                      seed=args.seed, metrics=args.metrics,
                       reference=args.reference, grid_psnr=args.grid_psnr, grid_images=args.grid_images, device=args.device)
     if result is not None:
         from qgesco.evaluate import render

@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default=None, help="sampler family or spec (default: the receiver's, see docs/samplers.md)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the receiver's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale s (default 2)")
+    p.add_argument("--guidance-window", metavar="T_LO,T_HI",
+                   help="guide only these model timesteps, or 'all' (default: the receiver's, see docs/samplers.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="sample.png", help="PNG path; several maps get _0, _1, ... suffixes")
     p.set_defaults(func=run)
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.diffusion import sampler_spec
     from qgesco.fileio import atomic_path, load_tensors
     from qgesco.api import load_model
-    from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, regenerate
+    from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, receiver_window, regenerate
     from qgesco.viz import images_to_uint8
 
     spec = sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER)
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.received}: the map has {y.shape[1]} channels but the model takes {model.config.label_channels}; "
                          f"transmit with --num-classes {model.config.num_classes}" + ("" if model.config.no_instance else " and --instance"))
     images = regenerate(model, y, sampler=spec, guidance=DEFAULT_GUIDANCE if args.guidance is None else args.guidance,
+                        guidance_window=receiver_window(args.guidance_window),
                         generator=torch.Generator().manual_seed(args.seed), progress=True)
     out = Path(args.out)
     paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]

@@ -10,6 +10,7 @@ order or any global RNG — and :func:`make_loader` seeds the shuffle the same w
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import ClassVar, NamedTuple, Sequence
 
@@ -196,5 +197,12 @@ def make_loader(
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([dataset.seed, epoch]).generate_state(1)[0]))
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
-        collate_fn=collate, generator=generator,
+        collate_fn=collate, generator=generator, worker_init_fn=_ignore_stop_signals,
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Ctrl-C and ``timeout`` signal the whole process group: the workers must not die of it, so the
+    training loop, which handles the signal, can finish its step and write its final checkpoint."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)

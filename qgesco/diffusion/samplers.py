@@ -239,6 +239,20 @@ def sampler_spec(sampler: str | None, steps: int | None, default: str) -> str:
     return f"{family}{steps if steps is not None else own_steps or d_steps}{suffix}"
 
 
+def parse_guidance_window(text: str) -> tuple[int, int] | None:
+    """A command line's ``"500,999"`` -> (500, 999), model timesteps to guide; ``"all"`` -> None,
+    guidance at every step (the paper's)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"guidance window {text!r}: give T_LO,T_HI in model timesteps (e.g. 500,999) or 'all'") from None
+    if not 0 <= lo <= hi:
+        raise ValueError(f"guidance window {text!r}: need 0 <= T_LO <= T_HI, e.g. 500,999; or 'all'")
+    return lo, hi
+
+
 def make_sampler(diffusion: GaussianDiffusion, spec: str) -> Sampler:
     """The sampler a short spec names (see the module docstring), over ``diffusion``'s timesteps."""
     match = _SPEC.fullmatch(spec.strip().lower()) if isinstance(spec, str) else None

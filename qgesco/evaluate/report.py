@@ -116,7 +116,9 @@ def render(result: dict[str, Any]) -> str:
     s = result["settings"]
     parts = [
         f"# Evaluation: {s['data']}, {result['images']['count']} images at {s['image_hw'][0]}x{s['image_hw'][1]}\n",
-        f"Sampler {s['sampler']}, guidance {s['guidance']:g}, channel {s['channel']} (noise table {s['noise_table']}, "
+        f"Sampler {s['sampler']}, guidance {s['guidance']:g}"
+        + ("" if s.get("guidance_window") is None else " at t in [{}, {}]".format(*s["guidance_window"]))
+        + f", channel {s['channel']} (noise table {s['noise_table']}, "
         f"cleanup {s['cleanup']}, {'presence-compressed' if s['compress'] else 'all planes'}), seed {s['seed']}, "
         f"batch {s['batch_size']}. TFLOPs: one guided step (two forwards), bit-scaled for quantized models. "
         "FID and KID against the originals at the same size; FID as is (the paper prints FID / 10).\n",

@@ -54,8 +54,8 @@ CHANNELS = {"awgn": AWGN, "rayleigh": Rayleigh}
 #: against the sent map); pixel (PSNR and SSIM against the original).
 METRICS = ("lpips", "fid", "miou", "pixel")
 #: Settings that change the regenerated images; a run folder keeps them fixed.
-IMAGE_SETTINGS = ("data", "images", "image_hw", "batch_size", "sampler", "guidance", "seed", "channel", "noise_table",
-                  "cleanup", "compress")
+IMAGE_SETTINGS = ("data", "images", "image_hw", "batch_size", "sampler", "guidance", "guidance_window", "seed", "channel",
+                  "noise_table", "cleanup", "compress")
 #: Identical images have infinite PSNR; they count as this many dB so that means stay finite.
 PSNR_CAP_DB = 100.0
 _PER_IMAGE = ("lpips", "image_psnr", "ssim")
@@ -144,7 +144,8 @@ def _regenerate_shard(models: list[EvalModel], scenes: Scenes, out: Path, my_chu
             for m in pending:
                 bar.set_postfix_str(f"{m.name} @ {psnr_label(p)} dB")
                 g = torch.Generator(device).manual_seed(stream_seed(s["seed"], _STEPS, chunk.start))
-                images = regenerate(m.model, y, sampler=samplers[m.name], guidance=s["guidance"], generator=g, noise=noise)
+                images = regenerate(m.model, y, sampler=samplers[m.name], guidance=s["guidance"],
+                                    guidance_window=s["guidance_window"], generator=g, noise=noise)
                 _save_images(images, [image_path(out, m.name, i, p) for i in chunk])
                 bar.update(len(chunk))
 
@@ -283,7 +284,8 @@ def _run_record(out: Path, settings: dict[str, Any], models: list[EvalModel]) ->
 
 def evaluate(models: Mapping[str, Any], data: str, *, out: str | os.PathLike, data_root: str | os.PathLike | None = None,
              psnrs=(100.0, 20.0, 10.0), channel: str = "awgn", noise_table: str = "exact", cleanup: str = "avgmax",
-             compress: bool = True, sampler: str = "ddpm1000", guidance: float = 2.0, images: int | None = None,
+             compress: bool = True, sampler: str = "ddpm1000", guidance: float = 2.0,
+             guidance_window: tuple[int, int] | None = None, images: int | None = None,
              batch_size: int = 8, seed: int = 0, metrics=None, reference: str | None = None,
              grid_psnr: float | None = None, grid_images: int = 4, device: str = "auto",
              progress: bool = True) -> dict[str, Any] | None:
@@ -291,7 +293,8 @@ def evaluate(models: Mapping[str, Any], data: str, *, out: str | os.PathLike, da
     and write ``metrics.json``, ``table.md``, ``metrics_vs_psnr.png`` and the sample grid to ``out``.
 
     ``models`` maps names to model files, bundled names or loaded models. Defaults are the
-    paper's: PSNR 100/20/10 over AWGN, DDPM 1000 steps, guidance 2. ``metrics``: a subset of
+    paper's: PSNR 100/20/10 over AWGN, DDPM 1000 steps, guidance 2 at every step (``guidance_window``
+    (t_lo, t_hi) limits it, as the receiver's default does). ``metrics``: a subset of
     :data:`METRICS` (default: every one that applies). ``reference`` is the row others are
     compared with (default: the first full-precision model). Under ``torchrun`` every rank
     regenerates its share; rank 0 returns the metrics, the others None.
@@ -303,7 +306,8 @@ def evaluate(models: Mapping[str, Any], data: str, *, out: str | os.PathLike, da
         return _evaluate(models, data, Path(out), env, started, dict(
             data=data, data_root=None if data_root is None else str(data_root), psnrs=[float(p) for p in psnrs],
             channel=channel, noise_table=noise_table, cleanup=cleanup, compress=bool(compress), sampler=sampler,
-            guidance=float(guidance), images=images, batch_size=batch_size, seed=seed, reference=reference,
+            guidance=float(guidance), guidance_window=None if guidance_window is None else [int(v) for v in guidance_window],
+            images=images, batch_size=batch_size, seed=seed, reference=reference,
             grid_psnr=grid_psnr, grid_images=grid_images), metrics, progress)
     finally:
         if env.world_size > 1 and not was_distributed:
@@ -320,7 +324,7 @@ def _evaluate(sources: Mapping[str, Any], data: str, out: Path, env, started: fl
         raise ValueError(f"noise table {s['noise_table']!r} / cleanup {s['cleanup']!r}: choose from {NOISE_TABLES} / {CLEANUPS}")
     for p in s["psnrs"]:
         CHANNELS[s["channel"]](p, table=s["noise_table"])  # an unknown level of the gesco table fails here, not hours later
-    make_sampler(create_diffusion(), s["sampler"])
+    make_sampler(create_diffusion(), s["sampler"]).num_evaluations(s["guidance"], s["guidance_window"])  # checks the window
     if not s["guidance"] >= 0:
         raise ValueError(f"guidance must be >= 0 (1 = conditional only, the paper's 2), got {s['guidance']}")
     if isinstance(s["batch_size"], bool) or not isinstance(s["batch_size"], int) or s["batch_size"] < 1:

@@ -22,8 +22,9 @@ class UniformSampler:
         """Timesteps (batch,) and the importance weights that keep the loss unbiased."""
         w = self.weights()
         p = w / w.sum()
-        t = torch.multinomial(p.to(torch.float32), batch, replacement=True, generator=generator)
-        weights = 1.0 / (len(p) * p[t])
+        t = torch.multinomial(p.to(generator.device if generator is not None else device, torch.float32), batch,
+                              replacement=True, generator=generator)
+        weights = 1.0 / (len(p) * p[t.cpu()])
         return t.to(device), weights.float().to(device)
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
