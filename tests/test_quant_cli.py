@@ -67,6 +67,8 @@ def test_quantize_writes_a_w4a8_checkpoint_with_provenance(files, calib_file, ca
     (["--wbits", "9"], "--wbits=9 is not supported: choose an integer from 2 to 8"),
     (["--wbits", "1"], "--wbits=1 is not supported"),
     (["--abits", "8", "--iters", "0"], "act_bits=8 needs a calibration set"),
+    (["--device", "tpu"], "--device 'tpu': use cpu, cuda or auto"),
+    *([] if torch.cuda.is_available() else [(["--device", "cuda"], "no CUDA GPU is visible to torch")]),
 ])
 def test_quantize_refuses_unsupported_settings_in_one_line(files, args, message, capsys):
     assert main(["quantize", "--model", str(files / "model.safetensors"), "--out", str(files / "x.safetensors"), *args]) == 2

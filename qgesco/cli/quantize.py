@@ -33,8 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="keep the observed activation step sizes instead of learning them (LSQ) during reconstruction")
     p.add_argument("--batch-size", type=int, default=8, help="calibration samples per AdaRound step (default 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (cuda if available): where AdaRound runs")
     p.add_argument("--out", required=True, metavar="q.safetensors")
     p.set_defaults(func=run)
+
+
+def _device(name: str):
+    import torch
+
+    if name not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"--device {name!r}: use cpu, cuda or auto")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,13 +60,13 @@ def run(args: argparse.Namespace) -> int:
     check_bits("--wbits", args.wbits)
     if args.abits is not None:
         check_bits("--abits", args.abits)
-    model = load_model(args.model)
+    model = load_model(args.model).to(_device(args.device))
     resume = Path(f"{args.out}.resume")
     qmodel = quantize(model, args.calib, weight_bits=args.wbits, act_bits=args.abits, iters=args.iters,
                       symmetric=args.symmetric, weight_init=args.weight_init, split=not args.no_split,
                       keep_fp=args.keep_fp, quantize_attention=args.quant_attention, learn_act_scale=not args.no_lsq,
                       batch_size=args.batch_size, seed=args.seed, resume=resume)
-    save_quantized(qmodel, args.out, model=str(args.model), calib=str(args.calib) if args.calib else None)
+    save_quantized(qmodel.cpu(), args.out, model=str(args.model), calib=str(args.calib) if args.calib else None)
     shutil.rmtree(resume, ignore_errors=True)
     report = qmodel.quant_report
     blocks = report["blocks"]
