@@ -201,9 +201,12 @@ def main() -> None:
     def reference_of(precision: str) -> str:
         return "fp32" if args.shared_reference else precision
 
-    rows, first_psnr, shown = [], {}, {}
-    for psnr in (float(p) for p in args.psnr.split(",")):
+    rows, shown = [], {}  # shown: the first PSNR's images, for the sample grid
+    psnrs = [float(p) for p in args.psnr.split(",")]
+    for psnr in psnrs:
         originals, y, noise = fixed_set(fp32.config, args.dataset, args.n_images, psnr, args.seed)
+        if psnr == psnrs[0]:
+            shown_originals = originals
         real = None if inception is None else inception(originals)
         for precision, model in models.items():
             own_reference = reference_of(precision) == precision
@@ -216,8 +219,7 @@ def main() -> None:
                 images, ms = cached_generate(cache, key,
                                              lambda: generate(sampler, model, y, noise, args, row_window))
                 outputs[spec] = images
-                if not first_psnr or first_psnr["psnr"] == psnr:
-                    first_psnr.update(psnr=psnr, originals=originals)
+                if psnr == psnrs[0]:
                     shown[precision, spec] = images
                 per_image = lpips(images, originals)
                 row = {"precision": precision, "psnr": psnr, "sampler": spec, "family": family,
@@ -253,8 +255,7 @@ def main() -> None:
               + (f", guidance window {window}" if window else "") + (", batched cfg" if args.batch_cfg else "")
               + f", model {args.model}" + (f", W8 {args.quantized}" if args.quantized else "") + ".\n")
     plot(rows, args.reference, RESULTS / f"{args.name}.png")
-    save_samples(first_psnr["originals"], shown, rows, chosen, args.reference, first_psnr["psnr"],
-                 RESULTS / f"{args.name}_samples.png")
+    save_samples(shown_originals, shown, rows, chosen, args.reference, psnrs[0], RESULTS / f"{args.name}_samples.png")
     save(args.name, {"rows": rows, "fastest_within_delta_lpips": {p: r and r["sampler"] for p, r in chosen.items()},
                      "max_delta_lpips": MAX_DELTA_LPIPS, "reference": args.reference, "model": args.model, "quantized": args.quantized,
                      "n_images": args.n_images, "guidance": args.guidance, "guidance_window": window,

@@ -20,7 +20,7 @@ import torch
 
 from .channel import AWGN, Rayleigh, bandwidth, encode, transmit
 from .data import street_scene
-from .diffusion import create_diffusion, make_sampler
+from .diffusion import Sampler, create_diffusion, make_sampler
 from .fileio import write_json, write_text
 from .metrics import WeightsMissingError, lpips
 from .models.checkpoint import bundled_path, load_model
@@ -84,7 +84,7 @@ def _writable(out: Path) -> Path:
     return out
 
 
-def _timed(model, y, noise, sampler: str, window, generator_seed: int, progress: bool) -> tuple[torch.Tensor, float]:
+def _timed(model, y, noise, sampler: Sampler, window, generator_seed: int, progress: bool) -> tuple[torch.Tensor, float]:
     """Images and the wall time per image of sampling them all at once."""
     started = time.perf_counter()
     images = regenerate(model, y, sampler=sampler, guidance=DEFAULT_GUIDANCE, guidance_window=window, noise=noise,
@@ -98,7 +98,8 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     """Run the demo and write ``grid.png``, ``table.md`` and ``results.json`` into ``out``."""
     if channel not in CHANNELS:
         raise ValueError(f"--channel {channel!r}: use one of {', '.join(CHANNELS)}")
-    evaluations = make_sampler(create_diffusion(), sampler).num_evaluations(DEFAULT_GUIDANCE, guidance_window)
+    steps = make_sampler(create_diffusion(), sampler)  # one sampler for both receivers
+    evaluations = steps.num_evaluations(DEFAULT_GUIDANCE, guidance_window)
     psnrs = [float(p) for p in psnrs]
     out = _writable(Path(out))
     fp32_path, w8_path = bundled_path(DEMO_MODEL), bundled_path(DEMO_QUANTIZED)
@@ -114,8 +115,8 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     rows_y = y.repeat(len(psnrs), 1, 1, 1)
     received = transmit(rows_y, CHANNELS[channel](per_row), cfg.num_classes, generator=g)
     noise = torch.randn((len(rows_y), 3, h, w), generator=g)
-    images_fp32, fp32_ms = _timed(fp32, received, noise, sampler, guidance_window, seed, progress)
-    images_w8, w8_ms = _timed(w8, received, noise, sampler, guidance_window, seed, progress)
+    images_fp32, fp32_ms = _timed(fp32, received, noise, steps, guidance_window, seed, progress)
+    images_w8, w8_ms = _timed(w8, received, noise, steps, guidance_window, seed, progress)
     try:
         distances = lpips(to_unit(images_w8), to_unit(images_fp32)).flatten().tolist()
     except WeightsMissingError:
