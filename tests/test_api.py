@@ -11,6 +11,7 @@ from PIL import Image
 
 import qgesco
 import qgesco.data
+import qgesco.metrics
 from qgesco.cli import main
 from qgesco.diffusion import create_diffusion, make_sampler
 from qgesco.models import checkpoint
@@ -133,3 +134,39 @@ def test_sample_cli_regenerates_a_transmitted_map(tmp_path):
     assert main(["sample", str(received), "--steps", "2", "--out", str(tmp_path / "x.png")]) == 0
     assert Image.open(tmp_path / "x.png").size == (64, 48)
     assert main(["sample", str(received), "--model", "camvid-demo", "--sampler", "ddim5", "--steps", "3"]) == 2
+
+
+@pytest.fixture(scope="module")
+def camvid_val(camvid_dir):
+    """The first 16 CamVid val scenes at the demo model's size: images in [-1, 1], labels, clean maps."""
+    scenes = qgesco.data.CamVid(camvid_dir, split="val", image_hw=(48, 64))
+    samples = [scenes[i] for i in range(16)]
+    images = torch.stack([torch.as_tensor(s.image) for s in samples]).float()
+    labels = torch.stack([torch.as_tensor(s.label) for s in samples]).long()
+    return images, labels, qgesco.send(labels, 12, qgesco.AWGN(100), generator=torch.Generator().manual_seed(0))
+
+
+def test_demo_model_predicts_the_mean_of_the_noise(camvid_val, one_thread):
+    """Each image channel's spatial mean (its colour) is decided at high t by the predicted noise's mean.
+    With one channel per GroupNorm group the network cannot see that mean (R^2 ~ 0: random colour
+    casts); the bundled model must predict it."""
+    images, _, y = camvid_val
+    model, diffusion = qgesco.load_model("camvid-demo"), create_diffusion(1000)
+    g = torch.Generator().manual_seed(0)
+    for t in (400, 600, 800):
+        noise = torch.randn(images.shape, generator=g)
+        tt = torch.full((len(images),), t)
+        with torch.no_grad():
+            predicted = model(diffusion.q_sample(images, tt, noise), tt, y)[:, :3].mean(dim=(2, 3))
+        actual = noise.mean(dim=(2, 3))
+        r2 = 1 - ((predicted - actual) ** 2).sum() / ((actual - actual.mean()) ** 2).sum()
+        assert r2 > 0.5, f"t={t}: R^2 of the noise mean {r2:.3f}"
+
+
+def test_demo_model_regenerates_scenes_the_segmentation_net_recognises(camvid_val, one_thread):
+    """Issue target: regenerated-image mIoU >= 50 % of the real images' mIoU (same scenes, same net)."""
+    images, labels, y = camvid_val
+    generated = qgesco.regenerate(qgesco.load_model("camvid-demo"), y, generator=torch.Generator().manual_seed(1))
+    scores = [qgesco.metrics.ConfusionMatrix(12).update(qgesco.metrics.segment((x + 1) / 2), labels).miou()
+              for x in (generated, images)]
+    assert scores[1] > 0.4 and scores[0] >= 0.5 * scores[1], f"mIoU regenerated {scores[0]:.3f}, real {scores[1]:.3f}"

@@ -13,6 +13,7 @@ from qgesco.models import UNetConfig, config_from_official_flags, from_official_
 from qgesco.models.checkpoint import load_model, load_official_checkpoint, save_model
 from qgesco.models.costs import model_costs
 from qgesco.models.presets import get_preset
+from qgesco.models.unet import UNetModel
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -87,7 +88,7 @@ def test_official_checkpoint_mismatch_names_keys_and_flag(tiny, tmp_path):
     ({"image_size": 32, "num_classes": 0, "channel_mult": "1,2"}, "num_classes"),
     ({"image_size": 32, "num_classes": -3, "channel_mult": "1,2"}, "num_classes"),
     ({"image_size": 48, "num_classes": 35}, "channel_mult"),
-    ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_channels": 48}, "channel_mult"),
+    ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_channels": 48}, "norm_groups.*num_channels"),
 ])
 def test_bad_flags_raise_value_error_naming_the_flag(flags, name):
     with pytest.raises(ValueError, match=name):
@@ -123,6 +124,18 @@ def test_safetensors_roundtrip_keeps_config_and_outputs(tmp_path):
         assert fast.out[2].weight.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(fast(x, t, y), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_norm_groups_reach_every_groupnorm_and_keep_the_parameters():
+    cfg = get_preset("cpu-test")
+    def groups(model):
+        return {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)}
+    published, regrouped = UNetModel(cfg), UNetModel(cfg.replace(norm_groups=8))
+    assert groups(published) == {32} and groups(regrouped) == {8}
+    assert {k: v.shape for k, v in published.state_dict().items()} == {k: v.shape for k, v in regrouped.state_dict().items()}
+    assert UNetConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "norm_groups"}).norm_groups == 32
+    with pytest.raises(ValueError, match="norm_groups: 24 groups do not divide"):
+        cfg.replace(norm_groups=24)
 
 
 def test_config_json_roundtrip():

@@ -17,7 +17,7 @@ from PIL import Image
 from qgesco.channel import AWGN, encode, transmit
 from qgesco.cli import main
 from qgesco.fileio import load_tensors
-from qgesco.models.checkpoint import load_model
+from qgesco.models.checkpoint import load_model, save_model
 from qgesco.train import Trainer, make_config, train
 from qgesco.train.timesteps import LossSecondMomentSampler
 
@@ -108,12 +108,24 @@ def test_sample_grid_is_written(tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 1000 and (tmp_path / "metrics.csv").read_text().startswith("step,")
 
 
+def test_norm_groups_override_regroups_a_model_file_with_its_weights(tmp_path):
+    start = load_model(REPO / "qgesco" / "assets" / "camvid_demo.safetensors")
+    path = tmp_path / "start.safetensors"
+    save_model(start, path)
+    groups = 16 if start.config.norm_groups != 16 else 8
+    trainer = Trainer(make_config({**TINY, "model": str(path), "data": "synthetic:8:camvid", "norm_groups": groups,
+                                   "out": str(tmp_path / "run"), "steps": 1}))
+    assert trainer.model.config == start.config.replace(norm_groups=groups)
+    assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), start.state_dict().values()))
+
+
 @pytest.mark.parametrize("yaml_text, override, message", [
     ("bogus_field: 1\n", [], "unknown config field"),
     ("lr: fast\n", [], "lr: expected float"),
     ("", ["--image-hw", "[17, 16]"], "multiples of 2"),
     ("", ["--data", "camvid:train", "--data-root", "/nonexistent/camvid"], "nonexistent"),
     ("", ["--noise", "loud"], "noise"),
+    ("", ["--norm-groups", "7"], "norm_groups: 7 groups do not divide"),
     ("", ["--model", "camvid-demo", "--data", "synthetic:8:cityscapes"], "classes"),
 ])
 def test_bad_config_fails_before_training(tmp_path, capsys, yaml_text, override, message):

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wbits", type=int, default=8, help="weight bits, 2..8 (default 8; <= 4 are stored two per byte)")
     p.add_argument("--abits", type=int, help="activation bits, 2..8 (default: float activations)")
     p.add_argument("--iters", type=int, default=DEFAULT_ITERS,
-                   help=f"AdaRound iterations per block (default {DEFAULT_ITERS}; 0 = nearest rounding)")
+                   help=f"AdaRound iterations per block (default {DEFAULT_ITERS}; 0 = nearest rounding; 5000 for 4-bit weights)")
     p.add_argument("--symmetric", action="store_true", help="symmetric weights (zero point 0) instead of asymmetric")
     p.add_argument("--weight-init", choices=("lp", "minmax"), default="lp",
                    help="weight clipping range: lp = search minimising the L2.4 error (default), minmax = full range")

@@ -112,6 +112,10 @@ class UNetConfig:
     use_new_attention_order: bool = False
     #: Hidden width of the SPADE modulation convs (128 in the published model).
     spade_hidden: int = 128
+    #: Groups of every GroupNorm (32 in the published model). A narrow model needs fewer: with
+    #: one channel per group the norm removes each channel's spatial mean, and the output head
+    #: then cannot predict the mean of the noise, which sampling turns into colour casts.
+    norm_groups: int = 32
     #: Training/inference resolution (H, W); the network is convolutional, this is for
     #: analytic figures, data loading and shape checks of calibration sets.
     image_hw: tuple[int, int] = field(default=(64, 64))
@@ -145,10 +149,15 @@ class UNetConfig:
             bad("num_res_blocks", f"must be > 0, got {self.num_res_blocks}")
         if not self.channel_mult or any(m <= 0 for m in self.channel_mult):
             bad("channel_mult", f"needs positive multipliers, got {self.channel_mult}")
+        if self.norm_groups <= 0:
+            bad("norm_groups", f"must be > 0, got {self.norm_groups}")
         for m in self.channel_mult:
             ch = m * self.num_channels
-            if ch != int(ch) or int(ch) % 32:
-                bad("channel_mult", f"num_channels*{m} = {ch} must be a multiple of 32 (GroupNorm uses 32 groups)")
+            if ch != int(ch):
+                bad("channel_mult", f"num_channels*{m} = {ch} must be a whole number of channels")
+            if int(ch) % self.norm_groups:
+                bad("norm_groups", f"{self.norm_groups} groups do not divide the width num_channels*{m} = {int(ch)}; "
+                    "choose num_channels and channel_mult whose widths norm_groups divides (or another norm_groups)")
         widths = {int(m * self.num_channels) for m in self.channel_mult}
         if self.num_head_channels > 0:
             for w in sorted(widths):

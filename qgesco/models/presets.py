@@ -27,7 +27,7 @@ PRESETS: dict[str, UNetConfig] = {
     "camvid-demo": UNetConfig(
         image_size=64, num_classes=12, num_channels=32, num_res_blocks=2, channel_mult=(1, 2, 4),
         attention_ds=(4,), num_head_channels=32, use_scale_shift_norm=True, resblock_updown=True,
-        learn_sigma=True, no_instance=True, spade_hidden=16, image_hw=(48, 64),
+        learn_sigma=True, no_instance=True, spade_hidden=16, norm_groups=8, image_hw=(48, 64),
     ),
     "cpu-test": UNetConfig(
         image_size=16, num_classes=12, num_channels=32, num_res_blocks=1, channel_mult=(1, 2),

@@ -36,8 +36,8 @@ class GroupNorm32(nn.GroupNorm):
         return super().forward(x.float()).type(x.dtype)
 
 
-def normalization(channels: int) -> GroupNorm32:
-    return GroupNorm32(32, channels)
+def normalization(channels: int, groups: int = 32) -> GroupNorm32:
+    return GroupNorm32(groups, channels)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -49,9 +49,9 @@ def zero_module(module: nn.Module) -> nn.Module:
 class SPADEGroupNorm(nn.Module):
     """Parameter-free GroupNorm, then ``x * (1 + gamma(y)) + beta(y)`` from the semantic map."""
 
-    def __init__(self, channels: int, label_channels: int, hidden: int = 128):
+    def __init__(self, channels: int, label_channels: int, hidden: int = 128, groups: int = 32):
         super().__init__()
-        self.norm = GroupNorm32(32, channels, affine=False)
+        self.norm = GroupNorm32(groups, channels, affine=False)
         self.mlp_shared = nn.Sequential(nn.Conv2d(label_channels, hidden, 3, padding=1), nn.ReLU())
         self.mlp_gamma = nn.Conv2d(hidden, channels, 3, padding=1)
         self.mlp_beta = nn.Conv2d(hidden, channels, 3, padding=1)
@@ -106,17 +106,18 @@ class ResBlock(nn.Module):
     """
 
     def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
-                 use_scale_shift_norm: bool = False, up: bool = False, down: bool = False, spade_hidden: int = 128):
+                 use_scale_shift_norm: bool = False, up: bool = False, down: bool = False, spade_hidden: int = 128,
+                 norm_groups: int = 32):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.spade_norm = SPADEGroupNorm(channels, 3, spade_hidden)
-        self.in_layers = nn.Sequential(normalization(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.spade_norm = SPADEGroupNorm(channels, 3, spade_hidden, norm_groups)
+        self.in_layers = nn.Sequential(normalization(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         self.h_upd, self.x_upd = _resample(channels, up, down)
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
         self.out_layers = nn.Sequential(
-            normalization(out_channels), nn.SiLU(), nn.Dropout(p=dropout),
+            normalization(out_channels, norm_groups), nn.SiLU(), nn.Dropout(p=dropout),
             zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
         self.skip_connection = _skip(channels, out_channels)
@@ -148,17 +149,17 @@ class SDMResBlock(nn.Module):
 
     def __init__(self, channels: int, emb_channels: int, dropout: float, label_channels: int,
                  out_channels: int | None = None, use_scale_shift_norm: bool = False,
-                 up: bool = False, down: bool = False, spade_hidden: int = 128):
+                 up: bool = False, down: bool = False, spade_hidden: int = 128, norm_groups: int = 32):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.concat_split: int | None = None
-        self.in_norm = SPADEGroupNorm(channels, label_channels, spade_hidden)
+        self.in_norm = SPADEGroupNorm(channels, label_channels, spade_hidden, norm_groups)
         self.in_layers = nn.Sequential(nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         self.h_upd, self.x_upd = _resample(channels, up, down)
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
-        self.out_norm = SPADEGroupNorm(out_channels, label_channels, spade_hidden)
+        self.out_norm = SPADEGroupNorm(out_channels, label_channels, spade_hidden, norm_groups)
         self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(p=dropout), zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip_connection = _skip(channels, out_channels)
 
@@ -209,10 +210,11 @@ class QKVAttention(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1, use_new_attention_order: bool = False):
+    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1, use_new_attention_order: bool = False,
+                 norm_groups: int = 32):
         super().__init__()
         heads = num_heads if num_head_channels == -1 else channels // num_head_channels
-        self.norm = normalization(channels)
+        self.norm = normalization(channels, norm_groups)
         self.qkv = nn.Conv1d(channels, channels * 3, 1)
         self.attention = QKVAttention(heads, legacy=not use_new_attention_order)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
@@ -250,10 +252,11 @@ class UNetModel(nn.Module):
         heads_up = c.num_heads if c.num_heads_upsample == -1 else c.num_heads_upsample
 
         def attention(ch: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(ch, heads, c.num_head_channels, c.use_new_attention_order)
+            return AttentionBlock(ch, heads, c.num_head_channels, c.use_new_attention_order, c.norm_groups)
 
         def sdm_block(ch: int, out: int | None = None, up: bool = False) -> SDMResBlock:
-            return SDMResBlock(ch, emb_dim, c.dropout, c.label_channels, out, c.use_scale_shift_norm, up=up, spade_hidden=c.spade_hidden)
+            return SDMResBlock(ch, emb_dim, c.dropout, c.label_channels, out, c.use_scale_shift_norm, up=up, spade_hidden=c.spade_hidden,
+                               norm_groups=c.norm_groups)
 
         self.time_embed = nn.Sequential(nn.Linear(ch_model, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         ch = input_ch = int(c.channel_mult[0] * ch_model)
@@ -263,14 +266,16 @@ class UNetModel(nn.Module):
         for level, mult in enumerate(c.channel_mult):
             for _ in range(c.num_res_blocks):
                 out = int(mult * ch_model)
-                layers: list[nn.Module] = [ResBlock(ch, emb_dim, c.dropout, out, c.use_scale_shift_norm, spade_hidden=c.spade_hidden)]
+                layers: list[nn.Module] = [ResBlock(ch, emb_dim, c.dropout, out, c.use_scale_shift_norm, spade_hidden=c.spade_hidden,
+                                                            norm_groups=c.norm_groups)]
                 ch = out
                 if ds in c.attention_ds:
                     layers.append(attention(ch, c.num_heads))
                 self.input_blocks.append(EmbedSequential(*layers))
                 skip_chans.append(ch)
             if level != len(c.channel_mult) - 1:
-                down = (ResBlock(ch, emb_dim, c.dropout, ch, c.use_scale_shift_norm, down=True, spade_hidden=c.spade_hidden)
+                down = (ResBlock(ch, emb_dim, c.dropout, ch, c.use_scale_shift_norm, down=True, spade_hidden=c.spade_hidden,
+                                 norm_groups=c.norm_groups)
                         if c.resblock_updown else Downsample(ch, True))
                 self.input_blocks.append(EmbedSequential(down))
                 skip_chans.append(ch)
@@ -293,7 +298,7 @@ class UNetModel(nn.Module):
                     ds //= 2
                 self.output_blocks.append(EmbedSequential(*layers))
 
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(input_ch, c.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(normalization(ch, c.norm_groups), nn.SiLU(), zero_module(nn.Conv2d(input_ch, c.out_channels, 3, padding=1)))
         if c.use_fp16:
             self.convert_to_fp16()
 

@@ -38,8 +38,8 @@ from .quantizers import MIN_SCALE, ActQuantizer
 from .swap import act_quantizers, quant_layers
 
 
-#: AdaRound iterations per block unless asked otherwise: the knee that bench/quant_iters.py measured on the
-#: demo model (W4 still gains up to 1000, W8 is at fp32 quality by 250; docs/quantization.md), 1/20 of the paper's.
+#: AdaRound iterations per block unless asked otherwise, 1/20 of the paper's: bench/quant_iters.py on the demo
+#: model puts W8 at fp32 quality by 250; W4 needs 5000 (its knee; docs/quantization.md).
 DEFAULT_ITERS = 1000
 
 

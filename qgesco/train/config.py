@@ -27,6 +27,9 @@ class TrainConfig:
     data_root: str | None = None
     #: Training resolution; default: the model preset's ``image_hw``.
     image_hw: tuple[int, int] | None = None
+    #: GroupNorm groups; default: the model's. A model file with another count keeps its
+    #: weights (same shapes) and is fine-tuned with the new grouping (docs/demo_model.md).
+    norm_groups: int | None = None
     out: str = "runs/train"
     steps: int = 10_000
     #: Per process: under torchrun the global batch is ``batch_size * world_size``.
@@ -177,5 +180,7 @@ def check_values(cfg: TrainConfig) -> None:
         raise ValueError(f"config field psnr_range: low > high in {cfg.psnr_range}")
     if cfg.noise == "range" and cfg.noise_table == "gesco":
         raise ValueError("noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)")
+    if cfg.norm_groups is not None and cfg.norm_groups <= 0:
+        raise ValueError(f"config field norm_groups: must be > 0, got {cfg.norm_groups}")
     if cfg.image_hw is not None and min(cfg.image_hw) <= 0:
         raise ValueError(f"config field image_hw: must be positive, got {cfg.image_hw}")

@@ -138,9 +138,11 @@ class Trainer:
             model = create_model(cfg.model, seed=cfg.seed)
         else:
             model = load_model(cfg.model).train()
-        if cfg.image_hw is not None and tuple(cfg.image_hw) != model.config.image_hw:
+        wanted = {"image_hw": tuple(cfg.image_hw) if cfg.image_hw is not None else None, "norm_groups": cfg.norm_groups}
+        changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(model.config, k)}
+        if changes:  # neither changes a parameter's shape: the weights carry over
             state = model.state_dict()
-            model = UNetModel(model.config.replace(image_hw=tuple(cfg.image_hw)))
+            model = UNetModel(model.config.replace(**changes))
             model.load_state_dict(state)
         return model.train()
 
