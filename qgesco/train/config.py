@@ -180,7 +180,5 @@ def check_values(cfg: TrainConfig) -> None:
         raise ValueError(f"config field psnr_range: low > high in {cfg.psnr_range}")
     if cfg.noise == "range" and cfg.noise_table == "gesco":
         raise ValueError("noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)")
-    if cfg.norm_groups is not None and cfg.norm_groups <= 0:
-        raise ValueError(f"config field norm_groups: must be > 0, got {cfg.norm_groups}")
     if cfg.image_hw is not None and min(cfg.image_hw) <= 0:
         raise ValueError(f"config field image_hw: must be positive, got {cfg.image_hw}")
