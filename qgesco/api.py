@@ -2,7 +2,7 @@
 
     model = qgesco.load_model("camvid-demo")                  # ours, quantized, or the published .pt + flags
     y = qgesco.send(labels, 12, qgesco.AWGN(10), generator=g) # sender + channel + receiver cleanup
-    images = qgesco.regenerate(model, y)                      # receiver (default ddpm250, guided t >= 500)
+    images = qgesco.regenerate(model, y)                      # receiver (default ddpm30, guided t >= 500)
     qmodel = qgesco.quantize(model, calib, weight_bits=8)     # calib = qgesco.build_calibration_set(model, maps)
     result = qgesco.evaluate.evaluate(models, "camvid:val")    # see qgesco.evaluate
 

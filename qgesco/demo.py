@@ -24,7 +24,7 @@ from .diffusion import Sampler, create_diffusion, make_sampler
 from .fileio import write_json, write_text
 from .metrics import WeightsMissingError, lpips
 from .models.checkpoint import bundled_path, load_model
-from .receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, PREVIEW_SAMPLER, regenerate, to_unit
+from .receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate, to_unit
 from .runtime import load_runtime
 from .viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 
@@ -93,7 +93,7 @@ def _timed(model, y, noise, sampler: Sampler, window, generator_seed: int, progr
 
 
 def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 20.0, 10.0), channel: str = "awgn",
-             sampler: str = PREVIEW_SAMPLER, seed: int = 0, progress: bool = True,
+             sampler: str = DEFAULT_SAMPLER, seed: int = 0, progress: bool = True,
              guidance_window: tuple[int, int] | None = DEFAULT_GUIDANCE_WINDOW) -> DemoResult:
     """Run the demo and write ``grid.png``, ``table.md`` and ``results.json`` into ``out``."""
     if channel not in CHANNELS:

@@ -17,8 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--psnr", default="100,20,10", help="channel PSNRs in dB, comma-separated (default 100,20,10)")
     p.add_argument("--channel", default="awgn", help="awgn (default) or rayleigh (block fading, perfect CSI)")
     p.add_argument("--sampler", default=None, help="sampler family or full spec: ddim, dpm++, ddpm, ddim25q, ... "
-                                                   "(default: ddpm, the receiver's, at 30 steps; see docs/samplers.md)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 30, a quick preview; 250 is the receiver's default quality)")
+                                                   "(default: the receiver's, see docs/samplers.md)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the receiver's)")
     p.add_argument("--guidance-window", metavar="T_LO,T_HI",
                    help="guide only these model timesteps, or 'all' (default: the receiver's, see docs/samplers.md)")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
@@ -29,11 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from qgesco.demo import parse_psnrs, run_demo
     from qgesco.diffusion import sampler_spec
-    from qgesco.receiver import PREVIEW_SAMPLER, receiver_window
+    from qgesco.receiver import DEFAULT_SAMPLER, receiver_window
 
     started = time.perf_counter()
     psnrs = parse_psnrs(args.psnr)
-    result = run_demo(args.out, psnrs, args.channel, sampler_spec(args.sampler, args.steps, PREVIEW_SAMPLER), args.seed,
+    result = run_demo(args.out, psnrs, args.channel, sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER), args.seed,
                       guidance_window=receiver_window(args.guidance_window))
     print(result.table())
     print(f"wrote {result.out / 'grid.png'}, table.md and results.json in {time.perf_counter() - started:.0f} s")
