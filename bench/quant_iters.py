@@ -71,6 +71,7 @@ from qgesco.metrics import lpips  # noqa: E402
 from qgesco.metrics.perceptual import MIN_SIDE  # noqa: E402
 from qgesco.models.checkpoint import load_model  # noqa: E402
 from qgesco.quant import CalibrationSet, build_calibration_set, load_quantized, quantize, save_quantized  # noqa: E402
+from qgesco.quant.digest import tensors_sha256  # noqa: E402
 from qgesco.receiver import regenerate, to_unit  # noqa: E402
 
 CONFIGS = {"W8": (8, None), "W4": (4, None), "W8A8": (8, 8), "W4A8": (4, 8)}
@@ -127,9 +128,11 @@ def run_config(job: dict) -> dict:
     if kept is not None and kept.exists():
         qmodel = load_quantized(kept)
         made = qmodel.quant_report
-        if (made.get("model"), made.get("batch_size"), (made.get("calibration") or {}).get("sha256")) != \
-                (job["model"], job["batch_size"], calib.digest()):
-            raise ValueError(f"{kept} was made from another model, batch size or calibration set: give a new --keep-models folder")
+        float_weights = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        if (made.get("model_sha256"), made.get("batch_size"), (made.get("calibration") or {}).get("sha256")) != \
+                (tensors_sha256(float_weights), job["batch_size"], calib.digest()):
+            raise ValueError(f"{kept} was made from other weights (or records none), another batch size or calibration set: "
+                             "give a new --keep-models folder")
     else:
         qmodel = quantize(model, calib, weight_bits=wbits, act_bits=abits, iters=job["iters"], batch_size=job["batch_size"],
                           seed=job["seed"], progress=False)

@@ -67,7 +67,8 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
       arguments continues after the last finished block.
 
     The result computes in fp32 from its integer weights; its ``quant_report`` holds the
-    settings, the calibration set's summary and every block's errors.
+    settings, the float weights' digest (``model_sha256``: which model this is a copy of,
+    whatever its file or bundled name), the calibration set's summary and every block's errors.
     """
     if not isinstance(model, UNetModel):
         raise ValueError(f"quantize takes a qgesco UNetModel, got {type(model).__name__}")
@@ -83,6 +84,7 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
     calib = _calibration(calib, model, act_bits, iters)
     started = time.perf_counter()
     fp_model = model if model.dtype == torch.float32 else copy.deepcopy(model).float()
+    model_sha256 = tensors_sha256(fp_model.state_dict())
     with _eval_mode(fp_model):
         plan = make_plan(fp_model, weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric, split=split,
                          keep_fp=keep_fp, quantize_attention=quantize_attention)
@@ -94,7 +96,7 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
         if calib is not None:
             store = None
             if resume is not None:
-                run_id = fingerprint({"plan": plan, "options": options, "model": tensors_sha256(fp_model.state_dict()),
+                run_id = fingerprint({"plan": plan, "options": options, "model": model_sha256,
                                       "calibration": calib.digest()})
                 store = ResumeStore(Path(resume), run_id)
             blocks = reconstruct(qmodel, fp_model, calib, plan, settings, store, progress)
@@ -103,15 +105,16 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
     for _, quantizer in act_quantizers(qmodel):
         quantizer.enabled = True
     qmodel.quant_plan = plan
-    qmodel.quant_report = _report(plan, options, calib, blocks, time.perf_counter() - started)
+    qmodel.quant_report = _report(plan, options, model_sha256, calib, blocks, time.perf_counter() - started)
     return qmodel
 
 
-def _report(plan: dict[str, Any], options: dict[str, Any], calib: CalibrationSet | None, blocks: list[dict[str, Any]],
-            seconds: float) -> dict[str, Any]:
+def _report(plan: dict[str, Any], options: dict[str, Any], model_sha256: str, calib: CalibrationSet | None,
+            blocks: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     learned = [b for b in blocks if b["rounding"] == "learned"]
     return {
         "weight_bits": plan["weight_bits"], "act_bits": plan["act_bits"], "symmetric": plan["symmetric"], **options,
+        "model_sha256": model_sha256,
         "calibration": calib.summary() if calib is not None else None,
         "blocks": blocks,
         "blocks_with_learned_rounding": len(learned),
