@@ -254,6 +254,10 @@ class UNetModel(nn.Module):
         def attention(ch: int, heads: int) -> AttentionBlock:
             return AttentionBlock(ch, heads, c.num_head_channels, c.use_new_attention_order, c.norm_groups)
 
+        def res_block(ch: int, out: int, down: bool = False) -> ResBlock:
+            return ResBlock(ch, emb_dim, c.dropout, out, c.use_scale_shift_norm, down=down, spade_hidden=c.spade_hidden,
+                            norm_groups=c.norm_groups)
+
         def sdm_block(ch: int, out: int | None = None, up: bool = False) -> SDMResBlock:
             return SDMResBlock(ch, emb_dim, c.dropout, c.label_channels, out, c.use_scale_shift_norm, up=up, spade_hidden=c.spade_hidden,
                                norm_groups=c.norm_groups)
@@ -266,18 +270,14 @@ class UNetModel(nn.Module):
         for level, mult in enumerate(c.channel_mult):
             for _ in range(c.num_res_blocks):
                 out = int(mult * ch_model)
-                layers: list[nn.Module] = [ResBlock(ch, emb_dim, c.dropout, out, c.use_scale_shift_norm, spade_hidden=c.spade_hidden,
-                                                            norm_groups=c.norm_groups)]
+                layers: list[nn.Module] = [res_block(ch, out)]
                 ch = out
                 if ds in c.attention_ds:
                     layers.append(attention(ch, c.num_heads))
                 self.input_blocks.append(EmbedSequential(*layers))
                 skip_chans.append(ch)
             if level != len(c.channel_mult) - 1:
-                down = (ResBlock(ch, emb_dim, c.dropout, ch, c.use_scale_shift_norm, down=True, spade_hidden=c.spade_hidden,
-                                 norm_groups=c.norm_groups)
-                        if c.resblock_updown else Downsample(ch, True))
-                self.input_blocks.append(EmbedSequential(down))
+                self.input_blocks.append(EmbedSequential(res_block(ch, ch, down=True) if c.resblock_updown else Downsample(ch, True)))
                 skip_chans.append(ch)
                 ds *= 2
 
