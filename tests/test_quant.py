@@ -278,7 +278,10 @@ def test_interrupted_quantization_resumes_to_the_same_result(model, calib, w4, t
     expected = w4.state_dict()
     assert resumed.state_dict().keys() == expected.keys()
     assert all(torch.equal(v, expected[k]) for k, v in resumed.state_dict().items())
-    assert [b["error"] for b in resumed.quant_report["blocks"]] == [b["error"] for b in w4.quant_report["blocks"]]
+    blocks = resumed.quant_report["blocks"]
+    assert [b["error"] for b in blocks] == [b["error"] for b in w4.quant_report["blocks"]]
+    assert [b.get("resumed", False) for b in blocks] == [True] * 5 + [False] * (len(blocks) - 5)
+    assert resumed.quant_report["seconds"] >= sum(b["seconds"] for b in blocks) - 0.1  # earlier runs' blocks counted
 
 
 def test_activation_quantizers_are_calibrated_and_learned(model, calib, w8a8):

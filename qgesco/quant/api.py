@@ -68,7 +68,9 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
 
     The result computes in fp32 from its integer weights; its ``quant_report`` holds the
     settings, the float weights' digest (``model_sha256``: which model this is a copy of,
-    whatever its file or bundled name), the calibration set's summary and every block's errors.
+    whatever its file or bundled name), the calibration set's summary, every block's errors
+    and the wall time (``seconds``; a resumed run adds the blocks finished by earlier runs,
+    which it marks ``resumed``, so the figure is the calibration's cost, not the last run's).
     """
     if not isinstance(model, UNetModel):
         raise ValueError(f"quantize takes a qgesco UNetModel, got {type(model).__name__}")
@@ -118,6 +120,6 @@ def _report(plan: dict[str, Any], options: dict[str, Any], model_sha256: str, ca
         "calibration": calib.summary() if calib is not None else None,
         "blocks": blocks,
         "blocks_with_learned_rounding": len(learned),
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds + sum(b["seconds"] for b in blocks if b.get("resumed")), 1),
         "torch": torch.__version__,
     }

@@ -287,7 +287,7 @@ def reconstruct(qmodel: UNetModel, fp_model: UNetModel, calib: CalibrationSet, p
         stored = resume.load(index, name) if resume is not None else None
         if stored is not None:
             unit.load_state_dict(stored[0])
-            report = stored[1]
+            report = {**stored[1], "resumed": True}
             for _, a in act_quantizers(unit):
                 a.enabled = True
         else:
