@@ -71,7 +71,7 @@ from qgesco.metrics import lpips  # noqa: E402
 from qgesco.metrics.perceptual import MIN_SIDE  # noqa: E402
 from qgesco.models.checkpoint import load_model  # noqa: E402
 from qgesco.quant import CalibrationSet, build_calibration_set, load_quantized, quantize, save_quantized  # noqa: E402
-from qgesco.quant.digest import tensors_sha256  # noqa: E402
+from qgesco.quant.digest import weights_sha256  # noqa: E402
 from qgesco.receiver import regenerate, to_unit  # noqa: E402
 
 CONFIGS = {"W8": (8, None), "W4": (4, None), "W8A8": (8, 8), "W4A8": (4, 8)}
@@ -128,9 +128,8 @@ def run_config(job: dict) -> dict:
     if kept is not None and kept.exists():
         qmodel = load_quantized(kept)
         made = qmodel.quant_report
-        float_weights = {k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
         if (made.get("model_sha256"), made.get("batch_size"), (made.get("calibration") or {}).get("sha256")) != \
-                (tensors_sha256(float_weights), job["batch_size"], calib.digest()):
+                (job["model_sha256"], job["batch_size"], calib.digest()):
             raise ValueError(f"{kept} was made from other weights (or records none), another batch size or calibration set: "
                              "give a new --keep-models folder")
     else:
@@ -302,7 +301,8 @@ def main() -> None:
             calib.save(kept_calib)
         probe = make_probe(model, args)
         save_tensors(Path(tmp, "probe.safetensors"), probe, {"kind": "bench-probe"})
-        base = {"model": str(args.model), "calib": str(Path(tmp, "calib.safetensors")), "probe": str(Path(tmp, "probe.safetensors")),
+        base = {"model": str(args.model), "model_sha256": weights_sha256(model), "calib": str(Path(tmp, "calib.safetensors")),
+                "probe": str(Path(tmp, "probe.safetensors")),
                 "batch_size": args.batch_size, "seed": args.seed, "sample_steps": args.sample_steps, "guidance": args.guidance,
                 "threads": 1 if args.workers > 1 else args.threads, "keep_models": args.keep_models}
         rows = run_all([{**base, "config": c, "iters": i} for c, i in sweep], args.workers)

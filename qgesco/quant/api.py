@@ -14,7 +14,7 @@ import torch
 
 from ..models.unet import UNetModel
 from .calibration import CalibrationSet
-from .digest import fingerprint, tensors_sha256
+from .digest import fingerprint, weights_sha256
 from .quantizers import check_bits
 from .reconstruct import DEFAULT_ITERS, ReconstructionSettings, ResumeStore, reconstruct, settings_dict
 from .swap import act_quantizers, apply_plan, make_plan, quant_layers
@@ -86,7 +86,7 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
     calib = _calibration(calib, model, act_bits, iters)
     started = time.perf_counter()
     fp_model = model if model.dtype == torch.float32 else copy.deepcopy(model).float()
-    model_sha256 = tensors_sha256(fp_model.state_dict())
+    model_sha256 = weights_sha256(fp_model)
     with _eval_mode(fp_model):
         plan = make_plan(fp_model, weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric, split=split,
                          keep_fp=keep_fp, quantize_attention=quantize_attention)

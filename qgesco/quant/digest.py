@@ -20,6 +20,12 @@ def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Identity of a float model's weights, whatever its file, name or dtype: the digest of its
+    state dict in float32 (what ``quantize`` records as ``model_sha256``)."""
+    return tensors_sha256({k: v.float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+
+
 def fingerprint(obj: Any) -> str:
     """sha256 of a JSON-able object, independent of key order."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
