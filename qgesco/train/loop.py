@@ -339,5 +339,13 @@ def _main_thread() -> bool:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Train (or continue training) as configured; returns a summary of the run."""
-    return Trainer(cfg, resume=resume).run()
+    """Train (or continue training) as configured; returns a summary of the run.
+
+    Under ``torchrun`` the process group this call opened is closed before returning, as in
+    ``evaluate``: left to interpreter exit, gloo's teardown can abort a rank whose peer has gone."""
+    was_distributed = dist.is_available() and dist.is_initialized()
+    try:
+        return Trainer(cfg, resume=resume).run()
+    finally:
+        if dist.is_available() and dist.is_initialized() and not was_distributed:
+            dist.destroy_process_group()
