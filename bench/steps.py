@@ -34,7 +34,7 @@ from qgesco.diffusion import create_diffusion, make_sampler, sampler_spec  # noq
 from qgesco.fileio import load_tensors, save_tensors  # noqa: E402
 from qgesco.metrics import InceptionFeatures, fid, kid, lpips  # noqa: E402
 from qgesco.models.checkpoint import load_model  # noqa: E402
-from qgesco.quant.digest import tensors_sha256  # noqa: E402
+from qgesco.fileio import tensors_sha256  # noqa: E402
 from qgesco.viz import grid, images_to_uint8, save_png  # noqa: E402
 
 MAX_DELTA_LPIPS = 0.01

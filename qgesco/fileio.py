@@ -9,11 +9,12 @@ truncated file behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -57,9 +58,53 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+#: What to do about a damaged file, by the ``kind`` in its metadata.
+_FIX = {
+    "unet": "restore the file from a good copy, or re-create it (qgesco train)",
+    "quantized-unet": "re-create it with qgesco quantize",
+    "calibration-set": "re-create it with qgesco calibrate",
+    "received-maps": "re-create it with qgesco transmit",
+}
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``tensors``, in name order: the one
+    content digest of the project (files, model identity, run fingerprints)."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (for files that are not ours to give metadata, such as ``state.pt``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def nonfinite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def require_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse to write NaN/inf weights: a file of them only ever produces black images."""
+    bad = nonfinite(tensors)
+    if bad:
+        raise ValueError(f"{what}: {len(bad)} tensor(s) hold NaN or infinity (first: {', '.join(bad[:3])}); "
+                         "not saved: the model diverged or was built from damaged weights")
+
+
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Save tensors as safetensors with ``meta`` JSON-encoded under the metadata key ``qgesco``."""
+    """Save tensors as safetensors with ``meta`` JSON-encoded under the metadata key ``qgesco``,
+    plus ``sha256``: the digest of the tensors, which :func:`load_tensors` checks."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {**meta, "sha256": tensors_sha256(tensors)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"qgesco": json.dumps(meta)})
 
@@ -80,11 +125,16 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load every tensor of a qgesco safetensors file plus its metadata."""
+    """Load every tensor of a qgesco safetensors file plus its metadata, checked against the
+    ``sha256`` written with it (files from before digests existed have none and load as they are)."""
     meta = read_meta(path)
     try:
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: corrupt safetensors file ({e}); re-create it") from None
+    if "sha256" in meta and tensors_sha256(tensors) != meta["sha256"]:
+        fix = _FIX.get(meta.get("kind"), "delete it and re-create it with the qgesco command that wrote it")
+        raise ValueError(f"{path}: tensor data do not match the checksum written with the file: it was modified "
+                         f"or corrupted after saving; {fix}")
     return tensors, meta

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from . import validate
 from .diffusion import GaussianDiffusion, Sampler, create_diffusion, make_sampler, parse_guidance_window
 from .diffusion.gaussian import Denoiser, StepCallback
 
@@ -37,13 +38,33 @@ def regenerate(model: Denoiser, y: torch.Tensor, *, sampler: str | Sampler = DEF
     every step, as the paper does. ``batch_cfg`` runs the conditional and unconditional passes as
     one forward. Seed ``generator`` for reproducible images.
     """
-    if not isinstance(y, torch.Tensor) or y.dim() != 4:
-        raise ValueError(f"received maps must be a (N, C, H, W) tensor, got {getattr(y, 'shape', type(y).__name__)}; "
-                         "make them with qgesco.channel.transmit(encode(labels, C), channel, C)")
+    validate.model("regenerate: model", model)
+    validate.maps("received maps", y, getattr(getattr(model, "config", None), "label_channels", None))
+    validate.finite_number("guidance", guidance)
+    if noise is not None:
+        validate.finite_tensor("noise", noise)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if not isinstance(sampler, Sampler):
         sampler = make_sampler(diffusion or create_diffusion(), sampler)
-    return sampler.sample(model, y, guidance=guidance, noise=noise, generator=generator, progress=progress,
-                          callback=callback, guidance_window=guidance_window, batch_cfg=batch_cfg)
+
+    def check(i: int, t: torch.Tensor, x: torch.Tensor) -> None:
+        _finite_or_stop(x, i)
+        if callback is not None:
+            callback(i, t, x)
+
+    images = sampler.sample(model, y, guidance=guidance, noise=noise, generator=generator, progress=progress,
+                            callback=check, guidance_window=guidance_window, batch_cfg=batch_cfg)
+    return _finite_or_stop(images, -1)
+
+
+def _finite_or_stop(x: torch.Tensor, step: int) -> torch.Tensor:
+    """Stop at the first sampling step whose image holds NaN/inf instead of saving black images."""
+    if not bool(torch.isfinite(x).all()):
+        where = "in the last step" if step < 0 else f"before step {step}"
+        raise RuntimeError(f"sampling produced NaN/inf {where}: the model's weights are damaged or diverged, or "
+                           "the guidance scale is extreme; check the model with `qgesco info` and the guidance value")
+    return x
 
 
 def receiver_window(text: str | None) -> tuple[int, int] | None:

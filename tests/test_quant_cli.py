@@ -10,7 +10,7 @@ from qgesco.cli import main
 from qgesco.fileio import load_tensors
 from qgesco.models.checkpoint import create_model, load_model, save_model
 from qgesco.quant import CalibrationSet, load_quantized
-from qgesco.quant.digest import tensors_sha256
+from qgesco.fileio import tensors_sha256
 
 #: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
 pytestmark = pytest.mark.usefixtures("one_thread")

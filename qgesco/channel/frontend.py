@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import validate
 from . import filters, presence
 from .noise import Channel
 from .onehot import check_y, encode
@@ -37,5 +38,12 @@ def send(labels: torch.Tensor, num_classes: int, channel: Channel, *, instance: 
 
     The sender's encoding (one-hot + instance edges) followed by :func:`transmit`.
     """
+    validate.finite_number("num_classes", num_classes, low=1, integer=True)
+    if not isinstance(channel, Channel):
+        raise ValueError(f"channel must be a channel such as qgesco.AWGN(psnr_db), got {channel!r}; "
+                         "e.g. qgesco.send(labels, 12, qgesco.AWGN(10))")
+    if not isinstance(labels, torch.Tensor) or labels.numel() == 0:
+        raise ValueError(f"labels must be a non-empty (N, H, W) tensor of class indices, got "
+                         f"{getattr(labels, 'shape', type(labels).__name__)}")
     return transmit(encode(labels, num_classes, instance), channel, num_classes, cleanup=cleanup,
                     compress=compress, generator=generator)

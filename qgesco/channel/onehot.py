@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import torch
 
+from .. import validate
+
 #: A map from label values to a class index, or to ``None`` for "no class" (all-zero pixel).
 IgnoreMap = Mapping[int, int | None]
 
@@ -101,3 +103,4 @@ def check_y(y: torch.Tensor, num_classes: int) -> None:
             f"y must be (N, {num_classes} classes [+1 edge channel], H, W), got shape {tuple(y.shape)}; "
             "is num_classes the model's class count?"
         )
+    validate.finite_tensor("y", y)

@@ -2,9 +2,10 @@
 
 Each verb lives in its own module of this package and exposes ``register(subparsers)``,
 which adds its parser and sets ``func``; the modules are found by name, so adding a
-verb never touches this file. Library errors that describe bad input (``ValueError``,
-missing files) are printed as one line without a traceback; set ``QGESCO_DEBUG=1`` to
-see the traceback.
+verb never touches this file. Every error is printed as one line (plus at most a hint line)
+on stderr with exit status 2, never as a traceback: errors that describe bad input
+(``ValueError``, missing files) as they are, anything else with its type and a hint. Set
+``QGESCO_DEBUG=1`` or pass ``--debug`` to see the traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qgesco",
         description="Quantized generative semantic communication: transmit semantic maps, regenerate images with a (quantized) diffusion model.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (also: QGESCO_DEBUG=1)")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for name in _verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)
@@ -49,11 +51,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError) as e:
-        if os.environ.get("QGESCO_DEBUG"):
+    except Exception as e:  # noqa: BLE001 - the one place that turns every error into one line
+        if args.debug or os.environ.get("QGESCO_DEBUG", "") not in ("", "0"):
             raise
-        print(f"qgesco {args.verb}: error: {e}", file=sys.stderr)
+        print(f"qgesco {args.verb}: error: {_describe(e)}", file=sys.stderr)
         return 2
+
+
+#: Errors whose message is written for the user; anything else is named with its type.
+_USER_ERRORS = (ValueError, OSError, RuntimeError)
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, ModuleNotFoundError):
+        extra = "onnx" if (e.name or "").split(".")[0] in ("onnx", "onnxruntime", "onnxscript") else None
+        fix = f"pip install 'qgesco[{extra}]'" if extra else f"pip install {e.name}"
+        return f"this needs the optional package {e.name!r}, which is not installed\nhint: {fix}"
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    if isinstance(e, _USER_ERRORS):
+        return text
+    return f"{type(e).__name__}: {text.splitlines()[0]}\nhint: unexpected; rerun with --debug for the traceback and report it"
 
 
 if __name__ == "__main__":

@@ -25,8 +25,19 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from qgesco import validate
+    from qgesco.fileio import read_meta
+    from qgesco.models.checkpoint import BUNDLED, bundled_path
     from qgesco.runtime.bench import bench, save
 
+    for flag in ("threads", "reps", "rounds", "sample_steps", "calib_maps", "calib_steps"):
+        validate.finite_number(f"--{flag.replace('_', '-')}", getattr(args, flag), low=1, integer=True)
+    validate.finite_number("--warmup", args.warmup, low=0, integer=True)
+    validate.output_dir("--out", args.out)
+    source = bundled_path(args.model) if args.model in BUNDLED else Path(args.model)
+    if source.is_file() and read_meta(source).get("kind") == "quantized-unet":
+        raise ValueError(f"--model {args.model}: is quantized; bench makes every mode (fp32, W8, W4, W8A8) from the "
+                         "full-precision model, so give that one (camvid-demo-w8 was made from camvid-demo)")
     name, result, text = bench(args)
     save(Path(args.out), name, result, text, "qgesco " + " ".join(sys.argv[1:]))
     print(text)

@@ -49,12 +49,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from qgesco import validate
     from qgesco.data import open_dataset
     from qgesco.models.checkpoint import load_model
     from qgesco.quant import PAPER_PSNRS, build_calibration_set
 
     if args.timestep_only and args.psnr is not None:
         raise ValueError("--psnr sets the channel noise; --timestep-only records clean maps: give one or the other")
+    validate.output_file("--out", args.out, (".safetensors",))
+    for flag in ("maps", "steps", "every", "batch_size"):
+        validate.finite_number(f"--{flag.replace('_', '-')}", getattr(args, flag), low=1, integer=True)
+    validate.finite_number("--guidance", args.guidance, low=0)
+    validate.finite_number("--eta", args.eta, low=0)
+    for level in args.psnr or ():
+        validate.finite_number("--psnr", level)
     model = load_model(args.model)
     dataset = open_dataset(args.data, args.data_root, image_hw=model.config.image_hw)
     partial = Path(f"{args.out}.partial")

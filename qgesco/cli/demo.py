@@ -31,8 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.diffusion import sampler_spec
     from qgesco.receiver import DEFAULT_SAMPLER, receiver_window
 
+    from qgesco import validate
+
     started = time.perf_counter()
+    validate.output_dir("--out", args.out)
     psnrs = parse_psnrs(args.psnr)
+    for level in psnrs:
+        validate.finite_number("--psnr", level)
     result = run_demo(args.out, psnrs, args.channel, sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER), args.seed,
                       guidance_window=receiver_window(args.guidance_window))
     print(result.table())

@@ -65,6 +65,17 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.evaluate import evaluate
     from qgesco.evaluate.models import default_name
 
+    from qgesco import validate
+
+    validate.output_dir("--out", args.out)
+    validate.finite_number("--guidance", args.guidance)
+    validate.finite_number("--batch-size", args.batch_size, low=1, integer=True)
+    validate.finite_number("--grid-images", args.grid_images, low=1, integer=True)
+    for flag in ("images", "threads", "steps"):
+        if getattr(args, flag) is not None:
+            validate.finite_number(f"--{flag}", getattr(args, flag), low=1, integer=True)
+    for level in args.psnr + ([args.grid_psnr] if args.grid_psnr is not None else []):
+        validate.finite_number("--psnr/--grid-psnr", level)
     if args.threads:
         torch.set_num_threads(args.threads)
     models = {}

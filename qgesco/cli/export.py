@@ -26,12 +26,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    from qgesco import validate
+
+    validate.output_file("--out", args.out, (".onnx",))
+    needed = ["onnx", "onnxscript"] + ([] if args.no_check else ["onnxruntime"])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"export needs the optional package(s) {', '.join(missing)}; install them with "
+                         "pip install 'qgesco[onnx]'")
     from qgesco.runtime.onnx import export_onnx, load_for_export, onnx_agreement
 
     model = load_for_export(args.model)
+    validate.finite_weights(f"model {args.model}", model)
     export_onnx(model, args.out)
     line = f"wrote {args.out}: {os.path.getsize(args.out) / 2**20:.2f} MiB"
     if not args.no_check:
-        line += f"; onnxruntime vs PyTorch, relative L2 difference {onnx_agreement(model, args.out):.2e}"
+        difference = onnx_agreement(model, args.out)
+        if not math.isfinite(difference) or difference > 1e-2:
+            Path(args.out).unlink(missing_ok=True)
+            raise ValueError(f"onnxruntime disagrees with PyTorch (relative L2 difference {difference:.3g}); "
+                             f"{args.out} was removed: report this with the model file")
+        line += f"; onnxruntime vs PyTorch, relative L2 difference {difference:.2e}"
     print(line)
     return 0

@@ -15,15 +15,24 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..models.checkpoint import load_model_meta
+    from .. import validate
+    from ..fileio import read_meta
+    from ..models.checkpoint import BUNDLED, bundled_path
     from ..models.config import UNetConfig
     from ..models.costs import model_costs
     from ..models.presets import PRESETS, get_preset
 
+    for flag in ("height", "width"):
+        if getattr(args, flag) is not None:
+            validate.finite_number(f"--{flag}", getattr(args, flag), low=1, integer=True)
     if args.model in PRESETS and not Path(args.model).is_file():
         cfg = get_preset(args.model)
     else:
-        cfg = UNetConfig.from_dict(load_model_meta(args.model)["config"])
+        path = bundled_path(args.model) if args.model in BUNDLED else Path(args.model)
+        meta = read_meta(path)
+        if meta.get("kind") not in ("unet", "quantized-unet"):
+            raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a model; give a model file or preset")
+        cfg = UNetConfig.from_dict(meta["config"])
     c = model_costs(cfg, args.height, args.width)
     print(f"model            {args.model}")
     print(f"resolution       {c.height}x{c.width}")

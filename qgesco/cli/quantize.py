@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
+    from qgesco import validate
     from qgesco.models.checkpoint import load_model
     from qgesco.quant import quantize, save_quantized
     from qgesco.quant.quantizers import check_bits
@@ -60,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     check_bits("--wbits", args.wbits)
     if args.abits is not None:
         check_bits("--abits", args.abits)
+    validate.finite_number("--iters", args.iters, low=0, integer=True)
+    validate.finite_number("--batch-size", args.batch_size, low=1, integer=True)
+    validate.output_file("--out", args.out, (".safetensors",))
+    if args.calib is not None and not Path(args.calib).is_file():
+        raise FileNotFoundError(f"--calib {args.calib}: no such file; make one with qgesco calibrate")
     model = load_model(args.model).to(_device(args.device))
     resume = Path(f"{args.out}.resume")
     qmodel = quantize(model, args.calib, weight_bits=args.wbits, act_bits=args.abits, iters=args.iters,

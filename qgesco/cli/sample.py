@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from qgesco import validate
     from qgesco.diffusion import sampler_spec
     from qgesco.fileio import atomic_path, load_tensors
     from qgesco.api import load_model
@@ -37,11 +38,17 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.viz import images_to_uint8
 
     spec = sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER)
-    tensors, _ = load_tensors(args.received)
+    if args.guidance is not None:
+        validate.finite_number("--guidance", args.guidance)
+    validate.output_file("--out", args.out, (".png",))
+    tensors, meta = load_tensors(args.received)
+    if meta.get("kind", "received-maps") != "received-maps":
+        raise ValueError(f"{args.received}: holds a {meta['kind']!r} file, not received maps; make them with `qgesco transmit ... --out`")
     if "y" not in tensors:
         raise ValueError(f"{args.received}: no received map 'y' in it; make it with `qgesco transmit ... --out`")
     model = load_model(args.model)
-    y = tensors["y"].float()
+    validate.finite_weights(f"model {args.model}", model)
+    y = validate.maps(f"{args.received}: the received map", tensors["y"].float())
     if y.shape[1] != model.config.label_channels:
         raise ValueError(f"{args.received}: the map has {y.shape[1]} channels but the model takes {model.config.label_channels}; "
                          f"transmit with --num-classes {model.config.num_classes}" + ("" if model.config.no_instance else " and --instance"))

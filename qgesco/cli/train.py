@@ -25,12 +25,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from .. import validate
     from ..train import load_config, train
     from ..train.config import parse_override
 
     overrides = {k[len("field_"):]: parse_override(k[len("field_"):], v) for k, v in vars(args).items()
                  if k.startswith("field_") and v is not None}
     cfg = load_config(args.config, overrides)
+    validate.output_dir("--out", cfg.out)
     summary = train(cfg, resume=args.resume)
     print(f"trained to step {summary['step']}; EMA model: {cfg.out}/ema.safetensors")
     return 0

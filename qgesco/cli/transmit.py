@@ -34,15 +34,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_ids(path: str, what: str):
+    from pathlib import Path
+
     """An (H, W) int64 array of the ids in a single-channel PNG."""
     import numpy as np
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-            raise ValueError(f"{path}: {what} must be a single-channel PNG of integer ids, got mode {im.mode}; "
-                             "convert colour-coded labels to indices first")
-        return np.asarray(im).astype(np.int64)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file ({what})")
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+                raise ValueError(f"{path}: {what} must be a single-channel PNG of integer ids, got mode {im.mode}; "
+                                 "convert colour-coded labels to indices first")
+            ids = np.asarray(im).astype(np.int64)
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: {what} cannot be read as an image ({e}); give a single-channel PNG of class ids") from None
+    if ids.ndim != 2 or ids.size == 0:
+        raise ValueError(f"{path}: {what} is empty or not a 2-D image; give a single-channel PNG of class ids")
+    return ids
 
 
 def _parse_ignore(items: list[str]) -> dict[int, int | None]:
@@ -61,13 +71,27 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from pathlib import Path
+
     from qgesco import channel as ch
+    from qgesco import validate
     from qgesco.fileio import atomic_path, save_tensors
 
     if not (args.out or args.preview or args.stats):
         raise ValueError("nothing to do: give --out, --preview and/or --stats")
     if args.block is not None and args.channel != "rayleigh":
         raise ValueError("--block sets the fading block of --channel rayleigh; it has no meaning for awgn")
+    validate.finite_number("--psnr", args.psnr)
+    validate.finite_number("--num-classes", args.num_classes, low=1, integer=True)
+    validate.finite_number("--jpeg-quality", args.jpeg_quality, low=1, high=100, integer=True)
+    if args.block is not None:
+        validate.finite_number("--block", args.block, low=1, integer=True)
+    if args.out:
+        validate.output_file("--out", args.out, (".safetensors",))
+    if args.preview:
+        validate.output_file("--preview", args.preview, (".png",))
+    if args.image and not Path(args.image).is_file():
+        raise FileNotFoundError(f"--image {args.image}: no such file")
     link = (ch.AWGN(args.psnr, table=args.noise_table) if args.channel == "awgn"
             else ch.Rayleigh(args.psnr, block=args.block, table=args.noise_table))
     C = args.num_classes
@@ -84,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
           f"argmax of the received map agrees with the label on {100 * agreement:.2f}% of pixels")
 
     if args.out:
-        meta = {"source": str(args.label), "instance": args.instance, "num_classes": C, "label_channels": y.shape[1],
+        meta = {"kind": "received-maps", "source": str(args.label), "instance": args.instance, "num_classes": C, "label_channels": y.shape[1],
                 "channel": args.channel, "psnr_db": args.psnr, "noise_table": args.noise_table, "sigma": float(link.sigma),
                 "block": args.block, "cleanup": args.filter, "compress": not args.no_compress, "seed": args.seed,
                 "classes_present": present, "ignore": {str(k): v for k, v in ignore.items()}}
@@ -98,8 +122,11 @@ def run(args: argparse.Namespace) -> int:
     if args.stats:
         photo = None
         if args.image:
-            with Image.open(args.image) as im:
-                photo = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None]
+            try:
+                with Image.open(args.image) as im:
+                    photo = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None]
+            except (OSError, SyntaxError) as e:
+                raise ValueError(f"--image {args.image}: cannot be read as an image ({e}); give an RGB PNG or JPEG") from None
         b = ch.bandwidth(labels, C, instance, photo, jpeg_quality=args.jpeg_quality, ignore=ignore)[0]
         pixels = b.height * b.width
         rows = [

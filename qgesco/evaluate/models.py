@@ -29,7 +29,7 @@ from ..api import load_model
 from ..models.checkpoint import BUNDLED
 from ..models.config import UNetConfig
 from ..models.costs import model_costs
-from ..quant.digest import tensors_sha256
+from ..fileio import tensors_sha256
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 #: Names the run's folders and grid columns use for other things.

@@ -12,7 +12,6 @@ says what to do when a file is missing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import shutil
@@ -28,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from qgesco.fileio import atomic_path, cache_dir, load_tensors, save_tensors
+from qgesco.fileio import atomic_path, cache_dir, load_tensors, save_tensors, sha256_file, tensors_sha256
 
 
 class WeightsMissingError(FileNotFoundError):
@@ -62,27 +61,13 @@ def weights_dir() -> Path:
     return cache_dir("weights")
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def tensors_digest(path: str | os.PathLike) -> str:
     """sha256 over names, dtypes, shapes and bytes of a safetensors file's tensors.
 
     Hashing the tensors rather than the file keeps the check independent of how a
     safetensors version lays out its header.
     """
-    tensors, _ = load_tensors(path)
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key].contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
+    return tensors_sha256(load_tensors(path)[0])
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..fileio import load_tensors, read_meta, save_tensors
+from ..fileio import load_tensors, read_meta, require_finite, save_tensors
 from .config import UNetConfig, config_from_official_flags
 from .presets import PRESETS, get_preset
 from .unet import UNetModel
@@ -96,7 +96,9 @@ def load_official_checkpoint(path: str | os.PathLike, map_location: str | torch.
 
 
 def save_model(model: UNetModel, path: str | os.PathLike, **provenance: Any) -> None:
-    """Save weights + config (+ provenance such as training steps) as one safetensors file."""
+    """Save weights + config (+ provenance such as training steps) as one safetensors file;
+    NaN/inf weights are refused (a diverged model must never look like a result)."""
+    require_finite(model.state_dict(), str(path))
     save_tensors(path, model.state_dict(), {"kind": "unet", "config": model.config.to_dict(), **provenance})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
+from .. import validate
 from ..models.unet import UNetModel
 from .calibration import CalibrationSet
 from .digest import fingerprint, weights_sha256
@@ -74,6 +76,12 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
     """
     if not isinstance(model, UNetModel):
         raise ValueError(f"quantize takes a qgesco UNetModel, got {type(model).__name__}")
+    if getattr(model, "quant_plan", None) is not None or any(True for _ in quant_layers(model)):
+        raise ValueError("the model is already quantized; quantize the full-precision model it was made from")
+    validate.finite_weights("the model", model)
+    if calib is not None and not isinstance(calib, (CalibrationSet, str, os.PathLike)):
+        raise ValueError(f"calib must be a CalibrationSet (qgesco.build_calibration_set) or the path of one, "
+                         f"got {type(calib).__name__}")
     check_bits("weight_bits", weight_bits)
     if act_bits is not None:
         check_bits("act_bits", act_bits)
@@ -102,6 +110,10 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
                                       "calibration": calib.digest()})
                 store = ResumeStore(Path(resume), run_id)
             blocks = reconstruct(qmodel, fp_model, calib, plan, settings, store, progress)
+            diverged = [b["block"] for b in blocks if not math.isfinite(b["error"])]
+            if diverged:
+                raise ValueError(f"calibration error is NaN/inf in block(s) {diverged[:3]}: the calibration set or the "
+                                 "model holds extreme values; re-create the calibration set (qgesco calibrate)")
     for _, layer in quant_layers(qmodel):
         layer.finish()
     for _, quantizer in act_quantizers(qmodel):

@@ -23,15 +23,18 @@ from tqdm.auto import tqdm
 
 from ..channel import AWGN, encode, transmit
 from ..diffusion import create_diffusion, respace
-from ..fileio import load_tensors, read_meta, save_tensors
+from .. import validate
+from ..fileio import load_tensors, read_meta, save_tensors, tensors_sha256
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
-from .digest import fingerprint, tensors_sha256
+from .digest import fingerprint
 
 #: The paper's channel noise: 8 PSNR levels spread uniformly over 1..100 dB.
 PAPER_PSNRS = tuple(round(1 + 99 * i / 7, 2) for i in range(8))
 KIND = "calibration-set"
 FORMAT_VERSION = 1
+#: Largest magnitude a recorded x_t or received map can plausibly reach (they are O(1)).
+PLAUSIBLE = 1e3
 
 
 @dataclass
@@ -126,6 +129,13 @@ class CalibrationSet:
         missing = sorted({"x", "t", "map_index", "maps"} - set(tensors))
         if missing:
             raise ValueError(f"{path}: calibration set lacks tensor(s) {missing}; re-create it")
+        for name in ("x", "maps"):
+            t = tensors[name]
+            if not bool(torch.isfinite(t).all()) or (t.numel() and float(t.abs().max()) > PLAUSIBLE):
+                raise ValueError(f"{path}: calibration tensor {name!r} holds NaN/inf or values beyond +-{PLAUSIBLE:g} "
+                                 "that no sampling trajectory produces; re-create it with qgesco calibrate")
+        if tensors["map_index"].numel() and not 0 <= int(tensors["map_index"].min()) <= int(tensors["map_index"].max()) < len(tensors["maps"]):
+            raise ValueError(f"{path}: calibration map_index points outside its maps; re-create it with qgesco calibrate")
         info = {k: v for k, v in meta.items() if k not in ("kind", "format_version")}
         return cls(tensors["x"], tensors["t"], tensors["map_index"], tensors["maps"], tensors.get("psnr_db"), info)
 
@@ -148,6 +158,7 @@ def _clean_maps(model: UNetModel, maps, num_maps: int, generator: torch.Generato
         labels = torch.stack([s.label for s in samples])
         instance = None if cfg.no_instance else torch.stack([s.instance for s in samples])
         y, names = encode(labels, cfg.num_classes, instance), [s.name for s in samples]
+    validate.finite_tensor("maps", y)
     if y.dim() != 4 or y.shape[1] != cfg.label_channels or tuple(y.shape[2:]) != tuple(cfg.image_hw):
         raise ValueError(f"maps of shape {tuple(y.shape[1:])} do not fit the model, which takes "
                          f"({cfg.label_channels}, {cfg.image_hw[0]}, {cfg.image_hw[1]}): open the data at image_hw={cfg.image_hw}")
@@ -162,8 +173,9 @@ def _check_recipe(num_maps: int, psnrs, steps: int, every: int, batch_size: int,
         raise ValueError(f"every={every} exceeds steps={steps}: no sample would be recorded from some maps")
     if psnrs is not None and len(psnrs) == 0:
         raise ValueError("psnrs is empty: give at least one channel PSNR, or timestep_only=True for clean maps")
-    if guidance < 0:
-        raise ValueError(f"guidance must be >= 0, got {guidance}")
+    validate.finite_number("guidance", guidance, low=0)
+    for p in psnrs or ():
+        validate.finite_number("psnrs", p)
 
 
 def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=PAPER_PSNRS, timestep_only: bool = False,
@@ -181,7 +193,14 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
     for a given ``seed``; with ``resume`` (a file) the work is saved after every batch of
     maps and an interrupted run continues.
     """
+    if not isinstance(model, UNetModel):
+        raise ValueError(f"build_calibration_set takes a qgesco UNetModel, got {type(model).__name__}; "
+                         "load one with qgesco.load_model")
+    validate.finite_weights("the model", model)
     _check_recipe(num_maps, None if timestep_only else psnrs, steps, every, batch_size, guidance)
+    if not isinstance(maps, torch.Tensor) and not hasattr(maps, "num_classes"):
+        raise ValueError(f"maps must be a dataset (qgesco.data.open_dataset) or an (M, C, H, W) tensor of one-hot maps, "
+                         f"got {type(maps).__name__}")
     started = time.perf_counter()
     cfg = model.config
     device = next(model.parameters()).device

@@ -3,7 +3,7 @@ config and the provenance in one self-describing safetensors file (docs/quantiza
 
 Loading checks every tensor's name, shape and dtype against the network the stored config
 and plan describe (from the file header, before reading any data), then a sha256 over all
-tensors written at save time, then value ranges; only then does it build the model. A
+tensors written at save time (by :func:`qgesco.fileio.load_tensors`), then value ranges; only then does it build the model. A
 truncated, tampered or foreign file fails with one message, never half-way through a run.
 """
 
@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from ..fileio import load_tensors, read_meta, save_tensors
+from ..fileio import load_tensors, read_meta, require_finite, save_tensors
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
-from .digest import tensors_sha256
 from .quantizers import int_range
 from .swap import PLAN_KEYS, act_quantizers, apply_plan, quant_layers
 
@@ -55,6 +54,7 @@ def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any
     if unfinished:
         raise ValueError(f"layers {unfinished[:3]} are still being calibrated; save the model quantize() returns")
     tensors = dict(qmodel.state_dict())
+    require_finite(tensors, str(path))
     layers = {}
     for name, layer in quant_layers(qmodel):
         packed = layer.bits <= PACKED_BITS
@@ -68,7 +68,6 @@ def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any
         "act_quantizers": [name for name, _ in act_quantizers(qmodel)],
         "activation": None if plan["act_bits"] is None else {"bits": plan["act_bits"], "granularity": "per-tensor", "symmetric": False},
         "provenance": {**getattr(qmodel, "quant_report", {}), **provenance},
-        "sha256": tensors_sha256(tensors),
     }
     save_tensors(path, tensors, meta)
 
@@ -138,10 +137,9 @@ def read_quantized(path: str | os.PathLike) -> tuple[UNetModel, dict[str, torch.
         if layer.bits <= PACKED_BITS:
             expected[f"{name}.qweight"] = ((math.ceil(layer.qweight.numel() / 2),), torch.uint8)
     _check_header(path, expected)
+    if not meta.get("sha256"):
+        raise ValueError(f"{path}: quantized checkpoint without its checksum; re-create it with qgesco quantize")
     tensors, _ = load_tensors(path)
-    if tensors_sha256(tensors) != meta.get("sha256"):
-        raise ValueError(f"{path}: tensor data do not match the checksum written with the file: it was modified "
-                         "or corrupted after saving; re-create it with qgesco quantize")
     _check_values(model, tensors, path)
     model.quant_plan = plan
     model.quant_report = meta.get("provenance", {})

@@ -1,23 +1,15 @@
-"""Content digests: the checksum stored in quantized checkpoints and the fingerprints that
-tie resume state to the exact run (model weights, calibration set, settings) it belongs to."""
+"""Fingerprints that tie a quantized model and resume state to the exact run (model weights,
+calibration set, settings) they belong to; built on :func:`qgesco.fileio.tensors_sha256`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-
-def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over the names, dtypes, shapes and bytes of ``tensors``, in name order."""
-    h = hashlib.sha256()
-    for key in sorted(tensors):
-        t = tensors[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
+from ..fileio import tensors_sha256
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

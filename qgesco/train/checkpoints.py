@@ -2,7 +2,8 @@
 
 ``ckpt/step_0001000/`` holds ``model.safetensors`` and ``ema.safetensors`` (our model
 format, config in metadata) and ``state.pt`` (optimizer, step, timestep-sampler history,
-config; plain tensors and containers, readable with ``weights_only=True``). The folder is
+config; plain tensors and containers, readable with ``weights_only=True``; its sha256 is stored in
+``model.safetensors``'s metadata and checked on resume, as the safetensors files check their own). The folder is
 written completely before ``ckpt/latest`` is atomically switched to it, so a run killed at
 any moment leaves the previous checkpoint intact. ``ema.safetensors`` at the top of the run
 folder is the latest EMA model, ready for ``qgesco sample``.
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..fileio import atomic_path, load_tensors, write_text
+from ..fileio import atomic_path, load_tensors, sha256_file, write_text
 from ..models import UNetModel
 from ..models.checkpoint import load_state_dict_strict, save_model
 
@@ -38,10 +39,11 @@ class CheckpointDir:
     def save(self, step: int, model: UNetModel, ema: UNetModel, state: dict[str, Any], keep: int) -> Path:
         folder = self.root / f"step_{step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
-        save_model(model, folder / "model.safetensors", step=step)
-        save_model(ema, folder / "ema.safetensors", step=step, ema=True)
         with atomic_path(folder / "state.pt") as tmp:
             torch.save(state, tmp)
+            state_sha256 = sha256_file(tmp)
+        save_model(model, folder / "model.safetensors", step=step, state_sha256=state_sha256)
+        save_model(ema, folder / "ema.safetensors", step=step, ema=True)
         write_text(self.root / "latest", folder.name + "\n")
         save_model(ema, self.run_dir / "ema.safetensors", step=step, ema=True)
         older = sorted(p for p in self.root.glob("step_*") if p != folder)
@@ -51,7 +53,19 @@ class CheckpointDir:
 
     def load(self, model: UNetModel, ema: UNetModel) -> dict[str, Any]:
         folder = self.latest()
+        metas = {}
         for target, name in ((model, "model"), (ema, "ema")):
-            tensors, _ = load_tensors(folder / f"{name}.safetensors", device="cpu")
+            tensors, metas[name] = load_tensors(folder / f"{name}.safetensors", device="cpu")
             load_state_dict_strict(target, tensors, str(folder / f"{name}.safetensors"))
-        return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+        state_file = folder / "state.pt"
+        fix = f"delete {folder} and {self.root / 'latest'} to resume from an older checkpoint, or start a new run"
+        if metas["model"].get("state_sha256") not in (None, sha256_file(state_file)):
+            raise ValueError(f"{state_file}: does not match the checksum saved with the checkpoint (modified or corrupted); {fix}")
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for damaged or non-tensor pickles
+            raise ValueError(f"{state_file}: not a readable training state ({type(e).__name__}); {fix}") from None
+        missing = sorted({"step", "optimizer", "schedule", "config", "world_size"} - set(state if isinstance(state, dict) else ()))
+        if missing:
+            raise ValueError(f"{state_file}: training state lacks {missing}; {fix}")
+        return state

@@ -8,6 +8,7 @@ an image size the UNet cannot take, a map with the wrong number of classes) is r
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,22 @@ def _coerce(name: str, value: Any) -> Any:
     return _scalar(name, value, hint)
 
 
+def _number(value: Any) -> Any:
+    """``2e-4`` and ``1e8`` as numbers: YAML 1.1 reads exponents without a dot as strings."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
+    return value
+
+
 def _scalar(name: str, value: Any, kind: type) -> Any:
+    if kind in (int, float):
+        value = _number(value)
+    if kind is int and isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        value = int(value)
     if kind is bool and isinstance(value, bool):
         return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
@@ -132,7 +148,15 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ValueError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e}); "
+                             "a training config is lines of `field: value`") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: cannot be read as a text file ({type(e).__name__}); give a YAML config") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a training config is a mapping of field: value")
         values.update(loaded)
@@ -158,6 +182,10 @@ CHOICES = {
 
 def check_values(cfg: TrainConfig) -> None:
     """Range checks of single fields (no files touched)."""
+    for name, value in cfg.to_dict().items():
+        for v in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"config field {name}: must be a finite number, got {v}")
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"config field {name}: {getattr(cfg, name)!r} is not one of {', '.join(allowed)}")

@@ -13,7 +13,6 @@ step and the timestep sampler's history to continue bit-identically.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import signal
 import time
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..channel import AWGN, encode, transmit
 from ..data import make_loader, open_dataset
+from ..fileio import tensors_sha256
 from ..diffusion import GaussianDiffusion, create_diffusion, respace
 from ..models import UNetModel
 from ..models.checkpoint import create_model, load_model
@@ -37,8 +37,9 @@ from .config import TrainConfig, check_values
 from .report import MetricsLog, save_sample_grid
 from .timesteps import make_schedule_sampler
 
-#: Fields a resumed run may change; any other difference would break exact continuation.
-RESUMABLE_CHANGES = {"steps", "log_every", "save_every", "keep_checkpoints", "sample_every", "num_workers", "threads", "device"}
+#: Fields a resumed run may change; any other difference would break exact continuation. ``out`` is
+#: where the checkpoint was found, however spelled (``./run/``, an absolute path, a moved folder).
+RESUMABLE_CHANGES = {"out", "steps", "log_every", "save_every", "keep_checkpoints", "sample_every", "num_workers", "threads", "device"}
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -71,11 +72,8 @@ def setup_distributed(device: str) -> DistEnv:
     return DistEnv(dist.get_rank(), dist.get_world_size(), dev)
 
 
-def params_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for p in model.state_dict().values():
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+class Diverged(RuntimeError):
+    """A non-finite loss or gradient: training stopped without saving the step."""
 
 
 class Trainer:
@@ -199,10 +197,12 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        self._stop_if_diverged(loss, grad_norm)
         lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.opt.step()
+        self._stop_if_diverged(torch.nn.utils.get_total_norm(self.params), grad_norm, "weights")
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.model.parameters()):
                 e.lerp_(p, 1.0 - cfg.ema_rate)
@@ -215,6 +215,19 @@ class Trainer:
             dist.all_reduce(stacked)
             out = dict(zip(out, (stacked / self.env.world_size)))
         return {**{k: float(v) for k, v in out.items()}, "lr": lr}
+
+    def _stop_if_diverged(self, loss: torch.Tensor, grad_norm: torch.Tensor, what: str = "loss") -> None:
+        """Stop at a NaN/inf loss or gradient, before the optimizer applies it, or at weights an update
+        made NaN/inf (every rank agrees); nothing is saved, so the last checkpoint stays the last good step."""
+        bad = torch.stack([loss.detach().float(), grad_norm.detach().float().to(loss.device)])
+        bad = (~torch.isfinite(bad)).float()
+        if self.env.world_size > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.any():
+            what = what if bad[0] else "gradient"
+            raise Diverged(f"training diverged at step {self.step + 1}: the {what} became NaN/inf; nothing of this step "
+                           f"was saved and the last checkpoint (if any) is kept in {self.cfg.out}/ckpt. Lower --lr "
+                           f"(now {self.cfg.lr:g}) or set --grad-clip > 0 (now {self.cfg.grad_clip:g}), then --resume or restart")
 
     def _update_schedule(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         if self.env.world_size > 1 and self.schedule.state_dict():
@@ -300,7 +313,7 @@ class Trainer:
         summary = {"step": self.step, "stopped_early": self.step < cfg.steps, "final": last}
         if env.world_size > 1:
             digests = [None] * env.world_size
-            dist.all_gather_object(digests, params_digest(self.model))
+            dist.all_gather_object(digests, tensors_sha256(self.model.state_dict()))
             summary["rank_param_digests"] = digests
             if len(set(digests)) != 1:
                 raise RuntimeError(f"ranks diverged: parameter digests {digests}")

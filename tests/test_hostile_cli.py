@@ -1,0 +1,176 @@
+"""Hostile input, verb by verb: each case must exit non-zero with one line naming the problem,
+no traceback, and no output file left behind (issue 21). Cases run in-process through
+``qgesco.cli.main``; two subprocess checks cover the real entry point and ``QGESCO_DEBUG``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from qgesco.cli import main
+from qgesco.fileio import load_tensors, save_tensors
+from qgesco.models.checkpoint import create_model, save_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _flip_last_byte(src: Path, dst: Path) -> Path:
+    data = bytearray(src.read_bytes())
+    data[-3] ^= 0x40
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny model, a label PNG, received maps and their damaged variants."""
+    d = tmp_path_factory.mktemp("hostile")
+    model = create_model("cpu-test", seed=0)
+    save_model(model, d / "model.safetensors")
+    nan_state = {k: v.clone() for k, v in model.state_dict().items()}
+    nan_state["out.2.weight"][0] = float("nan")
+    save_tensors(d / "nan_model.safetensors", nan_state, {"kind": "unet", "config": model.config.to_dict()})
+    _flip_last_byte(d / "model.safetensors", d / "flipped_model.safetensors")
+    labels = np.zeros((16, 16), dtype=np.uint8)
+    labels[8:] = 3
+    Image.fromarray(labels).save(d / "label.png")
+    (d / "not_png.png").write_text("hello")
+    (d / "empty.png").write_bytes(b"")
+    (d / "truncated.png").write_bytes((d / "label.png").read_bytes()[:40])
+    assert main(["transmit", str(d / "label.png"), "--num-classes", "12", "--psnr", "100",
+                 "--out", str(d / "rx.safetensors")]) == 0
+    tensors, meta = load_tensors(d / "rx.safetensors")
+    nan_y = tensors["y"].clone()
+    nan_y[0, 0, 0, 0] = float("nan")
+    save_tensors(d / "nan_rx.safetensors", {**tensors, "y": nan_y}, meta)
+    _flip_last_byte(d / "rx.safetensors", d / "flipped_rx.safetensors")
+    (d / "a_folder").mkdir()
+    (d / "a_file").write_text("x")
+    (d / "bad.yaml").write_text("steps: [1, 2\nlr: :\n")
+    return d
+
+
+def _cases():
+    """(verb args, message fragment); ``{d}`` is the fixture folder, ``{out}`` the output that must not appear."""
+    tx = ["transmit", "{d}/label.png", "--num-classes", "12", "--psnr", "100"]
+    sample = ["sample", "{d}/rx.safetensors", "--model", "{d}/model.safetensors", "--steps", "2"]
+    quant = ["quantize", "--model", "{d}/model.safetensors", "--iters", "0"]
+    calib = ["calibrate", "--model", "{d}/model.safetensors", "--data", "synthetic:4"]
+    train = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--steps", "2"]
+    evaluate = ["evaluate", "--model", "{d}/model.safetensors", "--data", "synthetic:2", "--steps", "2"]
+    return {
+        "transmit-text-as-png": (["transmit", "{d}/not_png.png", *tx[2:], "--out", "{out}.safetensors"], "cannot be read as an image"),
+        "transmit-empty-png": (["transmit", "{d}/empty.png", *tx[2:], "--out", "{out}.safetensors"], "cannot be read as an image"),
+        "transmit-truncated-png": (["transmit", "{d}/truncated.png", *tx[2:], "--out", "{out}.safetensors"], "cannot be read"),
+        "transmit-missing-label": (["transmit", "{d}/nope.png", *tx[2:], "--out", "{out}.safetensors"], "no such file"),
+        "transmit-out-is-folder": ([*tx, "--out", "{d}/a_folder"], "is a folder"),
+        "transmit-out-wrong-suffix": ([*tx, "--out", "{out}.txt"], "must end in .safetensors"),
+        "transmit-out-under-a-file": ([*tx, "--out", "{d}/a_file/rx.safetensors"], "is a file, not a folder"),
+        "transmit-preview-jpg": ([*tx, "--preview", "{out}.jpg"], "must end in .png"),
+        "transmit-jpeg-quality-500": ([*tx, "--stats", "--jpeg-quality", "500", "--out", "{out}.safetensors"], "--jpeg-quality"),
+        "transmit-psnr-nan": ([*tx[:-2], "--psnr", "nan", "--out", "{out}.safetensors"], "--psnr must be finite"),
+        "transmit-classes-0": ([*tx[:2], "--num-classes", "0", "--psnr", "10", "--out", "{out}.safetensors"], "--num-classes"),
+        "sample-nan-map": (["sample", "{d}/nan_rx.safetensors", *sample[2:], "--out", "{out}.png"], "NaN/inf"),
+        "sample-guidance-nan": ([*sample, "--guidance", "nan", "--out", "{out}.png"], "--guidance must be finite"),
+        "sample-out-jpg": ([*sample, "--out", "{out}.jpg"], "must end in .png"),
+        "sample-out-folder": ([*sample, "--out", "{d}/a_folder"], "is a folder"),
+        "sample-flipped-model": ([*sample[:3], "{d}/flipped_model.safetensors", *sample[4:], "--out", "{out}.png"], "checksum"),
+        "sample-flipped-map": (["sample", "{d}/flipped_rx.safetensors", *sample[2:], "--out", "{out}.png"], "checksum"),
+        "sample-model-as-maps": (["sample", "{d}/model.safetensors", *sample[2:], "--out", "{out}.png"], "not received maps"),
+        "sample-nan-model": ([*sample[:3], "{d}/nan_model.safetensors", *sample[4:], "--out", "{out}.png"], "NaN/inf"),
+        "info-height-0": (["info", "camvid-demo", "--height", "0"], "--height must be in"),
+        "info-not-a-model": (["info", "{d}/rx.safetensors"], "not a model"),
+        "quantize-iters-negative": ([*quant[:-1], "-1", "--out", "{out}.safetensors"], "--iters must be in"),
+        "quantize-out-pt": ([*quant, "--out", "{out}.pt"], "must end in .safetensors"),
+        "quantize-out-folder": ([*quant, "--out", "{d}/a_folder"], "is a folder"),
+        "quantize-missing-calib": ([*quant, "--calib", "{d}/nope.safetensors", "--out", "{out}.safetensors"], "no such file"),
+        "quantize-nan-model": (["quantize", "--model", "{d}/nan_model.safetensors", "--iters", "0", "--out", "{out}.safetensors"],
+                               "NaN/inf weights"),
+        "quantize-wbits-9": ([*quant, "--wbits", "9", "--out", "{out}.safetensors"], "--wbits=9"),
+        "calibrate-maps-0": ([*calib, "--maps", "0", "--out", "{out}.safetensors"], "--maps must be in"),
+        "calibrate-guidance-nan": ([*calib, "--guidance", "nan", "--out", "{out}.safetensors"], "--guidance must be finite"),
+        "calibrate-psnr-inf": ([*calib, "--psnr", "1,inf", "--out", "{out}.safetensors"], "--psnr must be finite"),
+        "calibrate-out-folder": ([*calib, "--out", "{d}/a_folder"], "is a folder"),
+        "train-bad-yaml": (["train", "--config", "{d}/bad.yaml", "--out", "{out}"], "not valid YAML"),
+        "train-lr-nan": ([*train, "--lr", "nan", "--out", "{out}"], "lr"),
+        "train-out-is-file": ([*train, "--out", "{d}/a_file"], "is a file"),
+        "train-unknown-field-value": ([*train, "--batch-size", "many", "--out", "{out}"], "batch_size"),
+        "export-out-txt": (["export", "{d}/model.safetensors", "--out", "{out}.txt"], "must end in .onnx"),
+        "bench-threads-0": (["bench", "--threads", "0", "--out", "{out}"], "--threads must be in"),
+        "bench-reps-0": (["bench", "--reps", "0", "--out", "{out}"], "--reps must be in"),
+        "bench-quantized-model": (["bench", "--model", "camvid-demo-w8", "--out", "{out}"], "is quantized"),
+        "evaluate-out-is-file": ([*evaluate, "--out", "{d}/a_file"], "is a file"),
+        "evaluate-guidance-nan": ([*evaluate, "--guidance", "nan", "--out", "{out}"], "--guidance must be finite"),
+        "evaluate-batch-0": ([*evaluate, "--batch-size", "0", "--out", "{out}"], "--batch-size must be in"),
+        "demo-out-is-file": (["demo", "--out", "{d}/a_file"], "is a file"),
+        "demo-psnr-inf": (["demo", "--psnr", "10,inf", "--out", "{out}"], "--psnr must be finite"),
+    }
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_hostile_input_is_one_line_and_leaves_nothing(case, files, capsys, one_thread):
+    argv, message = CASES[case]
+    out = files / f"out_{case}"
+    before = set(files.iterdir())
+    rc = main([a.replace("{d}", str(files)).replace("{out}", str(out)) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert message in err, err
+    assert "Traceback" not in err
+    tail = err[err.index("error:"):].strip().splitlines()
+    assert len(tail) <= 2, err  # the error line and at most a hint
+    assert set(files.iterdir()) == before, sorted(set(files.iterdir()) - before)
+
+
+def test_info_reads_the_bundled_quantized_model(capsys):
+    assert main(["info", "camvid-demo-w8"]) == 0
+    assert "parameters" in capsys.readouterr().out
+
+
+def test_training_numbers_divergence_tampered_state_and_resume_spelling(tmp_path, capsys, one_thread, monkeypatch):
+    """2e-4 is a number; lr 1e8 stops at the first NaN, keeps the good checkpoint and writes no NaN
+    weights; a tampered state.pt is one line; --resume finds the run however --out is spelt."""
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--save-every", "2", "--data", "synthetic:8"]
+    assert main([*base, "--steps", "2", "--lr", "2e-4", "--out", "run"]) == 0
+    assert main([*base, "--steps", "4", "--lr", "2e-4", "--out", str(tmp_path / "run") + "/", "--resume"]) == 0
+    good = load_tensors(tmp_path / "run" / "ema.safetensors")[0]
+    state = tmp_path / "run" / "ckpt" / "step_0000004" / "state.pt"
+    intact = state.read_bytes()
+    state.write_bytes(intact[:-50] + b"\0" * 50)
+    capsys.readouterr()
+    assert main([*base, "--steps", "6", "--lr", "2e-4", "--out", "./run", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "state.pt" in err and "checksum" in err and "Traceback" not in err
+    state.write_bytes(intact)
+
+    assert main([*base, "--steps", "6", "--lr", "1e8", "--grad-clip", "0", "--out", "div"]) == 2
+    err = capsys.readouterr().err
+    assert "diverged at step" in err and "Traceback" not in err
+    ema = tmp_path / "div" / "ema.safetensors"
+    if ema.exists():
+        assert all(torch.isfinite(v).all() for v in load_tensors(ema)[0].values())
+    assert all(torch.isfinite(v).all() for v in good.values())
+
+
+def _cli(*argv, env=None):
+    return subprocess.run([sys.executable, "-m", "qgesco.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def test_real_entry_point_prints_one_line_and_debug_shows_the_traceback(tmp_path):
+    plain = _cli("info", "camvid-demo", "--height", "0", env={"QGESCO_DEBUG": ""})
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip() == "qgesco info: error: --height must be in [1, inf], got 0"
+    debug = _cli("--debug", "info", "camvid-demo", "--height", "0")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
