@@ -35,6 +35,9 @@ def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cp
     weights stay int8 / packed int4 in memory. ``backend="weight-only"`` computes exactly what the
     simulated model (:func:`qgesco.quant.load_quantized`) computes; ``"int8"`` runs W8A8 files with
     integer kernels on CPU."""
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise ValueError(f"load_model takes a file path or a bundled name ({', '.join(BUNDLED)}), "
+                         f"got {type(path_or_name).__name__}")
     path = bundled_path(str(path_or_name)) if str(path_or_name) in BUNDLED else Path(path_or_name)
     if path.suffix == ".pt":
         if not flags:

@@ -174,3 +174,15 @@ def test_real_entry_point_prints_one_line_and_debug_shows_the_traceback(tmp_path
     assert plain.stderr.strip() == "qgesco info: error: --height must be in [1, inf], got 0"
     debug = _cli("--debug", "info", "camvid-demo", "--height", "0")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_evaluate_rerun_over_a_damaged_image_is_one_line(files, tmp_path, capsys, one_thread):
+    argv = ["evaluate", "--model", f"m={files}/model.safetensors", "--data", "synthetic:2", "--sampler", "ddim",
+            "--steps", "2", "--psnr", "100", "--metrics", "pixel", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    image = sorted((tmp_path / "run" / "images" / "m").rglob("*.png"))[0]
+    image.write_bytes(image.read_bytes()[:60])
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{image}: a saved image of this run is damaged" in err and "Traceback" not in err

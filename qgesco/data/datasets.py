@@ -100,6 +100,8 @@ def find_root(name: str, root: str | os.PathLike | None = None) -> Path:
     ``../shared/datasets/<name>`` from the current directory, and the same beside the repository."""
     if root is not None:
         root = Path(root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"{root}: is a file; give the folder holding the {name} dataset")
         if not root.is_dir():
             raise FileNotFoundError(f"{root}: no such folder for the {name} dataset")
         return root

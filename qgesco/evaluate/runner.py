@@ -46,6 +46,7 @@ from ..metrics.perceptual import MIN_SIDE as LPIPS_MIN_SIDE
 from ..receiver import regenerate
 from ..train.loop import setup_distributed
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
+from .. import validate
 from . import report
 from .models import EvalModel, load_eval_model
 
@@ -150,13 +151,24 @@ def _regenerate_shard(models: list[EvalModel], scenes: Scenes, out: Path, my_chu
                 bar.update(len(chunk))
 
 
+def _saved(path: Path, read):
+    """``read(path)`` of an image this run saved earlier, with one line if it was damaged since."""
+    try:
+        return read(path)
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: a saved image of this run is damaged ({e}); delete it and rerun to regenerate it") from None
+
+
 def _read_png(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    def read(p):
+        with Image.open(p) as im:
+            return np.asarray(im.convert("RGB"))
+
+    return _saved(path, read)
 
 
 def _load(paths: list[Path], device: torch.device) -> torch.Tensor:
-    return torch.stack([load_image(p) for p in paths]).to(device)
+    return torch.stack([_saved(p, load_image) for p in paths]).to(device)
 
 
 def _score_shard(names: list[str], scenes: Scenes, out: Path, indices: list[int], metrics: tuple[str, ...],
@@ -318,6 +330,10 @@ def _evaluate(sources: Mapping[str, Any], data: str, out: Path, env, started: fl
               progress: bool) -> dict[str, Any] | None:
     if not s["psnrs"]:
         raise ValueError("give at least one channel PSNR, e.g. psnrs=(100, 20, 10)")
+    for p in s["psnrs"]:
+        validate.finite_number("psnrs", p)
+    validate.finite_number("guidance", s["guidance"])
+    validate.output_dir("out", out)
     if s["channel"] not in CHANNELS:
         raise ValueError(f"unknown channel {s['channel']!r}; choose one of {', '.join(CHANNELS)}")
     if s["noise_table"] not in NOISE_TABLES or s["cleanup"] not in CLEANUPS:

@@ -128,9 +128,12 @@ def load_model_meta(path_or_name: str | os.PathLike) -> dict[str, Any]:
     """The metadata of one of our model files (config, provenance), without loading weights."""
     path = _resolve(path_or_name)
     meta = read_meta(path)
+    if meta.get("kind") == "quantized-unet":
+        raise ValueError(f"{path}: holds a quantized model, not a full-precision one; give the float model it was made "
+                         "from (quantized checkpoints load with qgesco.load_model / qgesco.quant.load_quantized)")
     if meta.get("kind") != "unet":
-        raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} checkpoint, not a full-precision model; "
-                         "quantized checkpoints load with qgesco.quant.load_quantized")
+        raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a model; give a model file "
+                         "(from qgesco train) or a bundled name")
     return meta
 
 
