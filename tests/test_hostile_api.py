@@ -48,7 +48,7 @@ def test_send_names_a_wrong_channel_or_class_count():
     ("name", "load it first: qgesco.load_model"),
     ("nan-map", "holds 1 NaN/inf"),
     ("empty", "is empty"),
-    ("guidance", "guidance must be finite"),
+    ("guidance", "guidance must be a finite number"),
     ("channels", "have 13 channels but the model takes 12"),
     ("generator", "generator must be a torch.Generator"),
 ])
