@@ -136,7 +136,7 @@ class CalibrationSet:
                                  "that no sampling trajectory produces; re-create it with qgesco calibrate")
         if tensors["map_index"].numel() and not 0 <= int(tensors["map_index"].min()) <= int(tensors["map_index"].max()) < len(tensors["maps"]):
             raise ValueError(f"{path}: calibration map_index points outside its maps; re-create it with qgesco calibrate")
-        info = {k: v for k, v in meta.items() if k not in ("kind", "format_version")}
+        info = {k: v for k, v in meta.items() if k not in ("kind", "format_version", "sha256")}
         return cls(tensors["x"], tensors["t"], tensors["map_index"], tensors["maps"], tensors.get("psnr_db"), info)
 
 
