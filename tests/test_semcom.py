@@ -114,13 +114,13 @@ def test_seeded_transmissions_are_identical(schemes):
     (dict(budgets=[0.0]), "> 0"),
     (dict(schemes=["carrier-pigeon"]), "unknown scheme"),
     (dict(view_snr=3.0), "not among"),
+    (dict(mcs="qpsk-7/8"), "unknown code"),
+    (dict(batch_size=0), "batch_size"),
 ])
 def test_bad_settings_refused(kwargs, message):
     settings = dict(snrs=[0.0, 10.0], budgets=[1.0], schemes=["analog-map"], images=4, view_snr=None) | kwargs
     with pytest.raises(ValueError, match=message):
         check_settings(**settings)
-    with pytest.raises(ValueError, match="unknown code"):
-        make_schemes(["digital-map"], C, "qpsk-7/8")
 
 
 def test_cli_refuses_in_one_line_before_work(camvid_dir, tmp_path, capsys):

@@ -6,17 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..evaluate.report import cell
+from ..evaluate.report import _table, cell
 from ..fileio import atomic_path
 
 _KEYS = ("lpips", "miou", "fid", "kid")
 _PLOT_KEYS = ("lpips", "miou")
 _TITLES = {"lpips": "LPIPS ↓", "miou": "mIoU % ↑"}
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
 def render(result: dict[str, Any]) -> str:

@@ -27,18 +27,18 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..channel import encode
+from ..channel import CLEANUPS, encode
 from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
 from ..evaluate.models import load_eval_model
-from ..evaluate.runner import psnr_label, stream_seed
+from ..evaluate.runner import _psnr_key, psnr_label, stream_seed
 from ..fileio import write_json, write_text
 from ..metrics import ConfusionMatrix, InceptionFeatures, fid, kid, load_image, lpips, segment, weights
 from ..receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate
 from ..viz import images_to_uint8, save_png
 from . import report
 from .codec import FACTORS, decode_map, map_payload
-from .link import DEFAULT_MCS
+from .link import DEFAULT_MCS, parse_mcs
 from .schemes import SCHEMES, AnalogMap, DigitalMap, make_schemes, smallest_budget
 
 IMAGE_SETTINGS = ("data", "model_sha256", "images", "seed", "batch_size", "cleanup")
@@ -51,16 +51,18 @@ def _key_seed(key: tuple) -> int:
     return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:4], "little")
 
 
-def _psnr_key(p: float) -> int:
-    return int(np.float64(p).view(np.uint64))
-
-
 def budget_label(cpp: float) -> str:
     return f"{cpp:g}"
 
 
-def check_settings(snrs, budgets, schemes, images, view_snr) -> None:
+def check_settings(snrs, budgets, schemes, images, view_snr, mcs: str = DEFAULT_MCS, cleanup: str = "avgmax",
+                   batch_size: int = 8) -> None:
     """One-line refusals for settings that cannot make a comparison, before anything loads."""
+    parse_mcs(mcs)
+    if cleanup not in CLEANUPS:
+        raise ValueError(f"unknown cleanup {cleanup!r}; choose one of {', '.join(CLEANUPS)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     for name, values in (("SNR", snrs), ("budget", budgets)):
         if not values:
             raise ValueError(f"give at least one {name}")
@@ -86,7 +88,7 @@ def compare(data: str, *, out, model: Any = "camvid-demo", snrs=(0.0, 5.0, 10.0,
     and PSNR, regenerate the maps with ``model``, score, and write ``results.json``, ``table.md`` and the
     two plots to ``out``."""
     started = time.perf_counter()
-    check_settings(snrs, budgets, list(schemes), images, view_snr)
+    check_settings(snrs, budgets, list(schemes), images, view_snr, mcs, cleanup, batch_size)
     snrs, budgets = [float(p) for p in snrs], [float(b) for b in budgets]
     view_snr = view_snr if view_snr is not None else min(snrs, key=lambda p: abs(p - 10))
     out = Path(out)
