@@ -11,6 +11,6 @@ PYTHON=${PYTHON:-python3}
 pip_install() { "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@"; }
 # The CPU build of torch 2.13.0 lies on disk (/opt/wheels); never let pip pull a CUDA build.
 if [ -d /opt/wheels ]; then pip_install --find-links /opt/wheels torch==2.13.0; else pip_install torch==2.13.0; fi
-pip_install -e ".[dev,onnx]"
+pip_install -e ".[dev,onnx,semcom]"
 "$VENV/bin/qgesco" fetch-weights
 echo "qgesco is ready: . $VENV/bin/activate && qgesco demo"

@@ -17,7 +17,7 @@ import pkgutil
 import sys
 
 #: The order verbs appear in ``--help``: the story the code tells.
-STORY = ("info", "fetch_weights", "data", "transmit", "train", "calibrate", "quantize", "export", "sample", "evaluate", "bench", "demo")
+STORY = ("info", "fetch_weights", "data", "transmit", "train", "calibrate", "quantize", "export", "sample", "evaluate", "compare", "bench", "demo")
 
 
 def _verb_modules() -> list[str]:

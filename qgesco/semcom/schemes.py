@@ -1,0 +1,199 @@
+"""The transmission schemes compared at equal channel uses, each with an exact count of real channel uses.
+
+Every scheme gets the same budget of real channel uses per image and is charged all of it (what it
+leaves unused is idle air time); :attr:`Plan.uses` is what it actually occupies, never more than the
+budget. Each scheme picks the best content that fits the budget:
+
+- ``analog-map``: the paper's path. The present classes' one-hot planes (presence compression) as
+  analog symbols, one real use per pixel and plane, plus the C-bit presence mask and 2 bits naming
+  the map's resolution (one use per bit, sent clean as the published code does); cheaper at a map
+  downsampled by 2, 4 or 8. The receiver cleans the planes, upsamples them and regenerates.
+- ``digital-map``: the label map (downsampled as above when the budget asks), deflated, one header byte,
+  through the LDPC code and QAM of :class:`~qgesco.semcom.link.DigitalLink`, decoded, then
+  regenerated. A failed decode is a failed image: the receiver shows mid-grey.
+- ``digital-image``: the photo as a JPEG scan at the best quality (and resolution) whose coded size fits, one
+  header byte, same code and modulation, decoded and shown; a failed decode is mid-grey too.
+- ``ideal-map`` / ``ideal-image``: the same payloads through an ideal code at Shannon capacity of the
+  real AWGN channel at this PSNR (:func:`~qgesco.semcom.link.capacity`): never fails, and the payload
+  is chosen knowing the SNR. An upper bound for any real code, not a scheme.
+
+Real schemes choose their payload without knowing the SNR (one fixed code rate): this is what makes
+the digital cliff.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..channel import AWGN, CLEANUPS, compress, encode, transmit
+from .codec import FACTORS, best_jpeg, decode_image, decode_map, downsample_labels, image_payload, map_payload, upsample
+from .link import DigitalLink, capacity
+
+SCHEMES = ("analog-map", "digital-map", "digital-image", "ideal-map", "ideal-image")
+#: Bits naming the payload's resolution and quality, sent with every image by every scheme.
+HEADER_BITS_ANALOG = 2
+HEADER_BYTES_DIGITAL = 1
+
+
+@dataclass
+class Plan:
+    """What one scheme sends for one image at one budget: the channel uses it occupies and its content."""
+
+    scheme: str
+    budget: int
+    uses: int
+    factor: int
+    quality: int | None = None
+    payload: bytes | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bits(self) -> int | None:
+        return None if self.payload is None else 8 * len(self.payload)
+
+
+@dataclass
+class Outcome:
+    """What the receiver has: a conditioning map to regenerate from (with a key naming its content for
+    reuse), a decoded photo, or nothing (``failed``)."""
+
+    y: torch.Tensor | None = None
+    key: tuple | None = None
+    image: torch.Tensor | None = None
+    failed: bool = False
+
+
+class Scheme:
+    """Sender + channel + receiver of one kind. ``plan`` chooses what fits a budget; ``receive`` sends it."""
+
+    name = ""
+    regenerates = True
+
+    def plan(self, labels: torch.Tensor, image: torch.Tensor, budget: int, psnr_db: float) -> Plan | None:
+        raise NotImplementedError
+
+    def receive(self, plan: Plan, labels: torch.Tensor, psnr_db: float, generator: torch.Generator) -> Outcome:
+        raise NotImplementedError
+
+
+class AnalogMap(Scheme):
+    name = "analog-map"
+
+    def __init__(self, num_classes: int, cleanup: str = "avgmax"):
+        if cleanup not in CLEANUPS:
+            raise ValueError(f"unknown cleanup {cleanup!r}; choose one of {', '.join(CLEANUPS)}")
+        self.num_classes, self.cleanup = num_classes, cleanup
+
+    def uses(self, labels: torch.Tensor, factor: int) -> int:
+        small = downsample_labels(labels, factor)
+        planes = int(compress(encode(small[None], self.num_classes), self.num_classes).presence.sum())
+        return planes * small.numel() + self.num_classes + HEADER_BITS_ANALOG
+
+    def plan(self, labels, image, budget, psnr_db):
+        for factor in FACTORS:
+            uses = self.uses(labels, factor)
+            if uses <= budget:
+                return Plan(self.name, budget, uses, factor)
+        return None
+
+    def receive(self, plan, labels, psnr_db, generator):
+        y = encode(downsample_labels(labels, plan.factor)[None], self.num_classes)
+        received = transmit(y, AWGN(float(psnr_db)), self.num_classes, cleanup=self.cleanup, generator=generator)
+        return Outcome(y=upsample(received, tuple(labels.shape)), key=("analog", plan.factor, float(psnr_db)))
+
+
+class _Digital(Scheme):
+    """Payload choice and delivery shared by the coded schemes; the ideal ones replace the link by capacity."""
+
+    ideal = False
+
+    def __init__(self, num_classes: int, link: DigitalLink):
+        self.num_classes, self.link = num_classes, link
+
+    def max_payload_bytes(self, budget: int, psnr_db: float) -> int:
+        bits = math.floor(budget * capacity(psnr_db)) if self.ideal else self.link.max_bits(budget)
+        return bits // 8 - HEADER_BYTES_DIGITAL
+
+    def charge(self, payload: bytes, budget: int, psnr_db: float) -> int:
+        bits = 8 * (len(payload) + HEADER_BYTES_DIGITAL)
+        return min(budget, math.ceil(bits / capacity(psnr_db))) if self.ideal else self.link.channel_uses(bits)
+
+    def deliver(self, plan: Plan, psnr_db: float, generator: torch.Generator) -> bytes | None:
+        if self.ideal:
+            return plan.payload
+        delivery = self.link.send(bytes(HEADER_BYTES_DIGITAL) + plan.payload, psnr_db, generator)
+        plan.detail.update(codewords=delivery.codewords, codeword_errors=delivery.codeword_errors)
+        return delivery.data[HEADER_BYTES_DIGITAL:] if delivery.ok else None
+
+
+class DigitalMap(_Digital):
+    name = "digital-map"
+
+    def plan(self, labels, image, budget, psnr_db):
+        room = self.max_payload_bytes(budget, psnr_db)
+        for factor in FACTORS:
+            payload = map_payload(labels, factor)
+            if len(payload) <= room:
+                return Plan(self.name, budget, self.charge(payload, budget, psnr_db), factor, payload=payload)
+        return None
+
+    def receive(self, plan, labels, psnr_db, generator):
+        data = self.deliver(plan, psnr_db, generator)
+        if data is None:
+            return Outcome(failed=True)
+        decoded = decode_map(data, tuple(labels.shape), plan.factor)
+        # an exact map regenerates to the same image whatever carried it: one key per resolution
+        return Outcome(y=encode(decoded[None], self.num_classes), key=("map", plan.factor))
+
+
+class DigitalImage(_Digital):
+    name = "digital-image"
+    regenerates = False
+
+    def plan(self, labels, image, budget, psnr_db):
+        best = best_jpeg(image, self.max_payload_bytes(budget, psnr_db))
+        if best is None:
+            return None
+        factor, quality, payload = best
+        return Plan(self.name, budget, self.charge(payload, budget, psnr_db), factor, quality, payload)
+
+    def receive(self, plan, labels, psnr_db, generator):
+        data = self.deliver(plan, psnr_db, generator)
+        if data is None:
+            return Outcome(failed=True)
+        return Outcome(image=decode_image(data, tuple(labels.shape), plan.factor, plan.quality))
+
+
+class IdealMap(DigitalMap):
+    name = "ideal-map"
+    ideal = True
+
+
+class IdealImage(DigitalImage):
+    name = "ideal-image"
+    ideal = True
+
+
+def make_schemes(names, num_classes: int, mcs: str, cleanup: str = "avgmax") -> dict[str, Scheme]:
+    """The named schemes, sharing one digital link; unknown names are refused before any work."""
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in SCHEMES]
+    if unknown or not names:
+        raise ValueError(f"unknown scheme(s) {unknown or names}; choose from {', '.join(SCHEMES)}")
+    link = DigitalLink(mcs)
+    digital = {"digital-map": DigitalMap, "digital-image": DigitalImage, "ideal-map": IdealMap,
+               "ideal-image": IdealImage}
+    return {n: AnalogMap(num_classes, cleanup) if n == "analog-map" else digital[n](num_classes, link) for n in names}
+
+
+def smallest_budget(scheme: Scheme, labels: torch.Tensor, image: torch.Tensor, psnr_db: float) -> int:
+    """The fewest real channel uses with which ``scheme`` can send anything of this image (for error messages)."""
+    if isinstance(scheme, AnalogMap):
+        return scheme.uses(labels, FACTORS[-1])
+    coarsest = FACTORS[-1]
+    payload = map_payload(labels, coarsest) if isinstance(scheme, DigitalMap) else image_payload(image, coarsest, 1)
+    return scheme.charge(payload, 10 ** 12, psnr_db)
