@@ -120,7 +120,7 @@ def test_demo_unwritable_out_and_missing_asset(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["demo", "--out", str(blocker / "sub")]) == 2
-    assert "cannot write there" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
     monkeypatch.setitem(checkpoint.BUNDLED, "camvid-demo-w8", tmp_path / "gone.safetensors")
     assert main(["demo", "--out", str(tmp_path / "ok")]) == 2
     assert "bundled weights for 'camvid-demo-w8' are missing" in capsys.readouterr().err
