@@ -15,6 +15,8 @@ from typing import Iterable
 
 import torch
 
+from .fileio import nonfinite
+
 
 def finite_number(name: str, value, *, low: float | None = None, high: float | None = None,
                   integer: bool = False) -> float:
@@ -63,7 +65,7 @@ def model(name: str, obj) -> None:
 
 
 def finite_weights(name: str, net: torch.nn.Module) -> None:
-    bad = [k for k, v in net.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = nonfinite(net.state_dict())
     if bad:
         raise ValueError(f"{name} has NaN/inf weights (first: {', '.join(bad[:3])}); it diverged or its file is damaged")
 

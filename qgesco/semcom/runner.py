@@ -32,6 +32,7 @@ from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
 from ..evaluate.models import load_eval_model
 from ..evaluate.runner import _psnr_key, psnr_label, stream_seed
+from .. import validate
 from ..fileio import write_json, write_text
 from ..metrics import ConfusionMatrix, InceptionFeatures, fid, kid, load_image, lpips, segment, weights
 from ..receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate
@@ -61,14 +62,12 @@ def check_settings(snrs, budgets, schemes, images, view_snr, mcs: str = DEFAULT_
     parse_mcs(mcs)
     if cleanup not in CLEANUPS:
         raise ValueError(f"unknown cleanup {cleanup!r}; choose one of {', '.join(CLEANUPS)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    validate.finite_number("batch_size", batch_size, low=1, integer=True)
     for name, values in (("SNR", snrs), ("budget", budgets)):
         if not values:
             raise ValueError(f"give at least one {name}")
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
-        if bad:
-            raise ValueError(f"{name} values must be finite numbers, got {bad}; e.g. --snr 0,5,10 --budget 10,1")
+        for v in values:
+            validate.finite_number(f"{name} {v!r}", v)
     if any(b <= 0 for b in budgets):
         raise ValueError(f"budgets are real channel uses per pixel and must be > 0, got {list(budgets)}")
     unknown = [s for s in schemes if s not in SCHEMES]
