@@ -184,7 +184,7 @@ def measure_step(model, cfg, reps: int, warmup: int) -> dict:
     """Milliseconds per guided DDIM step (guidance 2, both passes as one batch-2 forward)."""
     from ..diffusion import create_diffusion, make_sampler
 
-    process = make_sampler(create_diffusion(), "ddim25").process
+    process = make_sampler(create_diffusion(), "ddim25").diffusion
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, *cfg.image_hw, generator=g)
     y = random_maps(cfg, 1, seed=2)

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..channel import GESCO_TRAINING_PSNRS
+from ..diffusion import create_diffusion, make_sampler
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TrainConfig:
     sample_every: int = 2000
     sample_data: str | None = None
     sample_batch: int = 4
+    #: The sample grid's sampler spec (``ddim25``, ``dpm++20``; see qgesco.diffusion.make_sampler).
     sample_respacing: str = "ddim25"
     sample_guidance: float = 2.0
 
@@ -182,3 +184,7 @@ def check_values(cfg: TrainConfig) -> None:
         raise ValueError("noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)")
     if cfg.image_hw is not None and min(cfg.image_hw) <= 0:
         raise ValueError(f"config field image_hw: must be positive, got {cfg.image_hw}")
+    try:
+        make_sampler(create_diffusion(cfg.diffusion_steps, cfg.noise_schedule), cfg.sample_respacing)
+    except ValueError as e:
+        raise ValueError(f"config field sample_respacing: {e}") from None

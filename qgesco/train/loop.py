@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..channel import AWGN, encode, transmit
 from ..data import make_loader, open_dataset
-from ..diffusion import GaussianDiffusion, create_diffusion, respace
+from ..diffusion import GaussianDiffusion, create_diffusion, make_sampler
 from ..models import UNetModel
 from ..models.checkpoint import create_model, load_model
 from ..models.presets import PRESETS
@@ -267,9 +267,8 @@ class Trainer:
         c = self.model.config
         g = torch.Generator(device=self.env.device).manual_seed(cfg.seed)
         y = transmit(self.encode_batch(batch), AWGN(100, table="gesco"), c.num_classes, cleanup=cfg.cleanup, generator=g)
-        x = respace(self.diffusion, cfg.sample_respacing).ddim_sample_loop(
-            self.ema, batch.image.shape, y, guidance=cfg.sample_guidance,
-            noise=torch.randn(batch.image.shape, generator=g, device=self.env.device))
+        x = make_sampler(self.diffusion, cfg.sample_respacing).sample(
+            self.ema, y, guidance=cfg.sample_guidance, noise=torch.randn(batch.image.shape, generator=g, device=self.env.device))
         save_sample_grid(Path(cfg.out) / "samples" / f"step_{self.step:07d}.png", y, batch.image, x, c.num_classes)
 
     def run(self) -> dict:
