@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .channel import AWGN, Rayleigh, bandwidth, encode, transmit
+from .channel import CHANNELS, bandwidth, encode, make_channel, transmit
 from .data import street_scene
 from .diffusion import Sampler, create_diffusion, make_sampler
 from .fileio import write_json, write_text
@@ -32,7 +32,6 @@ DEMO_MODEL = "camvid-demo"
 DEMO_QUANTIZED = "camvid-demo-w8"
 #: Scene seeds of the bundled maps: two street layouts with road, cars, buildings, trees and sky.
 SCENE_SEEDS = (1, 6)
-CHANNELS = {"awgn": AWGN, "rayleigh": Rayleigh}
 
 
 @dataclass
@@ -60,17 +59,6 @@ class DemoResult:
 
     def _window(self) -> str:
         return "" if self.guidance_window is None else ", guided at t in [{}, {}]".format(*self.guidance_window)
-
-
-def parse_psnrs(text: str) -> list[float]:
-    """``"100,20,10"`` -> [100.0, 20.0, 10.0], with a message that says what is wrong."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--psnr {text!r}: give comma-separated numbers in dB, e.g. --psnr 100,20,10") from None
-    if not values or any(v != v for v in values):
-        raise ValueError(f"--psnr {text!r}: give at least one number in dB (NaN is not a PSNR), e.g. --psnr 100,20,10")
-    return values
 
 
 def _writable(out: Path) -> Path:
@@ -113,7 +101,7 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     g = torch.Generator().manual_seed(seed)
     per_row = torch.tensor([p for p in psnrs for _ in scenes], dtype=torch.float64)
     rows_y = y.repeat(len(psnrs), 1, 1, 1)
-    received = transmit(rows_y, CHANNELS[channel](per_row), cfg.num_classes, generator=g)
+    received = transmit(rows_y, make_channel(channel, per_row), cfg.num_classes, generator=g)
     noise = torch.randn((len(rows_y), 3, h, w), generator=g)
     images_fp32, fp32_ms = _timed(fp32, received, noise, steps, guidance_window, seed, progress)
     images_w8, w8_ms = _timed(w8, received, noise, steps, guidance_window, seed, progress)

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from qgesco.quant.reconstruct import DEFAULT_ITERS
+    from qgesco.quant.settings import DEFAULT_ITERS
 
     p = subparsers.add_parser(
         "quantize",

@@ -68,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to do: give --out, --preview and/or --stats")
     if args.block is not None and args.channel != "rayleigh":
         raise ValueError("--block sets the fading block of --channel rayleigh; it has no meaning for awgn")
-    link = (ch.AWGN(args.psnr, table=args.noise_table) if args.channel == "awgn"
-            else ch.Rayleigh(args.psnr, block=args.block, table=args.noise_table))
+    link = ch.make_channel(args.channel, args.psnr, table=args.noise_table, block=args.block)
     C = args.num_classes
     ignore = _parse_ignore(args.ignore)
     labels = torch.from_numpy(_read_ids(args.label, "the label map"))[None]

@@ -48,7 +48,7 @@ def unpack_int4(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any) -> None:
     """Write a model made by :func:`~qgesco.quant.quantize` (plus ``provenance``) to ``path``, atomically."""
-    plan = getattr(qmodel, "quant_plan", None)
+    plan = qmodel.quant_plan
     if plan is None:
         raise ValueError("not a quantized model: make one with qgesco.quant.quantize() or load_quantized()")
     unfinished = [name for name, layer in quant_layers(qmodel) if layer.float_weight is not None or layer.rounding is not None]
@@ -67,7 +67,7 @@ def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any
         "split_layers": {name: entry["split"] for name, entry in layers.items() if entry["split"] is not None},
         "act_quantizers": [name for name, _ in act_quantizers(qmodel)],
         "activation": None if plan["act_bits"] is None else {"bits": plan["act_bits"], "granularity": "per-tensor", "symmetric": False},
-        "provenance": {**getattr(qmodel, "quant_report", {}), **provenance},
+        "provenance": {**(qmodel.quant_report or {}), **provenance},
         "sha256": tensors_sha256(tensors),
     }
     save_tensors(path, tensors, meta)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..channel import AWGN, encode, transmit
 from ..data import make_loader, open_dataset
+from ..distributed import closing_process_group, setup_distributed
 from ..diffusion import GaussianDiffusion, create_diffusion, make_sampler
 from ..models import UNetModel
 from ..models.checkpoint import create_model, load_model
@@ -43,32 +42,6 @@ RESUMABLE_CHANGES = {"steps", "log_every", "save_every", "keep_checkpoints", "sa
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> DistEnv:
-    """Single process, or one rank of a ``torchrun`` job (gloo on CPU, nccl on GPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if world == 1:
-        return DistEnv(0, 1, torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    return DistEnv(dist.get_rank(), dist.get_world_size(), dev)
 
 
 def params_digest(model: torch.nn.Module) -> str:
@@ -340,11 +313,6 @@ def _main_thread() -> bool:
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train (or continue training) as configured; returns a summary of the run.
 
-    Under ``torchrun`` the process group this call opened is closed before returning, as in
-    ``evaluate``: left to interpreter exit, gloo's teardown can abort a rank whose peer has gone."""
-    was_distributed = dist.is_available() and dist.is_initialized()
-    try:
+    Under ``torchrun`` the process group this call opened is closed before returning."""
+    with closing_process_group():
         return Trainer(cfg, resume=resume).run()
-    finally:
-        if dist.is_available() and dist.is_initialized() and not was_distributed:
-            dist.destroy_process_group()
