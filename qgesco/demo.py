@@ -23,9 +23,9 @@ from .data import street_scene
 from .diffusion import Sampler, create_diffusion, make_sampler
 from .fileio import write_json, write_text
 from .metrics import WeightsMissingError, lpips
-from .models.checkpoint import bundled_path, load_model
+from .api import load_model
+from .models.checkpoint import bundled_path
 from .receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate, to_unit
-from .runtime import load_runtime
 from .viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 
 DEMO_MODEL = "camvid-demo"
@@ -86,13 +86,13 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     """Run the demo and write ``grid.png``, ``table.md`` and ``results.json`` into ``out``."""
     if channel not in CHANNELS:
         raise ValueError(f"--channel {channel!r}: use one of {', '.join(CHANNELS)}")
-    steps = make_sampler(create_diffusion(), sampler)  # one sampler for both receivers
-    evaluations = steps.num_evaluations(DEFAULT_GUIDANCE, guidance_window)
+    receiver_sampler = make_sampler(create_diffusion(), sampler)  # one sampler for both receivers
+    evaluations = receiver_sampler.num_evaluations(DEFAULT_GUIDANCE, guidance_window)
     psnrs = [float(p) for p in psnrs]
     out = _writable(Path(out))
     fp32_path, w8_path = bundled_path(DEMO_MODEL), bundled_path(DEMO_QUANTIZED)
     fp32 = load_model(fp32_path)
-    w8 = load_runtime(w8_path)  # int8 weights in memory, same outputs as the simulated W8 model
+    w8 = load_model(w8_path)  # the low-bit runtime: int8 weights in memory, same outputs as the simulated W8 model
     cfg = fp32.config
     h, w = cfg.image_hw
     scenes = [street_scene(s, h, w) for s in SCENE_SEEDS]
@@ -103,8 +103,8 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     rows_y = y.repeat(len(psnrs), 1, 1, 1)
     received = transmit(rows_y, make_channel(channel, per_row), cfg.num_classes, generator=g)
     noise = torch.randn((len(rows_y), 3, h, w), generator=g)
-    images_fp32, fp32_ms = _timed(fp32, received, noise, steps, guidance_window, seed, progress)
-    images_w8, w8_ms = _timed(w8, received, noise, steps, guidance_window, seed, progress)
+    images_fp32, fp32_ms = _timed(fp32, received, noise, receiver_sampler, guidance_window, seed, progress)
+    images_w8, w8_ms = _timed(w8, received, noise, receiver_sampler, guidance_window, seed, progress)
     try:
         distances = lpips(to_unit(images_w8), to_unit(images_fp32)).flatten().tolist()
     except WeightsMissingError:

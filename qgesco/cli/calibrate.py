@@ -42,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from qgesco.data import open_dataset
-    from qgesco.models.checkpoint import load_model
+    from qgesco.models.checkpoint import load_float_model
     from qgesco.quant import PAPER_PSNRS, build_calibration_set
 
     if args.timestep_only and args.psnr is not None:
         raise ValueError("--psnr sets the channel noise; --timestep-only records clean maps: give one or the other")
-    model = load_model(args.model)
+    model = load_float_model(args.model)
     dataset = open_dataset(args.data, args.data_root, image_hw=model.config.image_hw)
     partial = Path(f"{args.out}.partial")
     calib = build_calibration_set(

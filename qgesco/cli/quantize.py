@@ -53,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from qgesco.models.checkpoint import load_model
+    from qgesco.models.checkpoint import load_float_model
     from qgesco.quant import quantize, save_quantized
     from qgesco.quant.quantizers import check_bits
 
     check_bits("--wbits", args.wbits)
     if args.abits is not None:
         check_bits("--abits", args.abits)
-    model = load_model(args.model).to(_device(args.device))
+    model = load_float_model(args.model).to(_device(args.device))
     resume = Path(f"{args.out}.resume")
     qmodel = quantize(model, args.calib, weight_bits=args.wbits, act_bits=args.abits, iters=args.iters,
                       symmetric=args.symmetric, weight_init=args.weight_init, split=not args.no_split,

@@ -129,7 +129,7 @@ def read_quantized(path: str | os.PathLike) -> tuple[UNetModel, dict[str, torch.
     meta = read_meta(path)
     if meta.get("kind") != KIND:
         raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a quantized model; "
-                         "full-precision models load with qgesco.models.checkpoint.load_model")
+                         "full-precision models load with qgesco.models.checkpoint.load_float_model")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: quantized-checkpoint format {meta.get('format_version')!r}; this qgesco reads {FORMAT_VERSION}")
     model, plan = _skeleton(meta, path)

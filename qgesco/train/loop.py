@@ -29,7 +29,7 @@ from ..data import make_loader, open_dataset
 from ..distributed import closing_process_group, setup_distributed
 from ..diffusion import GaussianDiffusion, create_diffusion, make_sampler
 from ..models import UNetModel
-from ..models.checkpoint import create_model, load_model
+from ..models.checkpoint import create_model, load_float_model
 from ..models.presets import PRESETS
 from .checkpoints import CheckpointDir
 from .config import TrainConfig, check_values
@@ -110,7 +110,7 @@ class Trainer:
         if cfg.model in PRESETS and not Path(cfg.model).is_file():
             model = create_model(cfg.model, seed=cfg.seed)
         else:
-            model = load_model(cfg.model).train()
+            model = load_float_model(cfg.model).train()
         wanted = {"image_hw": tuple(cfg.image_hw) if cfg.image_hw is not None else None, "norm_groups": cfg.norm_groups}
         changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(model.config, k)}
         if changes:  # neither changes a parameter's shape: the weights carry over
