@@ -37,22 +37,8 @@ corrects each step with the previous x_0 prediction. The last step goes to sigma
 (lambda = inf), where the second-order correction is undefined; it is first order there,
 i.e. x_0 itself, as DDIM's last step.
 
-Why our own code and not diffusers (0.42.1, evaluated on the reference fixtures):
-``DPMSolverMultistepScheduler`` with our betas, custom timesteps 960..0, ``thresholding``
-with ``sample_max_value=1`` (= clipping), ``final_sigmas_type="zero"`` and
-``variance_type="learned_range"`` reproduces the published DDIM-25 loop to 2.0e-6 at order 1,
-and its 2M agrees with ours to 2.2e-6; ``DDIMScheduler`` (``timestep_spacing="leading"``,
-``set_alpha_to_one``, ``clip_sample``, ``use_clipped_model_output=True``) reproduces the loop
-to 2.1e-6. But ``DDIMScheduler.step`` steps back a fixed ``T // N``, so it cannot run
-quadratic or logSNR spacing; ``DDPMScheduler`` keeps its tables in float32 (4.5e-5 off our
-learned-range step at t = 1, above the fixtures' 1e-5) and draws no noise at the last step,
-so seeded runs differ from :class:`DDPMSampler`; the DPM scheduler's own spacings differ from
-guided-diffusion's (``leading`` gives 950, 912, ..., 38 for 25 steps), so it needs custom
-timesteps anyway. Using it for DPM-Solver++ alone would add 17 packages (huggingface_hub,
-httpx, hf-xet, requests, ...) to the receiver for ~20 lines of update rule, while guidance
-windows, callbacks and seeding would still be ours. So the update rules are written here over
-the fixture-proven :class:`GaussianDiffusion` (float64 tables); ``tests/test_samplers.py``
-checks the fixed points.
+Written here over the fixture-proven :class:`GaussianDiffusion` (float64 tables) rather than taken
+from diffusers, whose schedulers cannot run these spacings and seed differently (docs/samplers.md).
 """
 
 from __future__ import annotations
