@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
+from .api import load_model
 from .channel import CHANNELS, bandwidth, encode, make_channel, transmit
 from .data import street_scene
 from .diffusion import Sampler, create_diffusion, make_sampler
 from .fileio import write_json, write_text
 from .metrics import WeightsMissingError, lpips
-from .api import load_model
 from .models.checkpoint import bundled_path
 from .receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate, to_unit
 from .viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
@@ -46,7 +46,7 @@ class DemoResult:
     def table(self) -> str:
         s = self.summary
         lines = [
-            f"| | fp32 | W8 |", "|---|---|---|",
+            "| | fp32 | W8 |", "|---|---|---|",
             f"| model file | {s['fp32_bytes'] / 1e6:.2f} MB | {s['w8_bytes'] / 1e6:.2f} MB ({s['w8_bytes'] / s['fp32_bytes']:.1%}) |",
             f"| sampling per image ({self.sampler}{self._window()}, {s['evaluations']} evaluations) "
             f"| {s['fp32_ms_per_image']:.0f} ms | {s['w8_ms_per_image']:.0f} ms |",

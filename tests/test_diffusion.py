@@ -9,7 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qgesco.diffusion import DDIMSampler, DDPMSampler, GaussianDiffusion, create_diffusion, get_named_beta_schedule, select_steps, subsample
+from qgesco.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    GaussianDiffusion,
+    create_diffusion,
+    get_named_beta_schedule,
+    select_steps,
+    subsample,
+)
 from qgesco.models import from_official_flags
 from qgesco.models.checkpoint import create_model
 

@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from qgesco.diffusion import (DDIMSampler, DDPMSampler, DPMSolverPPSampler, create_diffusion, make_sampler,
-                              parse_guidance_window, select_steps, subsample)
+from qgesco.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverPPSampler,
+    create_diffusion,
+    make_sampler,
+    parse_guidance_window,
+    select_steps,
+    subsample,
+)
 
 BASE = create_diffusion()
 

@@ -13,7 +13,8 @@ equal to the published code on the reference fixtures. The model is any callable
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch

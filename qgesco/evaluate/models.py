@@ -28,8 +28,8 @@ import torch
 from ..api import load_model
 from ..models.checkpoint import BUNDLED
 from ..models.config import UNetConfig
-from ..models.unet import UNetModel
 from ..models.costs import model_costs
+from ..models.unet import UNetModel
 from ..quant.digest import tensors_sha256
 from ..runtime.costs import bit_scaled_flops
 

@@ -41,12 +41,11 @@ from tqdm.auto import tqdm
 from ..channel import encode, make_channel, transmit
 from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
+from ..distributed import closing_process_group, setup_distributed
 from ..fileio import write_json, write_text
-from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lpips, psnr, segment, ssim
-from ..metrics import weights
+from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lpips, psnr, segment, ssim, weights
 from ..metrics.perceptual import MIN_SIDE as LPIPS_MIN_SIDE
 from ..receiver import regenerate
-from ..distributed import closing_process_group, setup_distributed
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 from . import report
 from .models import EvalModel, load_eval_model
@@ -233,10 +232,10 @@ def _check_metrics(metrics, config, dataset) -> tuple[str, ...]:
     """The metric groups to compute: all that apply by default; asked-for ones that cannot apply are errors."""
     h, w = config.image_hw
     reasons = {
-        "lpips": f"LPIPS needs images of at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} (AlexNet's pools), these are {h}x{w}"
-        if min(h, w) < LPIPS_MIN_SIDE else None,
-        "miou": f"the bundled segmentation network knows CamVid's {len(CAMVID_CLASSES)} classes, the data has other classes"
-        if tuple(dataset.class_names) != tuple(CAMVID_CLASSES) else None,
+        "lpips": f"LPIPS needs images of at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} (AlexNet's pools), "
+        f"these are {h}x{w}" if min(h, w) < LPIPS_MIN_SIDE else None,
+        "miou": f"the bundled segmentation network knows CamVid's {len(CAMVID_CLASSES)} classes, "
+        "the data has other classes" if tuple(dataset.class_names) != tuple(CAMVID_CLASSES) else None,
     }
     if metrics is None:
         return tuple(m for m in METRICS if not reasons.get(m))
@@ -345,7 +344,8 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
     if not cfg.no_instance and not dataset.has_instances:
         raise ValueError(f"the models take an instance-edge plane but {data} has no instance maps")
     if dataset.num_classes != cfg.num_classes:
-        raise ValueError(f"{data} has {dataset.num_classes} classes but the models {cfg.num_classes}; evaluate on the models' dataset")
+        raise ValueError(f"{data} has {dataset.num_classes} classes but the models {cfg.num_classes}; "
+                         "evaluate on the models' dataset")
     count = len(dataset) if settings.images is None else settings.images
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(dataset):
         raise ValueError(f"images={settings.images!r}: {data} has {len(dataset)} scenes; ask for 1..{len(dataset)}")

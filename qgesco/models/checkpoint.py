@@ -9,7 +9,6 @@ explained by comparing the checkpoint's shapes with the flags given.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 

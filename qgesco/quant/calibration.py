@@ -116,7 +116,7 @@ class CalibrationSet:
         save_tensors(path, self._tensors(), {"kind": KIND, "format_version": FORMAT_VERSION, **self.info})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CalibrationSet":
+    def load(cls, path: str | os.PathLike) -> CalibrationSet:
         meta = read_meta(path)
         if meta.get("kind") != KIND:
             raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a calibration set; make one with qgesco calibrate")

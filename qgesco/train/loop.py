@@ -16,8 +16,8 @@ import copy
 import hashlib
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from ..channel import AWGN, encode, transmit
 from ..data import make_loader, open_dataset
-from ..distributed import closing_process_group, setup_distributed
 from ..diffusion import GaussianDiffusion, create_diffusion, make_sampler
+from ..distributed import closing_process_group, setup_distributed
 from ..models import UNetModel
 from ..models.checkpoint import create_model, load_float_model
 from ..models.presets import PRESETS
