@@ -24,7 +24,7 @@ from qgesco.diffusion import create_diffusion
 from qgesco.evaluate import chunks, describe, evaluate, image_path, shard
 from qgesco.evaluate.report import cell
 from qgesco.evaluate.runner import Scenes
-from qgesco.evaluate.settings import EvalSettings
+from qgesco.evaluate.settings import IMAGE_SETTINGS, EvalSettings
 from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.presets import get_preset
 from qgesco.quant import build_calibration_set, quantize, save_quantized
@@ -298,3 +298,14 @@ def test_two_torchrun_ranks_give_the_single_process_result(files, tmp_path):
     assert _result(run)["results"]["fp32"] == _result(reference)["results"]["fp32"] and _result(run)["world_size"] == 2
     for p in (run / "images" / "fp32").rglob("*.png"):
         assert p.read_bytes() == (reference / p.relative_to(run)).read_bytes()
+
+
+def test_eval_settings_are_checked_and_resolved_when_made():
+    s = EvalSettings("synthetic:4", psnrs=(30, 20), guidance_window=(500, 999))
+    assert s.psnrs == [30.0, 20.0] and s.grid_psnr == 20.0 and s.guidance_window == [500, 999]
+    assert list(s.to_dict())[-1] == "image_hw" and set(IMAGE_SETTINGS) <= set(s.to_dict())
+    for bad, message in [({"channel": "wifi"}, "unknown channel"), ({"psnrs": ()}, "at least one channel PSNR"),
+                         ({"batch_size": 0}, "batch_size"), ({"grid_psnr": 5.0}, "grid PSNR 5 dB"),
+                         ({"guidance_window": (0, 2000)}, "guidance_window")]:
+        with pytest.raises(ValueError, match=message):
+            EvalSettings("synthetic:4", **bad)
