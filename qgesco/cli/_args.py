@@ -1,16 +1,26 @@
-"""Argument types shared by several verbs, so each is parsed and explained one way."""
+"""Argument parsing shared by several verbs, so each input is read and explained one way."""
 
 from __future__ import annotations
 
 import argparse
 
 
-def psnr_list(text: str) -> list[float]:
-    """``"100,20,10"`` -> [100.0, 20.0, 10.0] (an argparse ``type``: bad input is one usage line)."""
+def parse_psnrs(text: str, flag: str | None = "--psnr") -> list[float]:
+    """``"100,20,10"`` -> [100.0, 20.0, 10.0]; bad input is a ValueError naming ``flag`` and the fix."""
+    shown = f"{flag} {text!r}" if flag else repr(text)
+    example = f"{flag} 100,20,10" if flag else "100,20,10"
     try:
         levels = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers in dB, e.g. 100,20,10") from None
+        raise ValueError(f"{shown}: give comma-separated numbers in dB, e.g. {example}") from None
     if not levels or any(v != v for v in levels):
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least one number in dB (NaN is not a PSNR), e.g. 100,20,10")
+        raise ValueError(f"{shown}: give at least one number in dB (NaN is not a PSNR), e.g. {example}")
     return levels
+
+
+def psnr_list(text: str) -> list[float]:
+    """:func:`parse_psnrs` as an argparse ``type`` (argparse names the option itself)."""
+    try:
+        return parse_psnrs(text, flag=None)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from qgesco.cli._args import psnr_list
+from qgesco.cli._args import parse_psnrs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "demo model in fp32 and quantized W8; writes OUT/grid.png (rows per PSNR: clean map | received "
                     "map | fp32 image | W8 image), OUT/table.md and OUT/results.json. No dataset or network needed.",
     )
-    p.add_argument("--psnr", type=psnr_list, default=[100.0, 20.0, 10.0], help="channel PSNRs in dB, comma-separated (default 100,20,10)")
+    p.add_argument("--psnr", default="100,20,10", help="channel PSNRs in dB, comma-separated (default 100,20,10)")
     p.add_argument("--channel", default="awgn", help="awgn (default) or rayleigh (block fading, perfect CSI)")
     p.add_argument("--sampler", default=None, help="sampler family or full spec: ddim, dpm++, ddpm, ddim25q, ... "
                                                    "(default: the receiver's, see docs/samplers.md)")
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.receiver import DEFAULT_SAMPLER, receiver_window
 
     started = time.perf_counter()
-    result = run_demo(args.out, args.psnr, args.channel, sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER), args.seed,
+    psnrs = parse_psnrs(args.psnr)
+    result = run_demo(args.out, psnrs, args.channel, sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER), args.seed,
                       guidance_window=receiver_window(args.guidance_window))
     print(result.table())
     print(f"wrote {result.out / 'grid.png'}, table.md and results.json in {time.perf_counter() - started:.0f} s")
