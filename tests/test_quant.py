@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from qgesco.channel import AWGN, encode, transmit
 from qgesco.data import SyntheticScenes
-from qgesco.fileio import load_tensors, read_meta, save_tensors
 from qgesco.diffusion import create_diffusion
+from qgesco.fileio import load_tensors, read_meta, save_tensors
 from qgesco.models.checkpoint import BUNDLED, create_model, load_float_model
 from qgesco.quant import (
     PAPER_PSNRS,
