@@ -69,7 +69,7 @@ from qgesco.diffusion import create_diffusion  # noqa: E402
 from qgesco.fileio import atomic_path, load_tensors, save_tensors  # noqa: E402
 from qgesco.metrics import lpips  # noqa: E402
 from qgesco.metrics.perceptual import MIN_SIDE  # noqa: E402
-from qgesco.models.checkpoint import load_model  # noqa: E402
+from qgesco.models.checkpoint import load_float_model  # noqa: E402
 from qgesco.quant import CalibrationSet, build_calibration_set, load_quantized, quantize, save_quantized  # noqa: E402
 from qgesco.quant.digest import weights_sha256  # noqa: E402
 from qgesco.receiver import regenerate, to_unit  # noqa: E402
@@ -122,7 +122,7 @@ def lpips_mean(images: torch.Tensor, reference: torch.Tensor) -> float | None:
 def run_config(job: dict) -> dict:
     """Quantize one configuration and judge it on the probe (runs in a worker process)."""
     torch.set_num_threads(job["threads"])
-    model, calib, probe = load_model(job["model"]), CalibrationSet.load(job["calib"]), load_tensors(job["probe"])[0]
+    model, calib, probe = load_float_model(job["model"]), CalibrationSet.load(job["calib"]), load_tensors(job["probe"])[0]
     wbits, abits = CONFIGS[job["config"]]
     kept = Path(job["keep_models"], f"{job['config']}-{job['iters']}.safetensors") if job["keep_models"] else None
     if kept is not None and kept.exists():
@@ -279,7 +279,7 @@ def main() -> None:
     knee_sweep = {i for c, i in sweep if c == args.knee_config}
     if act_configs and args.act_iters is None and not (0 in knee_sweep and len(knee_sweep) > 1):
         sys.exit(f"no knee to find: --sweep lacks {args.knee_config} at 0 and at more iterations; pass --act-iters")
-    model = load_model(args.model)
+    model = load_float_model(args.model)
     if args.estimate:
         estimate(model, args, sweep, act_configs)
         return

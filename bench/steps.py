@@ -33,8 +33,8 @@ from qgesco.data import open_dataset  # noqa: E402
 from qgesco.diffusion import create_diffusion, make_sampler, sampler_spec  # noqa: E402
 from qgesco.fileio import load_tensors, save_tensors  # noqa: E402
 from qgesco.metrics import InceptionFeatures, fid, kid, lpips  # noqa: E402
-from qgesco.models.checkpoint import load_model  # noqa: E402
 from qgesco.fileio import tensors_sha256  # noqa: E402
+from qgesco.models.checkpoint import load_float_model  # noqa: E402
 from qgesco.viz import grid, images_to_uint8, save_png  # noqa: E402
 
 MAX_DELTA_LPIPS = 0.01
@@ -183,7 +183,7 @@ def main() -> None:
     in_all = len(args.psnr.split(",")) * args.n_images * (per_image + (w8_per_image if args.quantized else 0))
     print(f"{len(configs)} configurations: {per_image} network evaluations per image per PSNR for fp32"
           + (f", {w8_per_image} for W8" if args.quantized else "") + f"; {in_all} in all", file=sys.stderr)
-    fp32 = load_model(args.model)
+    fp32 = load_float_model(args.model)
     models = {"fp32": fp32}
     if args.quantized:
         from qgesco.quant import load_quantized

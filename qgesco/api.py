@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from .fileio import read_meta
-from .models.checkpoint import BUNDLED, bundled_path, load_official_checkpoint
-from .models.checkpoint import load_model as load_float_model
+from .models.checkpoint import BUNDLED, bundled_path, load_float_model, load_official_checkpoint
 from .models.unet import UNetModel
 from .runtime import load_runtime
 

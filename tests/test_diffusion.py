@@ -9,7 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qgesco.diffusion import GaussianDiffusion, create_diffusion, get_named_beta_schedule, respace, space_timesteps
+from qgesco.diffusion import (
+    DDIMSampler,
+    DDPMSampler,
+    GaussianDiffusion,
+    create_diffusion,
+    get_named_beta_schedule,
+    select_steps,
+    subsample,
+)
 from qgesco.models import from_official_flags
 from qgesco.models.checkpoint import create_model
 
@@ -68,12 +76,12 @@ def test_batched_guidance_equals_two_passes(ref):
 
 def test_ddim25_step_and_loop_with_callback(ref):
     model, io = ref
-    spaced = respace(create_diffusion(), "ddim25")
+    sampler = DDIMSampler(create_diffusion(), 25)
     seen = []
     with torch.no_grad():
-        step = spaced.ddim_sample(model, io["x"], io["ddim25_step_index"], io["y"], guidance=2.0)
-        loop = spaced.ddim_sample_loop(model, io["ddim25_xT"].shape, io["y"], guidance=2.0, noise=io["ddim25_xT"],
-                                       batch_cfg=True, callback=lambda i, t, x: seen.append((i, int(t[0]), x.clone())))
+        step = sampler.diffusion.ddim_sample(model, io["x"], io["ddim25_step_index"], io["y"], guidance=2.0)
+        loop = sampler.sample(model, io["y"], guidance=2.0, noise=io["ddim25_xT"],
+                              batch_cfg=True, callback=lambda i, t, x: seen.append((i, int(t[0]), x.clone())))
     assert rel_err(step["sample"], io["ddim25_step_sample"]) <= 1e-5
     assert rel_err(loop, io["ddim25_loop_sample"]) <= 1e-4
     assert [s[1] for s in seen] == list(range(960, -1, -40)) and [s[0] for s in seen] == list(range(24, -1, -1))
@@ -99,33 +107,23 @@ def test_vb_gradient_does_not_reach_the_eps_channels(ref):
     assert grad[:, :3].abs().max() == 0 and grad[:, 3:].abs().max() > 0
 
 
-def test_respacing_specs():
-    assert space_timesteps(1000, "ddim25") == list(range(0, 1000, 40))
-    assert len(space_timesteps(1000, "250")) == 250
-    assert len(space_timesteps(1000, "10,15,20")) == 45
-    assert space_timesteps(1000, "1000") == list(range(1000))
-    for bad in ("ddim0", "ddimx", "0", "a,b", "2000"):
-        with pytest.raises(ValueError, match="respacing"):
-            space_timesteps(1000, bad)
-
-
 def test_respaced_process_keeps_alphas_cumprod():
     base = create_diffusion()
-    spaced = respace(base, "ddim50")
+    spaced = subsample(base, select_steps(base, 50))
     np.testing.assert_allclose(spaced.alphas_cumprod.numpy(), base.alphas_cumprod.numpy()[spaced.timestep_map.numpy()], rtol=1e-12)
 
 
 def test_ddpm_seeded_runs_are_bit_identical():
     model = create_model("cpu-test", seed=0).eval()
     torch.nn.init.normal_(model.out[2].weight, std=0.1)
-    spaced = respace(create_diffusion(), "10")
+    sampler = DDPMSampler(create_diffusion(), 10)
     y = torch.zeros(2, 12, 16, 16)
     y[:, 3] = 1
     runs = []
     for _ in range(2):
         g = torch.Generator().manual_seed(3)
         with torch.no_grad():
-            runs.append(spaced.ddpm_sample_loop(model, (2, 3, 16, 16), y, guidance=2.0, generator=g))
+            runs.append(sampler.sample(model, y, guidance=2.0, generator=g))
     assert torch.equal(*runs) and runs[0].abs().max() <= 1.5 and not torch.equal(runs[0][0], runs[0][1])
 
 

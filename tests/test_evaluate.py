@@ -5,6 +5,7 @@ score better; bad settings fail with one clear message."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from qgesco.diffusion import create_diffusion
 from qgesco.evaluate import chunks, describe, evaluate, image_path, shard
 from qgesco.evaluate.report import cell
 from qgesco.evaluate.runner import Scenes
+from qgesco.evaluate.settings import IMAGE_SETTINGS, EvalSettings
 from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.presets import get_preset
 from qgesco.quant import build_calibration_set, quantize, save_quantized
@@ -90,12 +92,13 @@ def test_chunks_and_shards_cover_every_image_once(count, batch_size):
 
 def test_inputs_per_image_do_not_depend_on_the_batch():
     dataset = open_dataset("synthetic:6", image_hw=CFG.image_hw)
-    scenes = Scenes(dataset, CFG, {"seed": 0, "channel": "awgn", "noise_table": "exact", "cleanup": "avgmax", "compress": True})
+    scenes = Scenes(dataset, CFG, EvalSettings("synthetic:4", seed=0, channel="awgn", noise_table="exact", cleanup="avgmax",
+                                               compress=True))
     batch, alone = scenes.received([1, 4, 5], 10.0), scenes.received([4], 10.0)
     assert torch.equal(batch[1], alone[0]) and torch.equal(scenes.x_T([5, 4])[1], scenes.x_T([4])[0])
     assert not torch.equal(scenes.received([4], 20.0), alone)  # another PSNR, other channel draws
     assert not torch.equal(scenes.x_T([4]), scenes.x_T([5]))
-    raw = Scenes(dataset, CFG, {**scenes.s, "cleanup": "none"})  # at 100 dB the map arrives intact
+    raw = Scenes(dataset, CFG, dataclasses.replace(scenes.s, cleanup="none"))  # at 100 dB the map arrives intact
     assert torch.equal(raw.received([4], 100.0)[0].argmax(0), dataset[4].label)
 
 
@@ -295,3 +298,14 @@ def test_two_torchrun_ranks_give_the_single_process_result(files, tmp_path):
     assert _result(run)["results"]["fp32"] == _result(reference)["results"]["fp32"] and _result(run)["world_size"] == 2
     for p in (run / "images" / "fp32").rglob("*.png"):
         assert p.read_bytes() == (reference / p.relative_to(run)).read_bytes()
+
+
+def test_eval_settings_are_checked_and_resolved_when_made():
+    s = EvalSettings("synthetic:4", psnrs=(30, 20), guidance_window=(500, 999))
+    assert s.psnrs == [30.0, 20.0] and s.grid_psnr == 20.0 and s.guidance_window == [500, 999]
+    assert list(s.to_dict())[-1] == "image_hw" and set(IMAGE_SETTINGS) <= set(s.to_dict())
+    for bad, message in [({"channel": "wifi"}, "unknown channel"), ({"psnrs": ()}, "at least one channel PSNR"),
+                         ({"batch_size": 0}, "batch_size"), ({"grid_psnr": 5.0}, "grid PSNR 5 dB"),
+                         ({"guidance_window": (0, 2000)}, "guidance_window")]:
+        with pytest.raises(ValueError, match=message):
+            EvalSettings("synthetic:4", **bad)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from qgesco.cli import main
 from qgesco.models import UNetConfig, config_from_official_flags, from_official_flags
-from qgesco.models.checkpoint import load_model, load_official_checkpoint, save_model
+from qgesco.models.checkpoint import load_float_model, load_official_checkpoint, save_model
 from qgesco.models.costs import model_costs
 from qgesco.models.presets import get_preset
 from qgesco.models.unet import UNetModel
@@ -114,13 +114,13 @@ def test_safetensors_roundtrip_keeps_config_and_outputs(tmp_path):
     torch.nn.init.normal_(model.out[2].weight)
     path = tmp_path / "m.safetensors"
     save_model(model, path, steps=7)
-    loaded = load_model(path, channels_last=False)
+    loaded = load_float_model(path, channels_last=False)
     assert loaded.config == model.config and loaded.config != cfg
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([3, 900]), torch.rand(2, 12, 16, 16)
     with torch.no_grad():
         expected = model.eval()(x, t, y)
         assert torch.equal(loaded(x, t, y), expected)
-        fast = load_model(path)   # the default channels_last layout: same function, other kernels
+        fast = load_float_model(path)   # the default channels_last layout: same function, other kernels
         assert fast.out[2].weight.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(fast(x, t, y), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]

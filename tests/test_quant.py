@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 
 from qgesco.channel import AWGN, encode, transmit
 from qgesco.data import SyntheticScenes
-from qgesco.fileio import load_tensors, read_meta, save_tensors
 from qgesco.diffusion import create_diffusion
-from qgesco.models.checkpoint import BUNDLED, create_model, load_model
+from qgesco.fileio import load_tensors, read_meta, save_tensors
+from qgesco.models.checkpoint import BUNDLED, create_model, load_float_model
 from qgesco.quant import (
     PAPER_PSNRS,
     AdaRound,
@@ -417,7 +417,7 @@ def test_w8_tiny_reference_model_stays_within_one_percent_per_layer_and_reloads_
 def test_w8_trained_demo_model_stays_within_one_percent_end_to_end():
     if not BUNDLED["camvid-demo"].is_file():
         pytest.skip("the trained camvid-demo weights are not bundled in this checkout yet")
-    net = load_model("camvid-demo")
+    net = load_float_model("camvid-demo")
     scenes = SyntheticScenes(4, image_hw=net.config.image_hw)
     y = encode(torch.stack([scenes[i].label for i in range(4)]), net.config.num_classes)
     t = torch.tensor([10, 300, 600, 900])

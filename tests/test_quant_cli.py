@@ -8,7 +8,7 @@ import torch
 
 from qgesco.cli import main
 from qgesco.fileio import load_tensors
-from qgesco.models.checkpoint import create_model, load_model, save_model
+from qgesco.models.checkpoint import create_model, load_float_model, save_model
 from qgesco.quant import CalibrationSet, load_quantized
 from qgesco.fileio import tensors_sha256
 
@@ -58,7 +58,7 @@ def test_quantize_writes_a_w4a8_checkpoint_with_provenance(files, calib_file, ca
     assert provenance["iters"] == 2 and provenance["calib"] == str(calib_file) and provenance["seconds"] > 0
     assert provenance["calibration"]["psnr_db"] == [1.0, 100.0] and provenance["calibration"]["timesteps"] == [0, 250, 500, 750]
     assert len(provenance["blocks"]) == 17 and not (files / "q.safetensors.resume").exists()
-    assert provenance["model_sha256"] == tensors_sha256(load_model(files / "model.safetensors").state_dict()) \
+    assert provenance["model_sha256"] == tensors_sha256(load_float_model(files / "model.safetensors").state_dict()) \
         != tensors_sha256(create_model("cpu-test", seed=1).state_dict())
     calib = CalibrationSet.load(calib_file)
     with torch.no_grad():

@@ -17,7 +17,7 @@ from PIL import Image
 from qgesco.channel import AWGN, encode, transmit
 from qgesco.cli import main
 from qgesco.fileio import load_tensors
-from qgesco.models.checkpoint import load_model, save_model
+from qgesco.models.checkpoint import load_float_model, save_model
 from qgesco.train import Trainer, make_config, train
 from qgesco.train.timesteps import LossSecondMomentSampler
 
@@ -69,7 +69,7 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     digests = summary["rank_param_digests"]
     assert len(digests) == 2 and digests[0] == digests[1] and summary["step"] == 2
-    assert load_model(out / "ema.safetensors").config.num_classes == 12
+    assert load_float_model(out / "ema.safetensors").config.num_classes == 12
 
 
 def test_noise_aware_conditioning_and_guidance_dropout(tmp_path):
@@ -109,7 +109,7 @@ def test_sample_grid_is_written(tmp_path):
 
 
 def test_norm_groups_override_regroups_a_model_file_with_its_weights(tmp_path):
-    start = load_model(REPO / "qgesco" / "assets" / "camvid_demo.safetensors")
+    start = load_float_model(REPO / "qgesco" / "assets" / "camvid_demo.safetensors")
     path = tmp_path / "start.safetensors"
     save_model(start, path)
     groups = 16 if start.config.norm_groups != 16 else 8
@@ -159,5 +159,5 @@ def test_sigterm_leaves_a_complete_checkpoint(tmp_path, workers, stop):
     assert proc.returncode == 0, err[-2000:]
     step = int((out / "ckpt" / "latest").read_text().strip().split("_")[1])
     assert 1 <= step < 100000 and "stopped at step" in err + _
-    assert load_model(out / "ema.safetensors").config.num_classes == 12
+    assert load_float_model(out / "ema.safetensors").config.num_classes == 12
     assert not list(out.rglob("*.tmp"))

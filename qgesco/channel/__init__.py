@@ -11,12 +11,14 @@ from .filters import CLEANUPS, cleanup
 from .frontend import send, transmit
 from .noise import (
     AWGN,
+    CHANNELS,
     GESCO_SIGMA,
     GESCO_TRAINING_PSNRS,
     GESCO_TRAINING_SIGMAS,
     NOISE_TABLES,
     Channel,
     Rayleigh,
+    make_channel,
     noise_sigma,
 )
 from .onehot import check_y, class_indices, encode, instance_edges
@@ -24,8 +26,8 @@ from .palette import CAMVID_PALETTE, CITYSCAPES_PALETTE, class_palette, colorize
 from .presence import Compressed, compress, decompress
 
 __all__ = [
-    "AWGN", "Bandwidth", "CAMVID_PALETTE", "CITYSCAPES_PALETTE", "CLEANUPS", "Channel", "Compressed",
+    "AWGN", "Bandwidth", "CAMVID_PALETTE", "CHANNELS", "CITYSCAPES_PALETTE", "CLEANUPS", "Channel", "Compressed",
     "GESCO_SIGMA", "GESCO_TRAINING_PSNRS", "GESCO_TRAINING_SIGMAS", "NOISE_TABLES", "Rayleigh",
     "bandwidth", "check_y", "class_indices", "class_palette", "cleanup", "colorize", "compress",
-    "decompress", "encode", "instance_edges", "jpeg_bits", "noise_sigma", "png_bits", "send", "transmit",
+    "decompress", "encode", "instance_edges", "jpeg_bits", "make_channel", "noise_sigma", "png_bits", "send", "transmit",
 ]

@@ -139,3 +139,16 @@ class Rayleigh(Channel):
 
     def __repr__(self) -> str:
         return f"Rayleigh(psnr_db={self.psnr_db!r}, block={self.block!r}, table={self.table!r})"
+
+
+#: The channels by the names the command line, the demo and evaluation use.
+CHANNELS = {"awgn": AWGN, "rayleigh": Rayleigh}
+
+
+def make_channel(name: str, psnr_db, *, table: str = "exact", block: int | None = None) -> Channel:
+    """The channel ``name`` (``awgn`` or ``rayleigh``) at ``psnr_db``; ``block`` is Rayleigh's fading block."""
+    if name not in CHANNELS:
+        raise ValueError(f"unknown channel {name!r}; use one of {', '.join(CHANNELS)}")
+    if block is not None and name != "rayleigh":
+        raise ValueError("block sets the fading block of the rayleigh channel; it has no meaning for awgn")
+    return Rayleigh(psnr_db, block=block, table=table) if block is not None else CHANNELS[name](psnr_db, table=table)

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _psnr_list(text: str) -> list[float]:
-    try:
-        levels = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers in dB, e.g. 1,15,30,100") from None
-    if not levels:
-        raise argparse.ArgumentTypeError("empty: give at least one PSNR level in dB")
-    return levels
+from qgesco.cli._args import psnr_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="folder holding the dataset (default: the usual search path)")
     p.add_argument("--out", required=True, metavar="calib.safetensors")
     p.add_argument("--maps", type=int, default=64, help="number of maps drawn from the dataset (default 64)")
-    p.add_argument("--psnr", type=_psnr_list, help="comma-separated channel PSNR levels in dB, spread over the maps "
+    p.add_argument("--psnr", type=psnr_list, help="comma-separated channel PSNR levels in dB, spread over the maps "
                    f"(default: the paper's {len(PAPER_PSNRS)} levels over 1..100: {','.join(f'{v:g}' for v in PAPER_PSNRS)})")
     p.add_argument("--timestep-only", action="store_true", help="clean maps (noiseless channel): the paper's Table II ablation")
     p.add_argument("--noise-table", choices=("exact", "gesco"), default="exact", help="PSNR -> sigma rule (see qgesco transmit)")
@@ -51,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from qgesco import validate
     from qgesco.data import open_dataset
-    from qgesco.models.checkpoint import load_model
+    from qgesco.models.checkpoint import load_float_model
     from qgesco.quant import PAPER_PSNRS, build_calibration_set
 
     if args.timestep_only and args.psnr is not None:
@@ -63,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     validate.finite_number("--eta", args.eta, low=0)
     for level in args.psnr or ():
         validate.finite_number("--psnr", level)
-    model = load_model(args.model)
+    model = load_float_model(args.model)
     dataset = open_dataset(args.data, args.data_root, image_hw=model.config.image_hw)
     partial = Path(f"{args.out}.partial")
     calib = build_calibration_set(

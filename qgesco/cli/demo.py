@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from qgesco.cli._args import parse_psnrs
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -27,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qgesco.demo import parse_psnrs, run_demo
+    from qgesco.demo import run_demo
     from qgesco.diffusion import sampler_spec
     from qgesco.receiver import DEFAULT_SAMPLER, receiver_window
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from qgesco.cli.calibrate import _psnr_list
+from qgesco.cli._args import psnr_list
 
 
 def _metric_list(text: str) -> list[str]:
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset spec: camvid:val, cityscapes:val, synthetic:N[:SCHEME]")
     p.add_argument("--data-root", help="folder holding the dataset (default: the usual search path)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (reused to resume)")
-    p.add_argument("--psnr", type=_psnr_list, default=[100.0, 20.0, 10.0], help="channel PSNRs in dB (default 100,20,10)")
+    p.add_argument("--psnr", type=psnr_list, default=[100.0, 20.0, 10.0], help="channel PSNRs in dB (default 100,20,10)")
     p.add_argument("--channel", choices=("awgn", "rayleigh"), default="awgn")
     p.add_argument("--noise-table", choices=("exact", "gesco"), default="exact", help="PSNR -> sigma rule (see qgesco transmit)")
     p.add_argument("--filter", choices=("avgmax", "median", "none"), default="avgmax", help="receiver cleanup (default avgmax)")

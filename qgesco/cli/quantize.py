@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from qgesco.quant.reconstruct import DEFAULT_ITERS
+    from qgesco.quant.settings import DEFAULT_ITERS
 
     p = subparsers.add_parser(
         "quantize",
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from qgesco import validate
-    from qgesco.models.checkpoint import load_model
+    from qgesco.models.checkpoint import load_float_model
     from qgesco.quant import quantize, save_quantized
     from qgesco.quant.quantizers import check_bits
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     validate.output_file("--out", args.out, (".safetensors",))
     if args.calib is not None and not Path(args.calib).is_file():
         raise FileNotFoundError(f"--calib {args.calib}: no such file; make one with qgesco calibrate")
-    model = load_model(args.model).to(_device(args.device))
+    model = load_float_model(args.model).to(_device(args.device))
     resume = Path(f"{args.out}.resume")
     qmodel = quantize(model, args.calib, weight_bits=args.wbits, act_bits=args.abits, iters=args.iters,
                       symmetric=args.symmetric, weight_init=args.weight_init, split=not args.no_split,

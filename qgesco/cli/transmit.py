@@ -92,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
         validate.output_file("--preview", args.preview, (".png",))
     if args.image and not Path(args.image).is_file():
         raise FileNotFoundError(f"--image {args.image}: no such file")
-    link = (ch.AWGN(args.psnr, table=args.noise_table) if args.channel == "awgn"
-            else ch.Rayleigh(args.psnr, block=args.block, table=args.noise_table))
+    link = ch.make_channel(args.channel, args.psnr, table=args.noise_table, block=args.block)
     C = args.num_classes
     ignore = _parse_ignore(args.ignore)
     labels = torch.from_numpy(_read_ids(args.label, "the label map"))[None]

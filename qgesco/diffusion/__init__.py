@@ -1,9 +1,18 @@
 """Diffusion processes and samplers for any ``model(x, t, y)``; never imports the network."""
 
-from .gaussian import GaussianDiffusion, create_diffusion, get_named_beta_schedule
-from .respace import respace, space_timesteps, subsample
-from .samplers import DDIMSampler, DDPMSampler, DPMSolverPPSampler, Sampler, make_sampler, parse_guidance_window, sampler_spec, select_steps
+from .create import create_diffusion
+from .gaussian import GaussianDiffusion, get_named_beta_schedule
+from .samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverPPSampler,
+    Sampler,
+    make_sampler,
+    parse_guidance_window,
+    sampler_spec,
+    select_steps,
+    subsample,
+)
 
 __all__ = ["DDIMSampler", "DDPMSampler", "DPMSolverPPSampler", "GaussianDiffusion", "Sampler", "create_diffusion",
-           "get_named_beta_schedule", "make_sampler", "parse_guidance_window", "respace", "sampler_spec", "select_steps",
-           "space_timesteps", "subsample"]
+           "get_named_beta_schedule", "make_sampler", "parse_guidance_window", "sampler_spec", "select_steps", "subsample"]

@@ -1,7 +1,7 @@
 """Gaussian diffusion in the guided-diffusion vocabulary: schedules, ``q_sample``, the
 posterior, ``p_mean_variance`` with learned-range variance and classifier-free guidance,
-the hybrid training loss, and the DDPM / DDIM sampling loops (thin wrappers over
-:mod:`qgesco.diffusion.samplers`, which holds the loop and the faster samplers).
+the hybrid training loss, and the single DDPM / DDIM steps that the samplers
+(:mod:`qgesco.diffusion.samplers`) loop over.
 
 Written here rather than taken from diffusers because GESCO's checkpoints need the exact
 published numerics (float64 coefficients, learned-range variance interpolation, guidance on
@@ -13,7 +13,8 @@ equal to the published code on the reference fixtures. The model is any callable
 from __future__ import annotations
 
 import math
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -80,7 +81,7 @@ class GaussianDiffusion:
     """Diffusion over ``len(betas)`` steps for an eps-predicting model.
 
     ``timestep_map`` maps this process's step indices to the model's timesteps; it is the
-    identity for the full process and a subset after :func:`qgesco.diffusion.respace`.
+    identity for the full process and a subset in a sampler (:func:`qgesco.diffusion.subsample`).
     ``variance`` is ``"learned_range"`` (6-channel models, the published setting),
     ``"fixed_large"`` or ``"fixed_small"``.
     """
@@ -211,30 +212,6 @@ class GaussianDiffusion:
             mean = mean + nonzero * sigma * noise
         return {"sample": mean, "pred_xstart": out["pred_xstart"]}
 
-    def ddpm_sample_loop(self, model: Denoiser, shape, y: torch.Tensor, guidance: float = 1.0, noise: torch.Tensor | None = None,
-                         clip_denoised: bool = True, generator: torch.Generator | None = None, progress: bool = False,
-                         callback: StepCallback | None = None, batch_cfg: bool = False) -> torch.Tensor:
-        """Ancestral sampling over every step of this (possibly respaced) process."""
-        from .samplers import DDPMSampler
-
-        return DDPMSampler(self, self.num_timesteps, clip_denoised=clip_denoised).sample(
-            model, y, guidance=guidance, noise=self._initial_noise(shape, y, noise, generator), generator=generator,
-            progress=progress, callback=callback, batch_cfg=batch_cfg)
-
-    def ddim_sample_loop(self, model: Denoiser, shape, y: torch.Tensor, guidance: float = 1.0, eta: float = 0.0,
-                         noise: torch.Tensor | None = None, clip_denoised: bool = True, generator: torch.Generator | None = None,
-                         progress: bool = False, callback: StepCallback | None = None, batch_cfg: bool = False) -> torch.Tensor:
-        """DDIM sampling over every step of this (respaced, e.g. ``ddim25``) process."""
-        from .samplers import DDIMSampler
-
-        return DDIMSampler(self, self.num_timesteps, eta=eta, clip_denoised=clip_denoised).sample(
-            model, y, guidance=guidance, noise=self._initial_noise(shape, y, noise, generator), generator=generator,
-            progress=progress, callback=callback, batch_cfg=batch_cfg)
-
-    @staticmethod
-    def _initial_noise(shape, y: torch.Tensor, noise: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
-        return noise if noise is not None else torch.randn(tuple(shape), generator=generator, device=y.device)
-
     # --- training -----------------------------------------------------------------------
     def vb_terms_bpd(self, output: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Per-sample VLB term in bits/dim: KL to the posterior, or the decoder NLL at t=0."""
@@ -262,11 +239,3 @@ class GaussianDiffusion:
             terms["loss"] = terms["mse"]
         return terms
 
-
-def create_diffusion(steps: int = 1000, noise_schedule: str = "linear", learn_sigma: bool = True,
-                     timestep_respacing: str = "") -> GaussianDiffusion:
-    """The published diffusion settings: 1000 linear steps, learned-range variance."""
-    from .respace import respace
-
-    base = GaussianDiffusion(get_named_beta_schedule(noise_schedule, steps), "learned_range" if learn_sigma else "fixed_large")
-    return respace(base, timestep_respacing) if timestep_respacing else base

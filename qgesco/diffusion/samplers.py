@@ -16,7 +16,8 @@ parses the short names the CLI and the receiver use:
 
 Timestep spacing (:func:`select_steps`), over the T = 1000 training steps:
 ``uniform`` visits ``floor(k T / N)`` for k = 0..N-1 (the DDIM paper's; equal to
-guided-diffusion's ``ddimN`` respacing whenever N divides T, e.g. 0, 40, ..., 960 for 25);
+guided-diffusion's ``ddimN`` respacing whenever N divides T, e.g. 0, 40, ..., 960 for 25;
+it is the only timestep selector, for the receiver, calibration and training's sample grids);
 ``quadratic`` visits ``floor((T-1) (k / (N-1))^2)`` (the DDIM paper's quadratic rule, ending
 at T-1 so sampling starts from pure noise); ``logsnr`` takes the timesteps nearest to N
 log-SNR values evenly spaced between t = T-1 and t = 0 (DPM-Solver's choice for pixel-space
@@ -36,22 +37,8 @@ corrects each step with the previous x_0 prediction. The last step goes to sigma
 (lambda = inf), where the second-order correction is undefined; it is first order there,
 i.e. x_0 itself, as DDIM's last step.
 
-Why our own code and not diffusers (0.42.1, evaluated on the reference fixtures):
-``DPMSolverMultistepScheduler`` with our betas, custom timesteps 960..0, ``thresholding``
-with ``sample_max_value=1`` (= clipping), ``final_sigmas_type="zero"`` and
-``variance_type="learned_range"`` reproduces the published DDIM-25 loop to 2.0e-6 at order 1,
-and its 2M agrees with ours to 2.2e-6; ``DDIMScheduler`` (``timestep_spacing="leading"``,
-``set_alpha_to_one``, ``clip_sample``, ``use_clipped_model_output=True``) reproduces the loop
-to 2.1e-6. But ``DDIMScheduler.step`` steps back a fixed ``T // N``, so it cannot run
-quadratic or logSNR spacing; ``DDPMScheduler`` keeps its tables in float32 (4.5e-5 off our
-learned-range step at t = 1, above the fixtures' 1e-5) and draws no noise at the last step,
-so seeded runs differ from ``ddpm_sample_loop``; the DPM scheduler's own spacings differ from
-guided-diffusion's (``leading`` gives 950, 912, ..., 38 for 25 steps), so it needs custom
-timesteps anyway. Using it for DPM-Solver++ alone would add 17 packages (huggingface_hub,
-httpx, hf-xet, requests, ...) to the receiver for ~20 lines of update rule, while guidance
-windows, callbacks and seeding would still be ours. So the update rules are written here over
-the fixture-proven :class:`GaussianDiffusion` (float64 tables); ``tests/test_samplers.py``
-checks the fixed points.
+Written here over the fixture-proven :class:`GaussianDiffusion` (float64 tables) rather than taken
+from diffusers, whose schedulers cannot run these spacings and seed differently (docs/samplers.md).
 """
 
 from __future__ import annotations
@@ -65,7 +52,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .gaussian import Denoiser, GaussianDiffusion, StepCallback
-from .respace import subsample
 
 SPACINGS = ("uniform", "quadratic", "logsnr")
 SPEC_FORMS = ("ddpmN, ddimN or dpm++N (N steps), with a trailing 'q' for quadratic or 'l' for logSNR spacing, "
@@ -88,6 +74,14 @@ def select_steps(diffusion: GaussianDiffusion, steps: int, spacing: str = "unifo
     return _distinct([int(np.abs(log_snr - target).argmin()) for target in targets], length)
 
 
+def subsample(diffusion: GaussianDiffusion, keep: list[int]) -> GaussianDiffusion:
+    """The process over step indices ``keep`` (ascending) of ``diffusion``: betas recomputed from
+    the kept ``alphas_cumprod`` so its posteriors are exact; model timesteps carried over."""
+    alphas_cumprod = diffusion.alphas_cumprod.numpy()[keep]
+    betas = 1 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1])
+    return GaussianDiffusion(betas, diffusion.variance, timestep_map=diffusion.timestep_map[keep].tolist())
+
+
 def _distinct(ascending: list[int], length: int) -> list[int]:
     """Push rounded timesteps at least one apart, within 0..length-1, so no evaluation repeats a timestep."""
     out = list(ascending)
@@ -106,7 +100,7 @@ class Sampler(ABC):
     def __init__(self, diffusion: GaussianDiffusion, steps: int, *, spacing: str = "uniform", clip_denoised: bool = True):
         keep = select_steps(diffusion, steps, spacing)
         # All steps: reuse the process itself, so the guided-diffusion loops stay bit-exact.
-        self.process = diffusion if len(keep) == diffusion.num_timesteps else subsample(diffusion, keep)
+        self.diffusion = diffusion if len(keep) == diffusion.num_timesteps else subsample(diffusion, keep)
         self.spacing = spacing
         self.clip_denoised = clip_denoised
         self.max_model_timestep = int(diffusion.timestep_map.max())
@@ -114,7 +108,7 @@ class Sampler(ABC):
     @property
     def timesteps(self) -> list[int]:
         """The model timesteps visited, in sampling order (noisiest first)."""
-        return self.process.timestep_map.flip(0).tolist()
+        return self.diffusion.timestep_map.flip(0).tolist()
 
     def _window(self, guidance_window: tuple[int, int] | None) -> tuple[int, int]:
         if guidance_window is None:
@@ -146,9 +140,9 @@ class Sampler(ABC):
         x = noise if noise is not None else torch.randn((y.shape[0], 3, *y.shape[2:]), generator=generator, device=y.device)
         if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
             raise ValueError(f"noise/shape {tuple(x.shape)} does not match the map batch and size {tuple(y.shape)}")
-        timestep_map = self.process.timestep_map.to(x.device)
+        timestep_map = self.diffusion.timestep_map.to(x.device)
         state: dict = {}
-        n = self.process.num_timesteps
+        n = self.diffusion.num_timesteps
         for i in tqdm(range(n - 1, -1, -1), desc=f"{type(self).__name__} {n}", disable=not progress, leave=False):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             if callback is not None:
@@ -168,7 +162,7 @@ class DDPMSampler(Sampler):
     """Ancestral sampling with the model's learned-range variance; 1000 steps is the paper's setting."""
 
     def _step(self, model, x, t, y, guidance, generator, batch_cfg, state):
-        return self.process.p_sample(model, x, t, y, guidance, self.clip_denoised, generator, batch_cfg)["sample"]
+        return self.diffusion.p_sample(model, x, t, y, guidance, self.clip_denoised, generator, batch_cfg)["sample"]
 
 
 class DDIMSampler(Sampler):
@@ -183,7 +177,7 @@ class DDIMSampler(Sampler):
         self.eta = eta
 
     def _step(self, model, x, t, y, guidance, generator, batch_cfg, state):
-        return self.process.ddim_sample(model, x, t, y, guidance, self.eta, self.clip_denoised, generator, batch_cfg)["sample"]
+        return self.diffusion.ddim_sample(model, x, t, y, guidance, self.eta, self.clip_denoised, generator, batch_cfg)["sample"]
 
 
 class DPMSolverPPSampler(Sampler):
@@ -195,15 +189,15 @@ class DPMSolverPPSampler(Sampler):
             raise ValueError(f"DPM-Solver++ order must be 1 or 2, got {order!r}")
         super().__init__(diffusion, steps, spacing=spacing, clip_denoised=clip_denoised)
         self.order = order
-        alphas_cumprod = self.process.alphas_cumprod.numpy()
+        alphas_cumprod = self.diffusion.alphas_cumprod.numpy()
         self._alpha = np.sqrt(alphas_cumprod)
         self._sigma = np.sqrt(1.0 - alphas_cumprod)
         self._lambda = np.log(self._alpha) - np.log(self._sigma)
 
     def _step(self, model, x, t, y, guidance, generator, batch_cfg, state):
         i = int(t[0])
-        eps = self.process.model_output(model, x, t, y, guidance, batch_cfg)[:, : x.shape[1]]
-        x0 = self.process.predict_xstart_from_eps(x, t, eps)
+        eps = self.diffusion.model_output(model, x, t, y, guidance, batch_cfg)[:, : x.shape[1]]
+        x0 = self.diffusion.predict_xstart_from_eps(x, t, eps)
         if self.clip_denoised:
             x0 = x0.clamp(-1, 1)
         if i == 0:

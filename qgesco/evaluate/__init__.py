@@ -10,9 +10,23 @@ land on disk (resumable), and LPIPS, FID/KID, mIoU and PSNR/SSIM are computed fr
 ``torchrun`` the images are shared across ranks. See docs/evaluation.md.
 """
 
-from .models import EvalModel, describe, guided_step_flops, load_eval_model, tensor_bytes
+from .models import EvalModel, describe, load_eval_model, tensor_bytes
 from .report import render, table_i, table_ii
-from .runner import CHANNELS, METRICS, chunks, evaluate, image_path, shard, stream_seed
+from .runner import (
+           METRICS,
+           EvalJob,
+           chunks,
+           evaluate,
+           image_path,
+           prepare,
+           regenerate_images,
+           score,
+           shard,
+           stream_seed,
+           write_report,
+)
+from .settings import EvalSettings
 
-__all__ = ["CHANNELS", "METRICS", "EvalModel", "chunks", "describe", "evaluate", "guided_step_flops", "image_path",
-           "load_eval_model", "render", "shard", "stream_seed", "table_i", "table_ii", "tensor_bytes"]
+__all__ = ["METRICS", "EvalJob", "EvalModel", "EvalSettings", "chunks", "describe", "evaluate",
+           "image_path", "load_eval_model", "prepare", "regenerate_images", "render", "score", "shard", "stream_seed",
+           "table_i", "table_ii", "tensor_bytes", "write_report"]

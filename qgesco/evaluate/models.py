@@ -7,9 +7,9 @@ low-bit runtime model can be evaluated like the others. Its Table I entries:
 - **weight bits**: the quantizer's, else the parameters' float width;
 - **size**: bytes of its tensors with quantized weights at their bit width (what the
   checkpoint holds, header aside), in MB of 10^6 bytes as the paper's 2699 MB;
-- **TFLOPs**: one classifier-free-guided step (two forwards, the paper's 13.82 for GESCO) from
-  :func:`qgesco.models.costs.model_costs`; for a quantized model each layer's FLOPs are scaled
-  by (weight bits / 32) x (input bits / 32), the usual bit-operation count in fp32 units (the
+- **TFLOPs**: one classifier-free-guided step (two forwards, the paper's 13.82 for GESCO),
+  :func:`qgesco.runtime.costs.bit_scaled_flops`: for a quantized model each layer's FLOPs are
+  scaled by (weight bits / 32) x (input bits / 32), the bit-operation count in fp32 units (the
   paper does not state its rule).
 """
 
@@ -29,7 +29,9 @@ from ..api import load_model
 from ..models.checkpoint import BUNDLED
 from ..models.config import UNetConfig
 from ..models.costs import model_costs
+from ..models.unet import UNetModel
 from ..fileio import tensors_sha256
+from ..runtime.costs import bit_scaled_flops
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 #: Names the run's folders and grid columns use for other things.
@@ -77,8 +79,9 @@ def load_eval_model(name: str, source: Any, device: str | torch.device = "cpu") 
 
 def describe(model: Any, origin: str) -> dict[str, Any]:
     """Source, precision, size, TFLOPs, calibration kind and weight digest of ``model``."""
-    plan = getattr(model, "quant_plan", None)
-    calib = (getattr(model, "quant_report", None) or {}).get("calibration")
+    is_unet = isinstance(model, UNetModel)  # any other callable counts as a float model
+    plan = model.quant_plan if is_unet else None
+    calib = ((model.quant_report if is_unet else None) or {}).get("calibration")
     state = model.state_dict() if isinstance(model, torch.nn.Module) else None
     first = next(model.parameters(), None) if state is not None else None
     float_bits = torch.finfo(first.dtype).bits if first is not None else 32
@@ -88,10 +91,13 @@ def describe(model: Any, origin: str) -> dict[str, Any]:
         "weight_bits": plan["weight_bits"] if plan else float_bits,
         "act_bits": plan["act_bits"] if plan else None,
         "size_mb": None if state is None else tensor_bytes(state, plan) / 1e6,
-        "tflops": guided_step_flops(model.config, plan) / 1e12,
+        "tflops": bit_scaled_flops(_costs(model.config), plan) / 1e12,
         "calibration": None if not calib else ("timestep" if calib.get("timestep_only") else "noise+timestep"),
         "sha256": None if state is None else tensors_sha256(state),
     }
+
+
+_costs = functools.lru_cache(maxsize=8)(model_costs)
 
 
 def tensor_bytes(state: dict[str, torch.Tensor], plan: dict[str, Any] | None) -> int:
@@ -106,23 +112,3 @@ def tensor_bytes(state: dict[str, torch.Tensor], plan: dict[str, Any] | None) ->
         else:
             total += t.numel() * t.element_size()
     return total
-
-
-_costs = functools.lru_cache(maxsize=8)(model_costs)
-
-
-def guided_step_flops(config: UNetConfig, plan: dict[str, Any] | None = None) -> float:
-    """FLOPs of one guided step; with a quantization ``plan``, bit-scaled per layer (module docstring)."""
-    costs = _costs(config)
-    if plan is None:
-        return float(costs.flops_guided_step)
-    act = plan["act_bits"] or 32
-    total = 0.0
-    for name, flops in costs.flops_by_module.items():
-        entry = plan["layers"].get(name)
-        if entry is not None:
-            flops *= plan["weight_bits"] / 32 * ((act if entry["act"] else 32) / 32)
-        elif name in plan["attention"]:
-            flops *= (act / 32) ** 2
-        total += flops
-    return 2 * total

@@ -38,7 +38,8 @@ def cell(key: str, value: float | None) -> str:
     return COLUMNS[key][1].format(100 * value if key in _PERCENT else value)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
@@ -71,7 +72,7 @@ def table_i(result: dict[str, Any]) -> str:
         rows.append([name, _change(info["weight_bits"], None if own else ref["weight_bits"], "{}"),
                      _change(info["size_mb"], None if own else ref["size_mb"], "{:.2f}"),
                      _change(info["tflops"], None if own else ref["tflops"], "{:.4g}"), *_metric_cells(result, name)])
-    return _table(["Method", "Weight bits", "Size (MB)", "TFLOPs", *_metric_header(result)], rows)
+    return markdown_table(["Method", "Weight bits", "Size (MB)", "TFLOPs", *_metric_header(result)], rows)
 
 
 def table_ii(result: dict[str, Any]) -> str | None:
@@ -81,7 +82,7 @@ def table_ii(result: dict[str, Any]) -> str | None:
         return None
     rows = [[CALIBRATION_LABELS[tag], name, *_metric_cells(result, name)]
             for tag, name in sorted(tagged, key=lambda tn: list(CALIBRATION_LABELS).index(tn[0]))]
-    return _table(["Calibration", "Model", *_metric_header(result)], rows)
+    return markdown_table(["Calibration", "Model", *_metric_header(result)], rows)
 
 
 def comparison(result: dict[str, Any]) -> str | None:
@@ -101,14 +102,14 @@ def comparison(result: dict[str, Any]) -> str | None:
             ratio = f"{mine['fid'] / theirs['fid']:.3f}" if "fid" in mine and theirs["fid"] > 0 else "–"
             miou = f"{(mine['miou'] - theirs['miou']) * 100:+.1f}" if "miou" in mine else "–"
             rows.append([name, p, delta, ratio, miou])
-    return _table(["Model", "PSNR (dB)", f"ΔLPIPS vs {ref}", f"FID / FID({ref})", "ΔmIoU (points)"], rows) if rows else None
+    return markdown_table(["Model", "PSNR (dB)", f"ΔLPIPS vs {ref}", f"FID / FID({ref})", "ΔmIoU (points)"], rows) if rows else None
 
 
 def details(result: dict[str, Any]) -> str:
     keys = [k for k in COLUMNS if any(k in r for by_p in result["results"].values() for r in by_p.values())]
     rows = [[name, p, *[cell(k, result["results"][name][p].get(k)) for k in keys]]
             for name in result["models"] for p in _psnr_columns(result)]
-    return _table(["Model", "PSNR (dB)", *[COLUMNS[k][0] for k in keys]], rows)
+    return markdown_table(["Model", "PSNR (dB)", *[COLUMNS[k][0] for k in keys]], rows)
 
 
 def render(result: dict[str, Any]) -> str:

@@ -23,10 +23,12 @@ Why it is organised this way:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,27 +38,23 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..channel import AWGN, CLEANUPS, NOISE_TABLES, Rayleigh, encode, transmit
+from ..channel import encode, make_channel, transmit
 from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
+from ..distributed import closing_process_group, setup_distributed
 from ..fileio import write_json, write_text
-from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lpips, psnr, segment, ssim
-from ..metrics import weights
+from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lpips, psnr, segment, ssim, weights
 from ..metrics.perceptual import MIN_SIDE as LPIPS_MIN_SIDE
 from ..receiver import regenerate
-from ..train.loop import setup_distributed
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 from .. import validate
 from . import report
 from .models import EvalModel, load_eval_model
+from .settings import IMAGE_SETTINGS, EvalSettings
 
-CHANNELS = {"awgn": AWGN, "rayleigh": Rayleigh}
 #: Metric groups: lpips; fid (FID and KID); miou (mIoU and pixel accuracy of the segmented image
 #: against the sent map); pixel (PSNR and SSIM against the original).
 METRICS = ("lpips", "fid", "miou", "pixel")
-#: Settings that change the regenerated images; a run folder keeps them fixed.
-IMAGE_SETTINGS = ("data", "images", "image_hw", "batch_size", "sampler", "guidance", "guidance_window", "seed", "channel",
-                  "noise_table", "cleanup", "compress")
 #: Identical images have infinite PSNR; they count as this many dB so that means stay finite.
 PSNR_CAP_DB = 100.0
 _PER_IMAGE = ("lpips", "image_psnr", "ssim")
@@ -69,7 +67,8 @@ def stream_seed(seed: int, stream: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, stream, *keys]).generate_state(1, np.uint64)[0])
 
 
-def _psnr_key(psnr_db: float) -> int:
+def psnr_key(psnr_db: float) -> int:
+    """A PSNR level as an integer key of :func:`stream_seed` (its float64 bits: every level its own stream)."""
     return int(np.float64(psnr_db).view(np.uint64))
 
 
@@ -100,7 +99,7 @@ def image_path(out: Path, name: str, index: int, psnr_db: float | None = None) -
 class Scenes:
     """The split's maps as sent and received, and the x_T of each image, all seeded per image."""
 
-    def __init__(self, dataset, config, settings: dict[str, Any]):
+    def __init__(self, dataset, config, settings: EvalSettings):
         self.dataset, self.config, self.s = dataset, config, settings
 
     def labels(self, indices) -> torch.Tensor:
@@ -108,18 +107,18 @@ class Scenes:
 
     def received(self, indices, psnr_db: float) -> torch.Tensor:
         cfg, s = self.config, self.s
-        link = CHANNELS[s["channel"]](psnr_db, table=s["noise_table"])
+        link = make_channel(s.channel, psnr_db, table=s.noise_table)
         maps = []
         for i in indices:
             sample = self.dataset[i]
             y = encode(sample.label[None], cfg.num_classes, None if cfg.no_instance else sample.instance[None])
-            g = torch.Generator().manual_seed(stream_seed(s["seed"], _CHANNEL, i, _psnr_key(psnr_db)))
-            maps.append(transmit(y, link, cfg.num_classes, cleanup=s["cleanup"], compress=s["compress"], generator=g))
+            g = torch.Generator().manual_seed(stream_seed(s.seed, _CHANNEL, i, psnr_key(psnr_db)))
+            maps.append(transmit(y, link, cfg.num_classes, cleanup=s.cleanup, compress=s.compress, generator=g))
         return torch.cat(maps)
 
     def x_T(self, indices) -> torch.Tensor:
         shape = (3, *self.config.image_hw)
-        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(self.s["seed"], _X_T, i)))
+        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(self.s.seed, _X_T, i)))
                             for i in indices])
 
 
@@ -135,18 +134,18 @@ def _regenerate_shard(models: list[EvalModel], scenes: Scenes, out: Path, my_chu
     for chunk in my_chunks:
         _save_images(torch.stack([scenes.dataset[i].image for i in chunk]), [image_path(out, "original", i) for i in chunk])
     todo = [(p, chunk, [m for m in models if not all(image_path(out, m.name, i, p).exists() for i in chunk)])
-            for p in s["psnrs"] for chunk in my_chunks]
+            for p in s.psnrs for chunk in my_chunks]
     todo = [(p, chunk, pending) for p, chunk, pending in todo if pending]
-    samplers = {m.name: make_sampler(create_diffusion(learn_sigma=m.config.learn_sigma), s["sampler"]) for m in models}
+    samplers = {m.name: make_sampler(create_diffusion(learn_sigma=m.config.learn_sigma), s.sampler) for m in models}
     total = sum(len(chunk) * len(pending) for _, chunk, pending in todo)
     with tqdm(total=total, unit="img", desc="regenerating", disable=not progress or not total) as bar:
         for p, chunk, pending in todo:
             y, noise = scenes.received(chunk, p).to(device), scenes.x_T(chunk).to(device)
             for m in pending:
                 bar.set_postfix_str(f"{m.name} @ {psnr_label(p)} dB")
-                g = torch.Generator(device).manual_seed(stream_seed(s["seed"], _STEPS, chunk.start))
-                images = regenerate(m.model, y, sampler=samplers[m.name], guidance=s["guidance"],
-                                    guidance_window=s["guidance_window"], generator=g, noise=noise)
+                g = torch.Generator(device).manual_seed(stream_seed(s.seed, _STEPS, chunk.start))
+                images = regenerate(m.model, y, sampler=samplers[m.name], guidance=s.guidance,
+                                    guidance_window=s.guidance_window, generator=g, noise=noise)
                 _save_images(images, [image_path(out, m.name, i, p) for i in chunk])
                 bar.update(len(chunk))
 
@@ -174,7 +173,7 @@ def _load(paths: list[Path], device: torch.device) -> torch.Tensor:
 def _score_shard(names: list[str], scenes: Scenes, out: Path, indices: list[int], metrics: tuple[str, ...],
                  device: torch.device) -> dict[str, Any]:
     """Per-image values and confusion matrices of this rank's images."""
-    sets = [(n, p) for n in names for p in scenes.s["psnrs"]] if {"lpips", "pixel", "miou"} & set(metrics) else []
+    sets = [(n, p) for n in names for p in scenes.s.psnrs] if {"lpips", "pixel", "miou"} & set(metrics) else []
     if "miou" in metrics:
         sets.append(("original", None))  # the segmentation network's score on real images: the ceiling
     part: dict[str, Any] = {"index": list(indices), "sets": {}}
@@ -246,10 +245,10 @@ def _check_metrics(metrics, config, dataset) -> tuple[str, ...]:
     """The metric groups to compute: all that apply by default; asked-for ones that cannot apply are errors."""
     h, w = config.image_hw
     reasons = {
-        "lpips": f"LPIPS needs images of at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} (AlexNet's pools), these are {h}x{w}"
-        if min(h, w) < LPIPS_MIN_SIDE else None,
-        "miou": f"the bundled segmentation network knows CamVid's {len(CAMVID_CLASSES)} classes, the data has other classes"
-        if tuple(dataset.class_names) != tuple(CAMVID_CLASSES) else None,
+        "lpips": f"LPIPS needs images of at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} (AlexNet's pools), "
+        f"these are {h}x{w}" if min(h, w) < LPIPS_MIN_SIDE else None,
+        "miou": f"the bundled segmentation network knows CamVid's {len(CAMVID_CLASSES)} classes, "
+        "the data has other classes" if tuple(dataset.class_names) != tuple(CAMVID_CLASSES) else None,
     }
     if metrics is None:
         return tuple(m for m in METRICS if not reasons.get(m))
@@ -275,9 +274,10 @@ def _check_models(models: list[EvalModel]) -> None:
                              "edges); evaluate models of one architecture together")
 
 
-def _run_record(out: Path, settings: dict[str, Any], models: list[EvalModel]) -> dict[str, Any]:
+def _run_record(out: Path, settings: EvalSettings, models: list[EvalModel]) -> dict[str, Any]:
     """``run.json`` with these models added, after checking the folder's earlier runs agree."""
-    record = {"settings": {k: settings[k] for k in IMAGE_SETTINGS}, "models": {m.name: m.info["sha256"] for m in models}}
+    values = settings.to_dict()
+    record = {"settings": {k: values[k] for k in IMAGE_SETTINGS}, "models": {m.name: m.info["sha256"] for m in models}}
     record = json.loads(json.dumps(record))
     path = out / "run.json"
     if not path.is_file():
@@ -292,6 +292,24 @@ def _run_record(out: Path, settings: dict[str, Any], models: list[EvalModel]) ->
             raise ValueError(f"{out} holds images of a model {name!r} with other weights; give this model another name, "
                              "or use another --out")
     return {"settings": record["settings"], "models": {**old["models"], **record["models"]}}
+
+
+@dataclass
+class EvalJob:
+    """A checked run: the settings resolved against the loaded models and the opened dataset."""
+
+    settings: EvalSettings
+    models: list[EvalModel]
+    dataset: Any
+    metrics: tuple[str, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    @property
+    def config(self):
+        return self.models[0].config
 
 
 def evaluate(models: Mapping[str, Any], data: str, *, out: str | os.PathLike, data_root: str | os.PathLike | None = None,
@@ -312,52 +330,38 @@ def evaluate(models: Mapping[str, Any], data: str, *, out: str | os.PathLike, da
     regenerates its share; rank 0 returns the metrics, the others None.
     """
     started = time.perf_counter()
-    was_distributed = dist.is_available() and dist.is_initialized()
-    env = setup_distributed(device)
-    try:
-        return _evaluate(models, data, Path(out), env, started, dict(
-            data=data, data_root=None if data_root is None else str(data_root), psnrs=[float(p) for p in psnrs],
-            channel=channel, noise_table=noise_table, cleanup=cleanup, compress=bool(compress), sampler=sampler,
-            guidance=float(guidance), guidance_window=None if guidance_window is None else [int(v) for v in guidance_window],
-            images=images, batch_size=batch_size, seed=seed, reference=reference,
-            grid_psnr=grid_psnr, grid_images=grid_images), metrics, progress)
-    finally:
-        if env.world_size > 1 and not was_distributed:
-            dist.destroy_process_group()
+    out = Path(out)
+    with closing_process_group():
+        env = setup_distributed(device)
+        settings = EvalSettings(
+            data=data, data_root=data_root, psnrs=psnrs, channel=channel, noise_table=noise_table, cleanup=cleanup,
+            compress=compress, sampler=sampler, guidance=guidance, guidance_window=guidance_window, images=images,
+            batch_size=batch_size, seed=seed, reference=reference, grid_psnr=grid_psnr, grid_images=grid_images)
+        job = prepare(models, settings, metrics, env.device)
+        record = _run_record(out, job.settings, job.models)
+        if env.is_main:
+            write_json(out / "run.json", record)
+        regenerate_images(job, out, env, progress and env.is_main)
+        merged = score(job, out, env)
+        return None if merged is None else write_report(job, merged, out, env, started)
 
 
-def _evaluate(sources: Mapping[str, Any], data: str, out: Path, env, started: float, s: dict[str, Any], metrics,
-              progress: bool) -> dict[str, Any] | None:
-    if not s["psnrs"]:
-        raise ValueError("give at least one channel PSNR, e.g. psnrs=(100, 20, 10)")
-    for p in s["psnrs"]:
-        validate.finite_number("psnrs", p)
-    validate.finite_number("guidance", s["guidance"])
-    validate.output_dir("out", out)
-    if s["channel"] not in CHANNELS:
-        raise ValueError(f"unknown channel {s['channel']!r}; choose one of {', '.join(CHANNELS)}")
-    if s["noise_table"] not in NOISE_TABLES or s["cleanup"] not in CLEANUPS:
-        raise ValueError(f"noise table {s['noise_table']!r} / cleanup {s['cleanup']!r}: choose from {NOISE_TABLES} / {CLEANUPS}")
-    for p in s["psnrs"]:
-        CHANNELS[s["channel"]](p, table=s["noise_table"])  # an unknown level of the gesco table fails here, not hours later
-    make_sampler(create_diffusion(), s["sampler"]).num_evaluations(s["guidance"], s["guidance_window"])  # checks the window
-    if not s["guidance"] >= 0:
-        raise ValueError(f"guidance must be >= 0 (1 = conditional only, the paper's 2), got {s['guidance']}")
-    if isinstance(s["batch_size"], bool) or not isinstance(s["batch_size"], int) or s["batch_size"] < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {s['batch_size']!r}")
+def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device: torch.device) -> EvalJob:
+    """Load the models and the data and check them against the settings, before any image is made."""
     if not isinstance(sources, Mapping):
         raise ValueError("models: give a mapping of names to model files, bundled names or loaded models")
-    models = [load_eval_model(name, source, env.device) for name, source in sources.items()]
+    models = [load_eval_model(name, source, device) for name, source in sources.items()]
     _check_models(models)
-    cfg = models[0].config
-    dataset = open_dataset(data, s["data_root"], image_hw=cfg.image_hw)
+    cfg, data = models[0].config, settings.data
+    dataset = open_dataset(data, settings.data_root, image_hw=cfg.image_hw)
     if not cfg.no_instance and not dataset.has_instances:
         raise ValueError(f"the models take an instance-edge plane but {data} has no instance maps")
     if dataset.num_classes != cfg.num_classes:
-        raise ValueError(f"{data} has {dataset.num_classes} classes but the models {cfg.num_classes}; evaluate on the models' dataset")
-    count = len(dataset) if s["images"] is None else s["images"]
+        raise ValueError(f"{data} has {dataset.num_classes} classes but the models {cfg.num_classes}; "
+                         "evaluate on the models' dataset")
+    count = len(dataset) if settings.images is None else settings.images
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(dataset):
-        raise ValueError(f"images={s['images']!r}: {data} has {len(dataset)} scenes; ask for 1..{len(dataset)}")
+        raise ValueError(f"images={settings.images!r}: {data} has {len(dataset)} scenes; ask for 1..{len(dataset)}")
     metrics = _check_metrics(metrics, cfg, dataset)
     if "fid" in metrics and count < 2:
         raise ValueError("FID and KID need at least 2 images; raise the number of images or leave out 'fid'")
@@ -365,36 +369,40 @@ def _evaluate(sources: Mapping[str, Any], data: str, out: Path, env, started: fl
         if m in metrics:
             weights.verified_path(name)  # missing weights fail now, with what to do, not after regenerating
     names = [m.name for m in models]
-    reference = s["reference"] or next((m.name for m in models if m.info["kind"] == "fp"), names[0])
+    reference = settings.reference or next((m.name for m in models if m.info["kind"] == "fp"), names[0])
     if reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the models {names}")
-    grid_psnr = s["grid_psnr"] if s["grid_psnr"] is not None else (10.0 if 10.0 in s["psnrs"] else min(s["psnrs"]))
-    if isinstance(s["grid_images"], bool) or not isinstance(s["grid_images"], int) or s["grid_images"] < 1:
-        raise ValueError(f"grid_images must be a positive number of rows, got {s['grid_images']!r}")
-    if grid_psnr not in s["psnrs"]:
-        raise ValueError(f"grid PSNR {grid_psnr:g} dB is not among the evaluated PSNRs {s['psnrs']}")
-    s = {**s, "images": count, "image_hw": list(cfg.image_hw), "reference": reference, "grid_psnr": grid_psnr}
-    record = _run_record(out, s, models)
-    if env.is_main:
-        write_json(out / "run.json", record)
+    settings = dataclasses.replace(settings, images=count, image_hw=list(cfg.image_hw), reference=reference)
+    return EvalJob(settings, models, dataset, metrics)
 
-    my_chunks = shard(count, s["batch_size"], env.rank, env.world_size)
-    scenes = Scenes(dataset, cfg, s)
-    _regenerate_shard(models, scenes, out, my_chunks, env.device, progress and env.is_main)
-    part = _score_shard(names, scenes, out, [i for c in my_chunks for i in c], metrics, env.device)
+
+def regenerate_images(job: EvalJob, out: Path, env, progress: bool) -> None:
+    """This rank's share of the images (and the originals), skipping those already on disk."""
+    my_chunks = shard(job.settings.images, job.settings.batch_size, env.rank, env.world_size)
+    _regenerate_shard(job.models, Scenes(job.dataset, job.config, job.settings), out, my_chunks, env.device, progress)
+
+
+def score(job: EvalJob, out: Path, env) -> dict | None:
+    """Per-image scores and confusion matrices of every rank's images, merged on rank 0 (None elsewhere)."""
+    my_chunks = shard(job.settings.images, job.settings.batch_size, env.rank, env.world_size)
+    scenes = Scenes(job.dataset, job.config, job.settings)
+    part = _score_shard(job.names, scenes, out, [i for c in my_chunks for i in c], job.metrics, env.device)
     parts = [part]
     if env.world_size > 1:
         parts = [None] * env.world_size
         dist.all_gather_object(parts, part)
-    if not env.is_main:
-        return None
+    return _merge(parts) if env.is_main else None
 
-    results, per_image, original = _summarise(_merge(parts), names, s["psnrs"], metrics, count, out, env.device)
+
+def write_report(job: EvalJob, merged: dict, out: Path, env, started: float) -> dict[str, Any]:
+    """metrics.json, table.md, the metrics-vs-PSNR plot and the sample grid; returns the metrics."""
+    s, cfg, names, count = job.settings, job.config, job.names, job.settings.images
+    results, per_image, original = _summarise(merged, names, s.psnrs, job.metrics, count, out, env.device)
     result = {
-        "settings": s,
-        "metrics": list(metrics),
-        "models": {m.name: m.info for m in models},
-        "images": {"count": count, "names": [dataset[i].name for i in range(count)]},
+        "settings": s.to_dict(),
+        "metrics": list(job.metrics),
+        "models": {m.name: m.info for m in job.models},
+        "images": {"count": count, "names": [job.dataset[i].name for i in range(count)]},
         "original": original,
         "results": results,
         "per_image": per_image,
@@ -405,11 +413,11 @@ def _evaluate(sources: Mapping[str, Any], data: str, out: Path, env, started: fl
     write_text(out / "table.md", report.render(result))
     report.plot_metrics(result, out / "metrics_vs_psnr.png")
     # rows spread over the split: its neighbouring images are frames of one video
-    rows = np.linspace(0, count - 1, min(s["grid_images"], count)).round().astype(int).tolist()
+    rows = np.linspace(0, count - 1, min(s.grid_images, count)).round().astype(int).tolist()
+    scenes = Scenes(job.dataset, cfg, s)
     columns = {"map": labels_to_uint8(scenes.labels(rows), cfg.num_classes),
-               "received": maps_to_uint8(scenes.received(rows, grid_psnr), cfg.num_classes)}
-    for name, p in [(n, grid_psnr) for n in names] + [("original", None)]:
+               "received": maps_to_uint8(scenes.received(rows, s.grid_psnr), cfg.num_classes)}
+    for name, p in [(n, s.grid_psnr) for n in names] + [("original", None)]:
         columns[name] = np.stack([_read_png(image_path(out, name, i, p)) for i in rows])
-    save_png(grid(columns, scale=3), out / f"grid_psnr{psnr_label(grid_psnr)}.png")
+    save_png(grid(columns, scale=3), out / f"grid_psnr{psnr_label(s.grid_psnr)}.png")
     return result
-

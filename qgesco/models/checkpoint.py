@@ -1,7 +1,7 @@
 """Model checkpoints: the published GESCO ``.pt`` files and our own safetensors files.
 
 Ours hold the weights plus the :class:`UNetConfig` (and any provenance) as JSON metadata,
-so ``load_model(path)`` needs no flags. Loading the published file goes through
+so ``load_float_model(path)`` needs no flags. Loading the published file goes through
 ``torch.load(weights_only=True)`` (no pickled code runs) and ``strict=True``; a mismatch is
 explained by comparing the checkpoint's shapes with the flags given.
 """
@@ -9,7 +9,6 @@ explained by comparing the checkpoint's shapes with the flags given.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +136,7 @@ def load_model_meta(path_or_name: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+def load_float_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                channels_last: bool = True) -> UNetModel:
     """Load one of our safetensors models (a path, or the name of a bundled model), in eval mode.
 

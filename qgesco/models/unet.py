@@ -10,6 +10,7 @@ package ships this network.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -243,6 +244,11 @@ class EmbedSequential(nn.Sequential):
 class UNetModel(nn.Module):
     """``model(x, t, y)``: noise (and variance) prediction for images ``x`` at integer
     timesteps ``t`` given the semantic map ``y`` (one-hot classes + instance edges)."""
+
+    #: A quantized model's plan (layers, bits) and report (settings, calibration, block errors), set by
+    #: ``qgesco.quant.quantize`` and ``load_quantized``; None on a float model.
+    quant_plan: dict[str, Any] | None = None
+    quant_report: dict[str, Any] | None = None
 
     def __init__(self, config: UNetConfig):
         super().__init__()

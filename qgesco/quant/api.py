@@ -8,8 +8,9 @@ import copy
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 
@@ -17,8 +18,8 @@ from .. import validate
 from ..models.unet import UNetModel
 from .calibration import CalibrationSet
 from .digest import fingerprint, weights_sha256
-from .quantizers import check_bits
-from .reconstruct import DEFAULT_ITERS, ReconstructionSettings, ResumeStore, reconstruct, settings_dict
+from .reconstruct import ResumeStore, reconstruct
+from .settings import DEFAULT_ITERS, QuantConfig, ReconstructionSettings
 from .swap import act_quantizers, apply_plan, make_plan, quant_layers
 
 
@@ -76,32 +77,26 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
     """
     if not isinstance(model, UNetModel):
         raise ValueError(f"quantize takes a qgesco UNetModel, got {type(model).__name__}")
-    if getattr(model, "quant_plan", None) is not None or any(True for _ in quant_layers(model)):
+    if model.quant_plan is not None or any(True for _ in quant_layers(model)):
         raise ValueError("the model is already quantized; quantize the full-precision model it was made from")
     validate.finite_weights("the model", model)
     if calib is not None and not isinstance(calib, (CalibrationSet, str, os.PathLike)):
         raise ValueError(f"calib must be a CalibrationSet (qgesco.build_calibration_set) or the path of one, "
                          f"got {type(calib).__name__}")
-    check_bits("weight_bits", weight_bits)
-    if act_bits is not None:
-        check_bits("act_bits", act_bits)
+    config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric, split=split, keep_fp=tuple(keep_fp),
+                         quantize_attention=quantize_attention, weight_init=weight_init, lp_norm=lp_norm)
     settings = ReconstructionSettings(iters=iters, batch_size=batch_size, lr=lr, act_lr=act_lr, learn_act_scale=learn_act_scale,
                                       reg_weight=reg_weight, beta=tuple(beta), warmup=warmup, cache_mb=cache_mb, seed=seed)
-    if weight_init not in ("lp", "minmax"):
-        raise ValueError(f"weight_init={weight_init!r}: use 'lp' (clipping search) or 'minmax'")
-    if not lp_norm > 0:
-        raise ValueError(f"lp_norm must be > 0, got {lp_norm}")
-    calib = _calibration(calib, model, act_bits, iters)
+    config.check_init()
+    calib = _calibration(calib, model, config.act_bits, settings.iters)
     started = time.perf_counter()
     fp_model = model if model.dtype == torch.float32 else copy.deepcopy(model).float()
     model_sha256 = weights_sha256(fp_model)
     with _eval_mode(fp_model):
-        plan = make_plan(fp_model, weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric, split=split,
-                         keep_fp=keep_fp, quantize_attention=quantize_attention)
+        plan = make_plan(fp_model, **config.plan_options())
         qmodel = copy.deepcopy(fp_model).eval().requires_grad_(False)
-        apply_plan(qmodel, plan, fit=True, method=weight_init, p=lp_norm, progress=progress)
-        options = {"weight_init": weight_init, "lp_norm": lp_norm, "split": split, "keep_fp": list(keep_fp),
-                   "quantize_attention": quantize_attention, **settings_dict(settings)}
+        apply_plan(qmodel, plan, fit=True, method=config.weight_init, p=config.lp_norm, progress=progress)
+        options = {**config.report_options(), **settings.to_dict()}
         blocks = []
         if calib is not None:
             store = None

@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..channel import AWGN, encode, transmit
-from ..diffusion import create_diffusion, respace
 from .. import validate
+from ..diffusion import DDIMSampler, create_diffusion
 from ..fileio import load_tensors, read_meta, save_tensors, tensors_sha256
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
@@ -119,7 +119,7 @@ class CalibrationSet:
         save_tensors(path, self._tensors(), {"kind": KIND, "format_version": FORMAT_VERSION, **self.info})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CalibrationSet":
+    def load(cls, path: str | os.PathLike) -> CalibrationSet:
         meta = read_meta(path)
         if meta.get("kind") != KIND:
             raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a calibration set; make one with qgesco calibrate")
@@ -208,7 +208,7 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
     clean, names = _clean_maps(model, maps, num_maps, g)
     phase = (torch.arange(num_maps) % every)[torch.randperm(num_maps, generator=g)]
     psnr = None if timestep_only else torch.tensor([float(psnrs[j * len(psnrs) // num_maps]) for j in range(num_maps)], dtype=torch.float64)
-    diffusion = respace(create_diffusion(learn_sigma=cfg.learn_sigma), f"ddim{steps}")
+    sampler = DDIMSampler(create_diffusion(learn_sigma=cfg.learn_sigma), steps, eta=eta)
     settings = {"num_maps": num_maps, "psnrs": None if timestep_only else [float(p) for p in psnrs], "timestep_only": timestep_only,
                 "steps": steps, "every": every, "guidance": guidance, "eta": eta, "noise_table": noise_table,
                 "cleanup": cleanup, "compress": compress, "batch_size": batch_size, "seed": seed}
@@ -235,8 +235,7 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
                     recorded.append((x[keep].cpu(), t[keep].cpu(), rows[keep]))
                 bar.update(1)
 
-            diffusion.ddim_sample_loop(model, noise.shape, y, guidance=guidance, eta=eta, noise=noise, generator=gb,
-                                       callback=record, batch_cfg=True)
+            sampler.sample(model, y, guidance=guidance, noise=noise, generator=gb, callback=record, batch_cfg=True)
             parts["x"].append(torch.cat([r[0] for r in recorded]))
             parts["t"].append(torch.cat([r[1] for r in recorded]))
             parts["map_index"].append(torch.cat([r[2] for r in recorded]))

@@ -47,7 +47,7 @@ def unpack_int4(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any) -> None:
     """Write a model made by :func:`~qgesco.quant.quantize` (plus ``provenance``) to ``path``, atomically."""
-    plan = getattr(qmodel, "quant_plan", None)
+    plan = qmodel.quant_plan
     if plan is None:
         raise ValueError("not a quantized model: make one with qgesco.quant.quantize() or load_quantized()")
     unfinished = [name for name, layer in quant_layers(qmodel) if layer.float_weight is not None or layer.rounding is not None]
@@ -67,7 +67,7 @@ def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any
         "split_layers": {name: entry["split"] for name, entry in layers.items() if entry["split"] is not None},
         "act_quantizers": [name for name, _ in act_quantizers(qmodel)],
         "activation": None if plan["act_bits"] is None else {"bits": plan["act_bits"], "granularity": "per-tensor", "symmetric": False},
-        "provenance": {**getattr(qmodel, "quant_report", {}), **provenance},
+        "provenance": {**(qmodel.quant_report or {}), **provenance},
     }
     save_tensors(path, tensors, meta)
 
@@ -128,7 +128,7 @@ def read_quantized(path: str | os.PathLike) -> tuple[UNetModel, dict[str, torch.
     meta = read_meta(path)
     if meta.get("kind") != KIND:
         raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a quantized model; "
-                         "full-precision models load with qgesco.models.checkpoint.load_model")
+                         "full-precision models load with qgesco.models.checkpoint.load_float_model")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: quantized-checkpoint format {meta.get('format_version')!r}; this qgesco reads {FORMAT_VERSION}")
     model, plan = _skeleton(meta, path)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -35,40 +35,8 @@ from ..models.unet import UNetModel
 from .calibration import CalibrationSet
 from .layers import QuantLayer
 from .quantizers import MIN_SCALE, ActQuantizer
+from .settings import ReconstructionSettings
 from .swap import act_quantizers, quant_layers
-
-
-#: AdaRound iterations per block unless asked otherwise, 1/20 of the paper's: bench/quant_iters.py on the demo
-#: model puts W8 at fp32 quality by 250; W4 needs 5000 (its knee; docs/quantization.md).
-DEFAULT_ITERS = 1000
-
-
-@dataclass(frozen=True)
-class ReconstructionSettings:
-    """AdaRound / LSQ knobs; defaults follow BRECQ except the CPU-sized batch."""
-
-    iters: int = DEFAULT_ITERS
-    batch_size: int = 8
-    lr: float = 1e-3
-    act_lr: float = 4e-5
-    learn_act_scale: bool = True
-    reg_weight: float = 0.01
-    beta: tuple[float, float] = (20.0, 2.0)
-    warmup: float = 0.2
-    cache_mb: float = 1024.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("iters", "batch_size", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "batch_size" else 0):
-                raise ValueError(f"{name} must be an integer >= {1 if name == 'batch_size' else 0}, got {value!r}")
-        if not (self.lr > 0 and self.act_lr > 0 and self.reg_weight >= 0 and self.cache_mb > 0):
-            raise ValueError("lr, act_lr and cache_mb must be > 0 and reg_weight >= 0")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is the fraction of iterations without the rounding regulariser, in [0, 1); got {self.warmup}")
-        if not self.beta[0] >= self.beta[1] > 0:
-            raise ValueError(f"beta=(start, end) is annealed downwards: need start >= end > 0, got {self.beta}")
 
 
 def block_units(model: UNetModel) -> list[tuple[str, nn.Module]]:
@@ -304,7 +272,3 @@ def reconstruct(qmodel: UNetModel, fp_model: UNetModel, calib: CalibrationSet, p
         reports.append(report)
         bar.set_postfix(block=name, error=f"{report['error']:.3g}")
     return reports
-
-
-def settings_dict(settings: ReconstructionSettings) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}

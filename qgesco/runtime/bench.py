@@ -113,12 +113,12 @@ def randomize_zero_init(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
 
 def float_model(source: str, seed: int):
     """A model file or bundled name, else a preset with seeded random weights (none of them zero)."""
-    from ..models.checkpoint import create_model, load_model
+    from ..models.checkpoint import create_model, load_float_model
     from ..models.presets import PRESETS
 
     if source in PRESETS and not Path(source).is_file():
         return randomize_zero_init(create_model(source, seed=seed), seed).eval()
-    return load_model(source)
+    return load_float_model(source)
 
 
 def write_checkpoints(model, modes: tuple[Mode, ...], folder: Path, calib_maps: int, calib_steps: int) -> dict[str, Path]:
@@ -158,11 +158,11 @@ class OnnxModel:
 
 
 def load_mode(mode: Mode, path: Path, threads: int):
-    from ..models.checkpoint import load_model
+    from ..models.checkpoint import load_float_model
     from .load import load_runtime
 
     if mode.backend == "fp32":
-        return load_model(path)
+        return load_float_model(path)
     if mode.backend == "onnxruntime":
         return OnnxModel(path, threads)
     return load_runtime(path, backend=mode.backend)
@@ -184,7 +184,7 @@ def measure_step(model, cfg, reps: int, warmup: int) -> dict:
     """Milliseconds per guided DDIM step (guidance 2, both passes as one batch-2 forward)."""
     from ..diffusion import create_diffusion, make_sampler
 
-    process = make_sampler(create_diffusion(), "ddim25").process
+    process = make_sampler(create_diffusion(), "ddim25").diffusion
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 3, *cfg.image_hw, generator=g)
     y = random_maps(cfg, 1, seed=2)
@@ -260,7 +260,7 @@ def agreement(files: dict[str, Path], cfg, threads: int) -> list[dict]:
     """Relative L2 output differences on one batch (4 maps, timesteps spread, conditional): each
     runtime against the fake-quant model of its file, and the fake-quant model against fp32 and
     against itself on another memory layout / one sample at a time (its own float-rounding spread)."""
-    from ..models.checkpoint import load_model
+    from ..models.checkpoint import load_float_model
     from ..quant import load_quantized
     from .load import load_runtime
 
@@ -271,7 +271,7 @@ def agreement(files: dict[str, Path], cfg, threads: int) -> list[dict]:
     x, t, y = torch.randn(4, 3, *cfg.image_hw, generator=g), torch.tensor([50, 300, 600, 900]), random_maps(cfg, 4, seed=6)
     rows = []
     with torch.no_grad():
-        fp = load_model(files["fp32"])(x, t, y)
+        fp = load_float_model(files["fp32"])(x, t, y)
         for mode in MODES[1:] + ONNX_MODES[1:]:
             if mode.name not in files:
                 continue

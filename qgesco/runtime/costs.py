@@ -58,3 +58,9 @@ def bit_ops(costs: ModelCosts, plan: dict | None = None) -> int:
         else:
             total += macs * FP_BITS * FP_BITS
     return total
+
+
+def bit_scaled_flops(costs: ModelCosts, plan: dict | None = None) -> float:
+    """FLOPs of one guided step (two forwards), each multiply-add scaled by its bits / (32 x 32):
+    :func:`bit_ops` in FLOP units, as evaluation tables report it."""
+    return 2 * 2 * bit_ops(costs, plan) / FP_BITS**2

@@ -96,13 +96,13 @@ def to_qdq(model: UNetModel) -> UNetModel:
 
 def load_for_export(source: str | os.PathLike) -> UNetModel:
     """The model in a file (or bundled name) ready to export: fp32 as is, quantized in Q/DQ form."""
-    from ..models.checkpoint import load_model, load_model_meta
+    from ..models.checkpoint import load_float_model, load_model_meta
     from ..quant.checkpoint import KIND, load_quantized
 
     if Path(source).is_file() and read_meta(source).get("kind") == KIND:
         return to_qdq(load_quantized(source))
     load_model_meta(source)  # one clear message for files that are neither
-    return load_model(source)
+    return load_float_model(source)
 
 
 def export_onnx(model: UNetModel, path: str | os.PathLike, opset: int = 21) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..evaluate.report import _table, cell
+from ..evaluate.report import cell, markdown_table
 from ..fileio import atomic_path
 
 _KEYS = ("lpips", "miou", "fid", "kid")
@@ -29,13 +29,13 @@ def render(result: dict[str, Any]) -> str:
                     content += " q" + "/".join(map(str, r["jpeg_quality"]))
                 rows.append([name, snr, f"{r['cpp_used']:.3f}", f"{100 * r['failure_rate']:.0f}", content,
                              *[cell(k, r[k]) for k in _KEYS]])
-        parts.append(f"\n## Budget {budget} real channel uses per pixel\n\n" + _table(header, rows))
+        parts.append(f"\n## Budget {budget} real channel uses per pixel\n\n" + markdown_table(header, rows))
     o = result["original"]
     parts.append(f"\nOriginal photos: mIoU {cell('miou', o['miou'])} % (the segmentation network's ceiling).\n")
     rows = [[f, f"{c['analog_cpp']:.3f}", f"{c['map_bits_per_pixel']:.3f}",
              f"{c['digital_cpp']:.3f}" if "digital_cpp" in c else "–", *[cell(k, c[k]) for k in _KEYS]]
             for f, c in result["map_cost"].items()]
-    parts.append("\n## What a cheaper map costs (exact map at 1/f resolution, regenerated)\n\n" + _table(
+    parts.append("\n## What a cheaper map costs (exact map at 1/f resolution, regenerated)\n\n" + markdown_table(
         ["map downsampling f", "analog cpp", "deflated map bit/pixel", f"digital cpp ({s['mcs']})", *metrics],
         rows))
     return "".join(parts)

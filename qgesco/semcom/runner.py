@@ -31,7 +31,7 @@ from ..channel import CLEANUPS
 from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
 from ..evaluate.models import load_eval_model
-from ..evaluate.runner import _psnr_key, psnr_label, stream_seed
+from ..evaluate.runner import psnr_key, psnr_label, stream_seed
 from .. import validate
 from ..fileio import write_json, write_text
 from ..metrics import ConfusionMatrix, InceptionFeatures, fid, kid, load_image, lpips, segment, weights
@@ -176,7 +176,7 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
                         plan = scheme.plan(x.label, photo, budget, p)
                         memo = (name, plan.payload, plan.factor, p, i)
                         if memo not in decoded_cache:
-                            g = torch.Generator().manual_seed(stream_seed(s["seed"], _CHANNEL, i, _psnr_key(p)))
+                            g = torch.Generator().manual_seed(stream_seed(s["seed"], _CHANNEL, i, psnr_key(p)))
                             decoded_cache[memo] = (scheme.receive(plan, x.label, p, g), dict(plan.detail))
                         outcome, detail = decoded_cache[memo]
                         if outcome.failed:

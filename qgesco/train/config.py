@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..channel import GESCO_TRAINING_PSNRS
+from ..diffusion import create_diffusion, make_sampler
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
     sample_every: int = 2000
     sample_data: str | None = None
     sample_batch: int = 4
+    #: The sample grid's sampler spec (``ddim25``, ``dpm++20``; see qgesco.diffusion.make_sampler).
     sample_respacing: str = "ddim25"
     sample_guidance: float = 2.0
 
@@ -210,3 +212,7 @@ def check_values(cfg: TrainConfig) -> None:
         raise ValueError("noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)")
     if cfg.image_hw is not None and min(cfg.image_hw) <= 0:
         raise ValueError(f"config field image_hw: must be positive, got {cfg.image_hw}")
+    try:
+        make_sampler(create_diffusion(cfg.diffusion_steps, cfg.noise_schedule), cfg.sample_respacing)
+    except ValueError as e:
+        raise ValueError(f"config field sample_respacing: {e}") from None

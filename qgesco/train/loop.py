@@ -13,12 +13,10 @@ step and the timestep sampler's history to continue bit-identically.
 from __future__ import annotations
 
 import copy
-import os
 import signal
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,10 +25,11 @@ from tqdm.auto import tqdm
 
 from ..channel import AWGN, encode, transmit
 from ..data import make_loader, open_dataset
+from ..diffusion import GaussianDiffusion, create_diffusion, make_sampler
+from ..distributed import closing_process_group, setup_distributed
 from ..fileio import tensors_sha256
-from ..diffusion import GaussianDiffusion, create_diffusion, respace
 from ..models import UNetModel
-from ..models.checkpoint import create_model, load_model
+from ..models.checkpoint import create_model, load_float_model
 from ..models.presets import PRESETS
 from .checkpoints import CheckpointDir
 from .config import TrainConfig, check_values
@@ -44,32 +43,6 @@ RESUMABLE_CHANGES = {"out", "steps", "log_every", "save_every", "keep_checkpoint
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-
-
-@dataclass(frozen=True)
-class DistEnv:
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> DistEnv:
-    """Single process, or one rank of a ``torchrun`` job (gloo on CPU, nccl on GPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if world == 1:
-        return DistEnv(0, 1, torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    dev = torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    return DistEnv(dist.get_rank(), dist.get_world_size(), dev)
 
 
 class Diverged(RuntimeError):
@@ -135,7 +108,7 @@ class Trainer:
         if cfg.model in PRESETS and not Path(cfg.model).is_file():
             model = create_model(cfg.model, seed=cfg.seed)
         else:
-            model = load_model(cfg.model).train()
+            model = load_float_model(cfg.model).train()
         wanted = {"image_hw": tuple(cfg.image_hw) if cfg.image_hw is not None else None, "norm_groups": cfg.norm_groups}
         changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(model.config, k)}
         if changes:  # neither changes a parameter's shape: the weights carry over
@@ -280,9 +253,8 @@ class Trainer:
         c = self.model.config
         g = torch.Generator(device=self.env.device).manual_seed(cfg.seed)
         y = transmit(self.encode_batch(batch), AWGN(100, table="gesco"), c.num_classes, cleanup=cfg.cleanup, generator=g)
-        x = respace(self.diffusion, cfg.sample_respacing).ddim_sample_loop(
-            self.ema, batch.image.shape, y, guidance=cfg.sample_guidance,
-            noise=torch.randn(batch.image.shape, generator=g, device=self.env.device))
+        x = make_sampler(self.diffusion, cfg.sample_respacing).sample(
+            self.ema, y, guidance=cfg.sample_guidance, noise=torch.randn(batch.image.shape, generator=g, device=self.env.device))
         save_sample_grid(Path(cfg.out) / "samples" / f"step_{self.step:07d}.png", y, batch.image, x, c.num_classes)
 
     def run(self) -> dict:
@@ -354,11 +326,6 @@ def _main_thread() -> bool:
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Train (or continue training) as configured; returns a summary of the run.
 
-    Under ``torchrun`` the process group this call opened is closed before returning, as in
-    ``evaluate``: left to interpreter exit, gloo's teardown can abort a rank whose peer has gone."""
-    was_distributed = dist.is_available() and dist.is_initialized()
-    try:
+    Under ``torchrun`` the process group this call opened is closed before returning."""
+    with closing_process_group():
         return Trainer(cfg, resume=resume).run()
-    finally:
-        if dist.is_available() and dist.is_initialized() and not was_distributed:
-            dist.destroy_process_group()

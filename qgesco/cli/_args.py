@@ -1,0 +1,26 @@
+"""Argument parsing shared by several verbs, so each input is read and explained one way."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_psnrs(text: str, flag: str | None = "--psnr") -> list[float]:
+    """``"100,20,10"`` -> [100.0, 20.0, 10.0]; bad input is a ValueError naming ``flag`` and the fix."""
+    shown = f"{flag} {text!r}" if flag else repr(text)
+    example = f"{flag} 100,20,10" if flag else "100,20,10"
+    try:
+        levels = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{shown}: give comma-separated numbers in dB, e.g. {example}") from None
+    if not levels or any(v != v for v in levels):
+        raise ValueError(f"{shown}: give at least one number in dB (NaN is not a PSNR), e.g. {example}")
+    return levels
+
+
+def psnr_list(text: str) -> list[float]:
+    """:func:`parse_psnrs` as an argparse ``type`` (argparse names the option itself)."""
+    try:
+        return parse_psnrs(text, flag=None)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
