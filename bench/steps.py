@@ -203,6 +203,7 @@ def main() -> None:
 
     rows, shown = [], {}  # shown: the first PSNR's images, for the sample grid
     psnrs = [float(p) for p in args.psnr.split(",")]
+    fp32_reference = None  # the fp32 receiver's reference outputs at this PSNR: the W8 rows share them
     for psnr in psnrs:
         originals, y, noise = fixed_set(fp32.config, args.dataset, args.n_images, psnr, args.seed)
         if psnr == psnrs[0]:

@@ -337,6 +337,7 @@ def evaluate(models: Mapping[str, Any], data: str, *, out: str | os.PathLike, da
             data=data, data_root=data_root, psnrs=psnrs, channel=channel, noise_table=noise_table, cleanup=cleanup,
             compress=compress, sampler=sampler, guidance=guidance, guidance_window=guidance_window, images=images,
             batch_size=batch_size, seed=seed, reference=reference, grid_psnr=grid_psnr, grid_images=grid_images)
+        validate.output_dir("out", out)
         job = prepare(models, settings, metrics, env.device)
         record = _run_record(out, job.settings, job.models)
         if env.is_main:
