@@ -39,7 +39,7 @@ MODES = {
 FILES = {"w8": dict(weight_bits=8), "w4": dict(weight_bits=4), "w8a8": dict(weight_bits=8, act_bits=8)}
 
 
-def prepare(work: Path, hw: tuple[int, int]) -> dict:
+def prepare(work: Path, hw: tuple[int, int], files: set[str]) -> dict:
     """fp32 and quantized files in ``work``, with the seconds each took to make."""
     from qgesco.models.checkpoint import create_model, save_model
     from qgesco.models.presets import get_preset
@@ -52,9 +52,12 @@ def prepare(work: Path, hw: tuple[int, int]) -> dict:
     times = {}
     start = time.perf_counter()
     model = randomize_zero_init(create_model(get_preset(PRESET).replace(image_hw=hw), seed=0), 0).eval()
-    save_model(model, work / "fp32.safetensors")
-    times["fp32 build+save"] = time.perf_counter() - start
+    if not (work / "fp32.safetensors").is_file():
+        save_model(model, work / "fp32.safetensors")
+        times["fp32 build+save"] = time.perf_counter() - start
     for name, kwargs in FILES.items():
+        if name not in files or (work / f"{name}.safetensors").is_file():  # made by an earlier, interrupted run
+            continue
         start = time.perf_counter()
         calib = None
         if "act_bits" in kwargs:
@@ -99,13 +102,17 @@ def spawn(mode: str, work: Path, threads: int, reps: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def runs_modes(runs: dict) -> list[str]:
+    return list(dict.fromkeys(m for m, _ in runs))
+
+
 def table(info: dict, runs: dict, baseline: float, threads: list[int]) -> str:
     fp = {t: statistics.median(runs[("fp32", t)]["step"]) for t in threads}
     fp_rss = max(runs[("fp32", t)]["rss"] for t in threads) - baseline
     head = "| mode | backend | " + " | ".join(f"step {t} thr (x fp32)" for t in threads) + \
         " | peak RSS - baseline (x fp32) | load s | file (x fp32) |"
     lines = [head, "|" + "---|" * (6 + len(threads) - 1)]
-    for mode, (file, _, label) in MODES.items():
+    for mode, (file, _, label) in ((m, MODES[m]) for m in runs_modes(runs)):
         rows = [runs[(mode, t)] for t in threads]
         steps = [statistics.median(r["step"]) for r in rows]
         rss = max(r["rss"] for r in rows) - baseline
@@ -130,8 +137,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.work, threads[0], args.reps)))
         return
-    info = prepare(args.work, tuple(int(v) for v in args.hw.split(",")))
     modes = args.modes.split(",")
+    info = prepare(args.work, tuple(int(v) for v in args.hw.split(",")), {MODES[m][0] for m in modes})
     baseline = spawn("baseline", args.work, 1, 1)["peak_rss_mb"]
     runs = {(m, t): {"step": [], "rss": 0.0, "load": []} for m in modes for t in threads}
     for r in range(args.rounds):

@@ -206,7 +206,7 @@ def test_int8_on_the_reference_weights(tiny):
 
 #: Relative L2 distance of the dynamic-grid int8 model from the simulated (weight-only) model, end to end:
 #: the bound stated in docs/runtime.md (measured: see there; 7-bit grids on CPUs without VNNI).
-DYNAMIC_BOUND = 0.05
+DYNAMIC_BOUND = 0.1
 
 
 def materialised_weights(model: torch.nn.Module, inputs, monkeypatch) -> tuple[list[str], torch.Tensor]:
@@ -380,6 +380,22 @@ def test_fp32_and_cpu_test_quantized_onnx_exports_agree(model, files, calib, tmp
     sim = load_quantized(files["w8a8"])
     with torch.no_grad():
         assert_as_good_as_the_simulation(run_onnx(tmp_path / "w8a8.onnx", x, t, y), sim(x, t, y), model(x, t, y))
+
+
+def test_external_data_export_writes_two_stably_named_files_that_run_after_a_move(model, calib, tmp_path):
+    """What a > 2 GiB model gets (forced here on the small one): <name>.onnx.data beside <name>.onnx, no
+    temporary leftovers, and the pair runs from another folder."""
+    pytest.importorskip("onnxscript")
+    from qgesco.runtime.onnx import export_onnx
+
+    files = export_onnx(model, tmp_path / "a" / "m.onnx", external_data=True)
+    assert [f.name for f in files] == ["m.onnx.data", "m.onnx"] and sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "m.onnx", "m.onnx.data"]
+    assert files[0].stat().st_size > 0.9 * sum(t.numel() * 4 for t in model.state_dict().values())
+    (tmp_path / "a").rename(tmp_path / "b")
+    x, t, y = calib.batch(slice(None))
+    with torch.no_grad():
+        assert rel_err(run_onnx(tmp_path / "b" / "m.onnx", x, t, y), model(x, t, y)) < 1e-5
 
 
 def test_export_refuses_unknown_inputs_with_one_line(tmp_path, capsys):

@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.runtime.onnx import export_onnx, load_for_export, onnx_agreement
 
     model = load_for_export(args.model)
-    export_onnx(model, args.out)
-    line = f"wrote {args.out}: {os.path.getsize(args.out) / 2**20:.2f} MiB"
+    files = export_onnx(model, args.out)
+    line = f"wrote {', '.join(map(str, files))}: {sum(os.path.getsize(f) for f in files) / 2**20:.2f} MiB"
     if not args.no_check:
         line += f"; onnxruntime vs PyTorch, relative L2 difference {onnx_agreement(model, args.out):.2e}"
     print(line)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
-from ..quant.checkpoint import PACKED_BITS, read_quantized
+from ..fileio import read_meta
+from ..quant.checkpoint import KIND, PACKED_BITS, read_quantized
 from ..quant.swap import quant_layers
 from .int8 import Int8Layer
 from .weight_only import PackedQuantLayer
@@ -61,6 +63,15 @@ def default_backend(meta: dict, device: str | torch.device = "cpu") -> tuple[str
         grid = "the file's activation grids" if meta["act_bits"] else "dynamic per-tensor activation grids"
         return "int8", f"W{bits} on CPU: oneDNN int8 x int8 -> int32 kernels on {grid} (docs/runtime.md)"
     return "weight-only", f"W{bits} stays packed two per byte; float compute (docs/runtime.md)"
+
+
+def backend_line(path: str | os.PathLike, device: str | torch.device = "cpu") -> str | None:
+    """``runtime backend: int8 (why)`` for a quantized file loaded with ``auto``; None for any other file."""
+    meta = read_meta(path)
+    if meta.get("kind") != KIND:
+        return None
+    backend, why = default_backend(meta, device)
+    return f"{Path(path).name}: runtime backend {backend} ({why}); backend='weight-only' computes the simulated model exactly"
 
 
 def load_runtime(path: str | os.PathLike, backend: str = "auto", device: str | torch.device = "cpu",
