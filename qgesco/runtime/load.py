@@ -53,9 +53,9 @@ def to_int8(model: UNetModel) -> UNetModel:
 def default_backend(meta: dict, device: str | torch.device = "cpu") -> tuple[str, str]:
     """The backend ``auto`` picks for a file, and why (one line, printed by sample/demo/evaluate).
 
-    Integer compute for 8-bit weights on CPU: it was the faster one at the published width on
-    both int8 kinds of x86 measured (docs/runtime.md). Files of <= 4 bits stay packed (weight-only):
-    the int8 kernels would need them unpacked, doubling their memory."""
+    Integer compute for 8-bit weights on CPU: of the two W8 backends it was the faster at the
+    published width with and without VNNI (docs/runtime.md). Files of <= 4 bits stay packed
+    (weight-only): the int8 kernels would need them unpacked, doubling their memory."""
     bits = meta["weight_bits"]
     if torch.device(device).type != "cpu":
         return "weight-only", f"int8 kernels are CPU-only; {torch.device(device).type} computes in float"

@@ -167,3 +167,19 @@ def onnx_agreement(model: UNetModel, path: str | os.PathLike, batch: int = 2, se
     with torch.no_grad():
         ref = model(x, t, y)
     return ((out - ref).norm() / ref.norm().clamp(min=1e-12)).item()
+
+
+class OnnxModel:
+    """``model(x, t, y)`` over an onnxruntime session, so the samplers can drive it."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})[0]
+        return torch.from_numpy(out)
