@@ -222,7 +222,7 @@ def materialised_weights(model: torch.nn.Module, inputs, monkeypatch) -> tuple[l
     return seen, out
 
 
-@pytest.mark.parametrize("name", ["w8", "w8a8"])
+@pytest.mark.parametrize("name", ["w8"])
 def test_an_8_bit_file_runs_on_integer_kernels_by_default_and_agrees_with_its_simulation(files, calib, name, monkeypatch):
     runtime, sim = load_runtime(files[name]), load_quantized(files[name])
     assert runtime.runtime_backend[0] == "int8"

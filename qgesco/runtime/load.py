@@ -43,9 +43,12 @@ WEIGHT_ONLY_LAYERS = ("input_blocks.0.0",)
 
 
 def to_int8(model: UNetModel) -> UNetModel:
-    """Swap, in place, every quantized layer (bar :data:`WEIGHT_ONLY_LAYERS`) for an :class:`Int8Layer`."""
-    for name, layer in quant_layers(model):
-        if name not in WEIGHT_ONLY_LAYERS:
+    """Swap, in place, quantized layers (bar :data:`WEIGHT_ONLY_LAYERS`) for :class:`Int8Layer`: those with
+    activation quantizers in a W8A8 file (the rest keep the file's float activations), every one in a W8 file."""
+    layers = quant_layers(model)
+    dynamic = all(layer.input_quant is None for _, layer in layers)
+    for name, layer in layers:
+        if name not in WEIGHT_ONLY_LAYERS and (dynamic or layer.input_quant is not None):
             model.set_submodule(name, Int8Layer(layer))
     return model
 
