@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         validate.finite_number("--psnr", level)
     result = run_demo(args.out, psnrs, args.channel, sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER), args.seed,
                       guidance_window=receiver_window(args.guidance_window))
+    print(f"W8 receiver: runtime backend {result.summary['w8_backend']} (qgesco.runtime.default_backend; docs/runtime.md)")
     print(result.table())
     print(f"wrote {result.out / 'grid.png'}, table.md and results.json in {time.perf_counter() - started:.0f} s")
     return 0

@@ -59,11 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import torch
 
     from qgesco.diffusion import parse_guidance_window, sampler_spec
     from qgesco.evaluate import evaluate
     from qgesco.evaluate.models import default_name
+    from qgesco.runtime import backend_line
 
     from qgesco import validate
 
@@ -85,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         if name in models:
             raise ValueError(f"--model {item!r}: the name {name!r} is taken; name models explicitly, e.g. --model W8={source}")
         models[name] = source
+    for name, source in models.items():
+        line = backend_line(source) if Path(source).is_file() else None
+        if line:
+            print(line)
     window = None if args.guidance_window is None else parse_guidance_window(args.guidance_window)
     result = evaluate(models, args.data, out=args.out, data_root=args.data_root, psnrs=args.psnr, channel=args.channel,
                       noise_table=args.noise_table, cleanup=args.filter, compress=not args.no_compress,

@@ -42,14 +42,15 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_for_export(args.model)
     validate.finite_weights(f"model {args.model}", model)
-    export_onnx(model, args.out)
-    line = f"wrote {args.out}: {os.path.getsize(args.out) / 2**20:.2f} MiB"
+    files = export_onnx(model, args.out)
+    line = f"wrote {', '.join(map(str, files))}: {sum(os.path.getsize(f) for f in files) / 2**20:.2f} MiB"
     if not args.no_check:
         difference = onnx_agreement(model, args.out)
         if not math.isfinite(difference) or difference > 1e-2:
-            Path(args.out).unlink(missing_ok=True)
+            for f in files:
+                Path(f).unlink(missing_ok=True)
             raise ValueError(f"onnxruntime disagrees with PyTorch (relative L2 difference {difference:.3g}); "
-                             f"{args.out} was removed: report this with the model file")
+                             f"{', '.join(map(str, files))} removed: report this with the model file")
         line += f"; onnxruntime vs PyTorch, relative L2 difference {difference:.2e}"
     print(line)
     return 0

@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.received}: no received map 'y' in it; make it with `qgesco transmit ... --out`")
     model = load_model(args.model)
     validate.finite_weights(f"model {args.model}", model)
+    if getattr(model, "runtime_backend", None):
+        print(f"{args.model}: runtime backend {model.runtime_backend[0]} ({model.runtime_backend[1]})")
     y = validate.maps(f"{args.received}: the received map", tensors["y"].float())
     if y.shape[1] != model.config.label_channels:
         raise ValueError(f"{args.received}: the map has {y.shape[1]} channels but the model takes {model.config.label_channels}; "

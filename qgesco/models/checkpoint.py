@@ -60,8 +60,9 @@ def _suspect_flags(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], cf
     return hints
 
 
-def load_state_dict_strict(model: UNetModel, sd: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with one readable error naming keys and likely flags."""
+def load_state_dict_strict(model: UNetModel, sd: dict[str, torch.Tensor], source: str, assign: bool = False) -> None:
+    """``load_state_dict(strict=True)`` with one readable error naming keys and likely flags;
+    ``assign``: the model (a meta-device skeleton) takes ``sd``'s tensors as they are, no copy."""
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -74,7 +75,14 @@ def load_state_dict_strict(model: UNetModel, sd: dict[str, torch.Tensor], source
         hints = _suspect_flags(sd, own, model.config)
         parts.append("  probably wrong flag(s): " + ("; ".join(hints) if hints else "check every architecture flag against the training command"))
         raise ValueError("\n".join(parts))
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(sd, strict=True, assign=assign)
+
+
+def skeleton(cfg: UNetConfig) -> UNetModel:
+    """The network without weights (meta device): loaders fill it with ``assign=True``, so the
+    file's tensors become the parameters and the weights are in memory once, not twice."""
+    with torch.device("meta"):
+        return UNetModel(cfg)
 
 
 def load_official_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", **flags: Any) -> UNetModel:
@@ -82,15 +90,16 @@ def load_official_checkpoint(path: str | os.PathLike, map_location: str | torch.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
-    model = UNetModel(config_from_official_flags(**flags))
-    try:
-        sd = torch.load(path, map_location=map_location, weights_only=True)
+    model = skeleton(config_from_official_flags(**flags))
+    try:  # memory-mapped: the pages are the parameters' storage (assign=True below)
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises several types for corrupt or non-tensor pickles
         raise ValueError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path}: expected a state_dict (a dict of tensors)")
     sd = {k[len("model."):] if k.startswith("model.") else k: v for k, v in sd.items()}
-    load_state_dict_strict(model, sd, str(path))
+    load_state_dict_strict(model, sd, str(path), assign=True)
+    del sd
     return model.to(map_location)
 
 
@@ -145,9 +154,10 @@ def load_float_model(path_or_name: str | os.PathLike, device: str | torch.device
     """
     meta = load_model_meta(path_or_name)
     path = _resolve(path_or_name)
-    model = UNetModel(UNetConfig.from_dict(meta["config"]))
+    model = skeleton(UNetConfig.from_dict(meta["config"]))
     tensors, _ = load_tensors(path)
-    load_state_dict_strict(model, tensors, str(path))
+    load_state_dict_strict(model, tensors, str(path), assign=True)
+    del tensors  # the model holds them: each conversion below frees the tensor it replaces
     model = model.to(device=device, dtype=dtype).eval()
     return model.to(memory_format=torch.channels_last) if channels_last else model
 

@@ -1,8 +1,9 @@
 """The low-bit receiver: quantized checkpoints run with their weights (and activations) low-bit.
 
     from qgesco.runtime import load_runtime, export_onnx
-    model = load_runtime("w8.safetensors")                       # int8 / packed int4 weights, fp32 compute
-    model = load_runtime("w8a8.safetensors", backend="int8")     # int8 x int8 -> int32 convs on CPU (oneDNN)
+    model = load_runtime("w8.safetensors")                       # 8-bit on CPU: int8 x int8 -> int32 (oneDNN)
+    model = load_runtime("w8.safetensors", backend="weight-only")  # int8 weights, fp32 compute: the simulation exactly
+    model = load_runtime("w4.safetensors")                       # packed int4 weights, fp32 compute
     export_onnx("w8a8.safetensors", "w8a8.onnx")                 # QDQ graph for onnxruntime
 
 ``qgesco.quant`` makes the checkpoint and simulates it (fake quantization); this package
@@ -10,7 +11,8 @@ deploys it. Both agree to float rounding; docs/runtime.md has the measurements.
 """
 
 from .int8 import Int8Layer, pairs_saturate
-from .load import BACKENDS, load_runtime, to_int8
+from .load import BACKENDS, backend_line, default_backend, load_runtime, to_int8
 from .weight_only import PackedQuantLayer
 
-__all__ = ["BACKENDS", "Int8Layer", "PackedQuantLayer", "load_runtime", "pairs_saturate", "to_int8"]
+__all__ = ["BACKENDS", "Int8Layer", "PackedQuantLayer", "backend_line", "default_backend", "load_runtime", "pairs_saturate",
+           "to_int8"]

@@ -36,6 +36,7 @@ import torch
 
 from ..fileio import write_json, write_text
 from .int8 import U8_SHIFT
+from .onnx import OnnxModel
 
 #: Presets far too large to run on a CPU receiver here: analytic figures only.
 ANALYTIC_ONLY = ("gesco-cityscapes-256",)
@@ -140,21 +141,6 @@ def write_checkpoints(model, modes: tuple[Mode, ...], folder: Path, calib_maps: 
         files[mode.name] = folder / f"{mode.name}.safetensors"
         save_quantized(qmodel, files[mode.name], note="qgesco bench: nearest rounding")
     return files
-
-
-class OnnxModel:
-    """``model(x, t, y)`` over an onnxruntime session, so the samplers can drive it."""
-
-    def __init__(self, path: Path, threads: int):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})[0]
-        return torch.from_numpy(out)
 
 
 def load_mode(mode: Mode, path: Path, threads: int):

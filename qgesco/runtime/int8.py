@@ -1,7 +1,10 @@
-"""W8A8 on CPU: the checkpoint's integers run through oneDNN's int8 convolution and matmul kernels.
+"""8-bit files on CPU: the checkpoint's integers run through oneDNN's int8 convolution and matmul kernels.
 
-Each :class:`~qgesco.quant.QuantLayer` with activation quantizers becomes an :class:`Int8Layer`:
-its input is rounded onto the checkpoint's activation grid as uint8 (``q + 128``), multiplied
+Each :class:`~qgesco.quant.QuantLayer` becomes an :class:`Int8Layer`. With activation quantizers
+(W8A8) its input is rounded onto the checkpoint's activation grid as uint8 (``q + 128``); without
+(a W8 file) onto a per-tensor grid found at run time from the input's min and max (*dynamic*
+quantization, torchao's ``int8_dynamic_activation_int8_weight``), which costs one ``aminmax`` per
+call and an activation rounding error the file does not describe (measured in docs/runtime.md). It is multiplied
 with the int8 weights in int32 by ``torch.ops.onednn.qconv_pointwise`` / ``qlinear_pointwise``,
 and written out as fp32 with the per-channel scale ``s_x * s_w`` and the bias. Nothing is
 requantized on the way out: GroupNorm, SiLU, SPADE modulation and attention stay float, as in
@@ -19,7 +22,8 @@ output scale that neither our checkpoint nor the fake-quant model has. Two gaps 
   into int16 (``vpmaddubsw``) and saturate once ``255 * (|w_a| + |w_b|) > 32767``. Where
   :func:`pairs_saturate` finds this (probed once, on the real kernel), layers whose weights can
   overflow run as two 7-bit halves ``q = floor(q/2) + ceil(q/2)``: exact, at twice the integer
-  work. Weights of at most 7 bits (``qgesco quantize --wbits 7``) never need the split.
+  work. Weights of at most 7 bits (``qgesco quantize --wbits 7``) never need the split, and
+  dynamic grids use 7-bit activations on such CPUs (:func:`dynamic_bits`), which never saturate.
 
 Split layers (``cat(h, skip)`` inputs) run one kernel call per input group, each with its own
 activation scale and weight-scale row, and add. Convolutions with ``groups > 1`` are not
@@ -80,16 +84,28 @@ def pairs_saturate() -> bool:
     return out.item() != 4 * 255 * -128
 
 
+def dynamic_bits() -> int:
+    """Bits of the run-time activation grid: 7 where the kernels sum pairs in int16 (no VNNI), since
+    ``127 * (128 + 128)`` fits where ``255 * 256`` does not, so no layer needs the 7-bit weight halves; else 8."""
+    return 7 if pairs_saturate() else 8
+
+
 class _Group(nn.Module):
-    """One input group of a layer: its activation grid, packed weights and correction."""
+    """One input group of a layer: its activation grid (the file's, or found per call), packed weights and correction."""
 
     def __init__(self, op: str, conv_args: tuple, q: torch.Tensor, w_scale: torch.Tensor, w_zero: torch.Tensor,
-                 bias: torch.Tensor | None, act_scale: float, act_zero: int, act_bits: int, halves: bool):
+                 bias: torch.Tensor | None, act: tuple[float, int, int] | None, halves: bool):
         super().__init__()
         out_ch = q.shape[0]
-        qmin, qmax = int_range(act_bits)
         self.op, self.conv_args, self.out_ch, self.halves = op, conv_args, out_ch, halves
-        self.act_scale, self.act_zero, self.u_min, self.u_max = act_scale, act_zero + U8_SHIFT, qmin + U8_SHIFT, qmax + U8_SHIFT
+        self.dynamic = act is None
+        if self.dynamic:  # unsigned grid [0, 2^bits - 1], scale and zero point from each input's range
+            self.act_scale, self.act_zero, self.u_min, self.u_max = 1.0, 0, 0, 2 ** dynamic_bits() - 1
+        else:
+            act_scale, act_zero, act_bits = act
+            qmin, qmax = int_range(act_bits)
+            self.act_scale, self.act_zero = act_scale, act_zero + U8_SHIFT
+            self.u_min, self.u_max = qmin + U8_SHIFT, qmax + U8_SHIFT
         rows = [torch.div(q, 2, rounding_mode="floor"), q - torch.div(q, 2, rounding_mode="floor")] if halves else [q]
         scales = [w_scale.float()] * len(rows)
         self.corrected = bool(w_zero.any())
@@ -106,12 +122,22 @@ class _Group(nn.Module):
         self.register_buffer("bias", full_bias)
         shape = (1, out_ch) + (1,) * (q.dim() - 2)
         self.register_buffer("neg_offset", -(w_scale.float() * w_zero.float()).reshape(shape))
-        self.packed = _prepack(op, w, self.w_scale, act_scale, self.act_zero, conv_args)  # opaque oneDNN layout: not a buffer
+        self.packed = _prepack(op, w, self.w_scale, self.act_scale, self.act_zero, conv_args)  # opaque oneDNN layout
         self.packed_bytes = w.numel()
 
+    def grid(self, x: torch.Tensor) -> tuple[float, int]:
+        """The activation scale and zero point for ``x``: the file's, or (dynamic) ``x``'s range with 0 on the grid."""
+        if not self.dynamic:
+            return self.act_scale, self.act_zero
+        lo, hi = (v.item() for v in torch.aminmax(x))
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        scale = (hi - lo) / self.u_max or 1.0
+        return scale, min(self.u_max, max(0, round(-lo / scale)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u = (torch.round(x / self.act_scale) + self.act_zero).clamp_(self.u_min, self.u_max).to(torch.uint8)
-        y = _run(self.op, u, self.act_scale, self.act_zero, self.packed, self.w_scale, self.w_zero, self.bias, self.conv_args)
+        scale, zero = self.grid(x)
+        u = torch.div(x, scale).round_().add_(zero).clamp_(self.u_min, self.u_max).to(torch.uint8)  # one buffer
+        y = _run(self.op, u, scale, zero, self.packed, self.w_scale, self.w_zero, self.bias, self.conv_args)
         n = self.out_ch
         out = y[:, :n] + y[:, n:2 * n] if self.halves else y[:, :n]
         if self.corrected:
@@ -120,12 +146,11 @@ class _Group(nn.Module):
 
 
 class Int8Layer(nn.Module):
-    """A :class:`QuantLayer` with activation quantizers, computed by oneDNN's int8 kernels."""
+    """A :class:`QuantLayer` computed by oneDNN's int8 kernels: on the file's activation grids where it
+    has activation quantizers (W8A8), else on a grid found per call from the input's range (W8, dynamic)."""
 
     def __init__(self, layer: QuantLayer):
         super().__init__()
-        if layer.input_quant is None:
-            raise ValueError("int8 compute needs the layer's activation quantizers; quantize with act_bits (--abits 8)")
         if layer.op != "linear" and layer.conv["groups"] != 1:
             raise ValueError(f"int8 compute supports groups=1 convolutions only, got groups={layer.conv['groups']}")
         self.op = layer.op
@@ -135,12 +160,14 @@ class Int8Layer(nn.Module):
         self.bounds = [(0, in_ch)] if layer.split is None else [(0, layer.split), (layer.split, in_ch)]
         scales, zeros = layer.scale.reshape(-1, out_ch), layer.zero_point.reshape(-1, out_ch)
         conv_args = _kernel_args(layer.op, layer.conv)
+        acts = [None] * len(self.bounds) if layer.input_quant is None else [
+            (float(a.scale), int(a.zero_point), a.bits) for a in layer.input_quant]
         groups = []
-        for g, ((a, b), act) in enumerate(zip(self.bounds, layer.input_quant)):
+        for g, ((a, b), act) in enumerate(zip(self.bounds, acts)):
             q = weights[:, a:b]
-            worst = 2 * (int_range(act.bits)[1] + U8_SHIFT) * int(q.to(torch.int16).abs().max())  # int8 abs(-128) wraps
-            groups.append(_Group(layer.op, conv_args, q, scales[g], zeros[g], layer.bias if g == 0 else None,
-                                 float(act.scale), int(act.zero_point), act.bits,
+            u_max = 2 ** dynamic_bits() - 1 if act is None else int_range(act[2])[1] + U8_SHIFT
+            worst = 2 * u_max * int(q.to(torch.int16).abs().max())  # int8 abs(-128) wraps
+            groups.append(_Group(layer.op, conv_args, q, scales[g], zeros[g], layer.bias if g == 0 else None, act,
                                  halves=pairs_saturate() and worst > INT16_MAX))
         self.groups = nn.ModuleList(groups)
 
@@ -152,4 +179,5 @@ class Int8Layer(nn.Module):
 
     def extra_repr(self) -> str:
         halves = any(g.halves for g in self.groups)
-        return f"{self.op}, input groups={len(self.groups)}" + (", 7-bit halves" if halves else "")
+        grid = f"dynamic u{dynamic_bits()}" if self.groups[0].dynamic else "static"
+        return f"{self.op}, input groups={len(self.groups)}, activations {grid}" + (", 7-bit halves" if halves else "")

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
-from ..quant.checkpoint import PACKED_BITS, read_quantized
+from ..fileio import read_meta
+from ..quant.checkpoint import KIND, PACKED_BITS, read_quantized
 from ..quant.swap import quant_layers
 from .int8 import Int8Layer
 from .weight_only import PackedQuantLayer
 
-#: ``weight-only``: integer weights, fp32 compute (any device); ``int8``: integer compute of every
-#: layer with activation quantizers through oneDNN (CPU, needs a checkpoint made with ``act_bits``).
-BACKENDS = ("weight-only", "int8")
+#: ``weight-only``: integer weights, fp32 compute (any device), exactly the simulated model;
+#: ``int8``: integer compute through oneDNN (CPU) on the file's activation grids (W8A8) or on
+#: per-call dynamic grids (W8); ``auto``: :func:`default_backend`.
+BACKENDS = ("auto", "weight-only", "int8")
 
 
 def _check_config(found: UNetConfig, expected: UNetConfig, path: str | os.PathLike) -> None:
@@ -40,30 +43,59 @@ WEIGHT_ONLY_LAYERS = ("input_blocks.0.0",)
 
 
 def to_int8(model: UNetModel) -> UNetModel:
-    """Swap, in place, every layer with activation quantizers (bar :data:`WEIGHT_ONLY_LAYERS`) for an :class:`Int8Layer`."""
-    for name, layer in quant_layers(model):
-        if layer.input_quant is not None and name not in WEIGHT_ONLY_LAYERS:
+    """Swap, in place, quantized layers (bar :data:`WEIGHT_ONLY_LAYERS`) for :class:`Int8Layer`: those with
+    activation quantizers in a W8A8 file (the rest keep the file's float activations), every one in a W8 file."""
+    layers = quant_layers(model)
+    dynamic = all(layer.input_quant is None for _, layer in layers)
+    for name, layer in layers:
+        if name not in WEIGHT_ONLY_LAYERS and (dynamic or layer.input_quant is not None):
             model.set_submodule(name, Int8Layer(layer))
     return model
 
 
-def load_runtime(path: str | os.PathLike, backend: str = "weight-only", device: str | torch.device = "cpu",
+def default_backend(meta: dict, device: str | torch.device = "cpu") -> tuple[str, str]:
+    """The backend ``auto`` picks for a file, and why (one line, printed by sample/demo/evaluate).
+
+    Integer compute for 8-bit weights on CPU: of the two W8 backends it was the faster at the
+    published width with and without VNNI (docs/runtime.md). Files of <= 4 bits stay packed
+    (weight-only): the int8 kernels would need them unpacked, doubling their memory."""
+    bits = meta["weight_bits"]
+    if torch.device(device).type != "cpu":
+        return "weight-only", f"int8 kernels are CPU-only; {torch.device(device).type} computes in float"
+    if bits > PACKED_BITS:
+        grid = "the file's activation grids" if meta["act_bits"] else "dynamic per-tensor activation grids"
+        return "int8", f"W{bits} on CPU: oneDNN int8 x int8 -> int32 kernels on {grid} (docs/runtime.md)"
+    return "weight-only", f"W{bits} stays packed two per byte; float compute (docs/runtime.md)"
+
+
+def backend_line(path: str | os.PathLike, device: str | torch.device = "cpu") -> str | None:
+    """``runtime backend: int8 (why)`` for a quantized file loaded with ``auto``; None for any other file."""
+    meta = read_meta(path)
+    if meta.get("kind") != KIND:
+        return None
+    backend, why = default_backend(meta, device)
+    return f"{Path(path).name}: runtime backend {backend} ({why}); backend='weight-only' computes the simulated model exactly"
+
+
+def load_runtime(path: str | os.PathLike, backend: str = "auto", device: str | torch.device = "cpu",
                  config: UNetConfig | None = None) -> UNetModel:
     """The quantized model in ``path`` with low-bit weights in memory, in eval mode; ``model(x, t, y)`` as usual.
 
     ``config``: the receiver's model configuration; a checkpoint quantized from another
     configuration is refused before anything is computed. ``weight-only`` computes bit for bit
-    what ``load_quantized(path)`` computes, ``int8`` each layer to float rounding (docs/runtime.md).
+    what ``load_quantized(path)`` computes; ``int8`` on the file's activation grids each layer to float
+    rounding, on dynamic grids (a file without activation quantizers) within docs/runtime.md's bound.
+    The model's ``runtime_backend`` says which backend was taken and why.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown runtime backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     model, tensors, meta = read_quantized(path)
     if config is not None:
         _check_config(model.config, config, path)
+    why = "asked for"
+    if backend == "auto":
+        backend, why = default_backend(meta, device)
     if backend == "int8":
-        if meta["act_bits"] is None:
-            raise ValueError(f"{path}: has float activations, so there is nothing to compute in int8; run it with "
-                             "backend='weight-only', or quantize with activations (qgesco quantize --abits 8 --calib ...)")
         if torch.device(device).type != "cpu":
             raise ValueError(f"the int8 backend runs oneDNN CPU kernels; device={device!r} takes backend='weight-only'")
     for name, layer in quant_layers(model):
@@ -74,4 +106,5 @@ def load_runtime(path: str | os.PathLike, backend: str = "weight-only", device: 
     model.eval()
     if backend == "int8":
         to_int8(model)
+    model.runtime_backend = (backend, why)
     return model.to(device)

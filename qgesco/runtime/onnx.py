@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ o
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fileio import atomic_path, read_meta
+from ..fileio import read_meta
 from ..models.unet import UNetModel
 from ..quant.layers import QuantLayer
 from ..quant.quantizers import ActQuantizer, int_range
@@ -105,8 +106,16 @@ def load_for_export(source: str | os.PathLike) -> UNetModel:
     return load_float_model(source)
 
 
-def export_onnx(model: UNetModel, path: str | os.PathLike, opset: int = 21) -> None:
-    """Write ``model`` (fp32, or after :func:`to_qdq`) as one self-contained ONNX file, atomically."""
+#: Protobuf's 2 GiB message limit: larger models keep their weights in ``<name>.onnx.data`` beside the graph.
+PROTOBUF_LIMIT = 2**31 - 2**26
+
+
+def export_onnx(model: UNetModel, path: str | os.PathLike, opset: int = 21,
+                external_data: bool | None = None) -> list[Path]:
+    """Write ``model`` (fp32, or after :func:`to_qdq`) as ONNX, atomically; returns the files written.
+
+    ``external_data`` (default: only above protobuf's 2 GiB limit) puts the weights in
+    ``<name>.onnx.data`` next to the graph, which names it relatively: move both together."""
     if any(isinstance(m, (QuantLayer, ActQuantizer)) for m in model.modules()):
         raise ValueError("the model still holds fake-quant layers; pass it through to_qdq() (load_for_export does)")
     cfg = model.config
@@ -125,8 +134,22 @@ def export_onnx(model: UNetModel, path: str | os.PathLike, opset: int = 21) -> N
                                         external_data=False, verbose=False)
         finally:
             exporter_log.setLevel(level)
-    with atomic_path(path) as tmp:
-        program.save(str(tmp), external_data=False)
+    if external_data is None:
+        external_data = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > PROTOBUF_LIMIT
+    return save_atomically(program, Path(path), external_data)
+
+
+def save_atomically(program, path: Path, external_data: bool) -> list[Path]:
+    """Save in a temporary folder beside ``path`` under the final names (the graph records its data
+    file's name), then rename: the data file first, the graph last, so a graph never names a missing file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        program.save(str(Path(tmp, path.name)), external_data=external_data)
+        written = sorted(Path(tmp).iterdir(), key=lambda f: f.name == path.name)
+        for f in written:
+            os.chmod(f, 0o644)
+            os.replace(f, path.with_name(f.name))
+    return [path.with_name(f.name) for f in written]
 
 
 def onnx_agreement(model: UNetModel, path: str | os.PathLike, batch: int = 2, seed: int = 0) -> float:
@@ -144,3 +167,19 @@ def onnx_agreement(model: UNetModel, path: str | os.PathLike, batch: int = 2, se
     with torch.no_grad():
         ref = model(x, t, y)
     return ((out - ref).norm() / ref.norm().clamp(min=1e-12)).item()
+
+
+class OnnxModel:
+    """``model(x, t, y)`` over an onnxruntime session, so the samplers can drive it."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})[0]
+        return torch.from_numpy(out)

@@ -1,0 +1,71 @@
+"""What integer compute costs in image quality: the demo model's W8 file regenerating CamVid val
+scenes on each runtime backend, from the same received maps and x_T as fp32.
+
+    .venv/bin/python bench/backend_quality.py --images 8
+
+LPIPS of each receiver's images against fp32's and of the int8 (dynamic activation grids)
+images against the exact weight-only ones, plus wall time per image; results/backend_quality.{json,md}.
+The default backend of a W8 file (qgesco.runtime.load.default_backend) must stay within the demo's
+quality bar, LPIPS vs fp32 <= 0.005 (docs/runtime.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+from common import markdown_table, save
+
+from qgesco.channel import encode
+from qgesco.data.datasets import CamVid
+from qgesco.diffusion import create_diffusion, make_sampler
+from qgesco.metrics import lpips
+from qgesco.models.checkpoint import bundled_path, load_model
+from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate, to_unit
+from qgesco.runtime import load_runtime
+
+BAR = 0.005
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=8, help="first N CamVid val scenes (default 8)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    fp32 = load_model("camvid-demo")
+    cfg = fp32.config
+    data = CamVid(split="val", image_hw=cfg.image_hw)
+    labels = torch.stack([data[i].label for i in range(min(args.images, len(data)))])
+    y = encode(labels, cfg.num_classes)
+    noise = torch.randn((len(y), 3, *cfg.image_hw), generator=torch.Generator().manual_seed(0))
+    sampler = make_sampler(create_diffusion(), DEFAULT_SAMPLER)
+    w8 = bundled_path("camvid-demo-w8")
+    receivers = {"fp32": fp32, "W8 weight-only": load_runtime(w8, backend="weight-only"),
+                 "W8 int8 (dynamic)": load_runtime(w8, backend="int8")}
+    images, ms = {}, {}
+    for name, model in receivers.items():
+        start = time.perf_counter()
+        images[name] = to_unit(regenerate(model, y, sampler=sampler, guidance=DEFAULT_GUIDANCE,
+                                          guidance_window=DEFAULT_GUIDANCE_WINDOW, noise=noise, progress=False,
+                                          generator=torch.Generator().manual_seed(1)))
+        ms[name] = 1000 * (time.perf_counter() - start) / len(y)
+    rows = []
+    for name in receivers:
+        row = {"receiver": name, "ms per image": f"{ms[name]:.0f}"}
+        if name != "fp32":
+            row["LPIPS vs fp32"] = f"{statistics.fmean(lpips(images[name], images['fp32']).flatten().tolist()):.4f}"
+        if name == "W8 int8 (dynamic)":
+            row["LPIPS vs weight-only"] = f"{statistics.fmean(lpips(images[name], images['W8 weight-only']).flatten().tolist()):.4f}"
+        rows.append(row)
+    table = markdown_table(rows, ["receiver", "ms per image", "LPIPS vs fp32", "LPIPS vs weight-only"])
+    save("backend_quality", {"rows": rows, "images": len(y), "sampler": DEFAULT_SAMPLER, "threads": args.threads},
+         table + f"\nCamVid val, first {len(y)} scenes, clean maps, {DEFAULT_SAMPLER}, guidance {DEFAULT_GUIDANCE}.\n",
+         "python bench/backend_quality.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
