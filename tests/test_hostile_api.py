@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import qgesco
 from qgesco.fileio import load_tensors
-from qgesco.models.checkpoint import create_model, load_model, save_model
+from qgesco.models.checkpoint import create_model, load_float_model, save_model
 from qgesco.quant import CalibrationSet, quantize, save_quantized
 from qgesco.train.config import check_values, load_config
 
@@ -121,7 +121,7 @@ def test_every_tensor_file_carries_a_digest_checked_on_load(net, tmp_path):
     data[-5] ^= 0x01  # one bit of one weight
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"m.safetensors: tensor data do not match the checksum.*qgesco train"):
-        load_model(path)
+        load_float_model(path)
     legacy = tmp_path / "legacy.safetensors"  # written before digests: loads as it is
     save_file({"a": torch.ones(2)}, legacy, metadata={"qgesco": json.dumps({"kind": "x"})})
     assert torch.equal(load_tensors(legacy)[0]["a"], torch.ones(2))
