@@ -44,14 +44,26 @@ def main() -> None:
     noise = torch.randn((len(y), 3, *cfg.image_hw), generator=torch.Generator().manual_seed(0))
     sampler = make_sampler(create_diffusion(), DEFAULT_SAMPLER)
     w8 = bundled_path("camvid-demo-w8")
-    receivers = {"fp32": fp32, "W8 weight-only": load_runtime(w8, backend="weight-only"),
-                 "W8 int8 (dynamic)": load_runtime(w8, backend="int8")}
+    receivers = {
+        "fp32": fp32,
+        "W8 weight-only": load_runtime(w8, backend="weight-only"),
+        "W8 int8 (dynamic)": load_runtime(w8, backend="int8"),
+    }
     images, ms = {}, {}
     for name, model in receivers.items():
         start = time.perf_counter()
-        images[name] = to_unit(regenerate(model, y, sampler=sampler, guidance=DEFAULT_GUIDANCE,
-                                          guidance_window=DEFAULT_GUIDANCE_WINDOW, noise=noise, progress=False,
-                                          generator=torch.Generator().manual_seed(1)))
+        images[name] = to_unit(
+            regenerate(
+                model,
+                y,
+                sampler=sampler,
+                guidance=DEFAULT_GUIDANCE,
+                guidance_window=DEFAULT_GUIDANCE_WINDOW,
+                noise=noise,
+                progress=False,
+                generator=torch.Generator().manual_seed(1),
+            )
+        )
         ms[name] = 1000 * (time.perf_counter() - start) / len(y)
     rows = []
     for name in receivers:
@@ -59,12 +71,17 @@ def main() -> None:
         if name != "fp32":
             row["LPIPS vs fp32"] = f"{statistics.fmean(lpips(images[name], images['fp32']).flatten().tolist()):.4f}"
         if name == "W8 int8 (dynamic)":
-            row["LPIPS vs weight-only"] = f"{statistics.fmean(lpips(images[name], images['W8 weight-only']).flatten().tolist()):.4f}"
+            row["LPIPS vs weight-only"] = (
+                f"{statistics.fmean(lpips(images[name], images['W8 weight-only']).flatten().tolist()):.4f}"
+            )
         rows.append(row)
     table = markdown_table(rows, ["receiver", "ms per image", "LPIPS vs fp32", "LPIPS vs weight-only"])
-    save("backend_quality", {"rows": rows, "images": len(y), "sampler": DEFAULT_SAMPLER, "threads": args.threads},
-         table + f"\nCamVid val, first {len(y)} scenes, clean maps, {DEFAULT_SAMPLER}, guidance {DEFAULT_GUIDANCE}.\n",
-         "python bench/backend_quality.py " + " ".join(sys.argv[1:]))
+    save(
+        "backend_quality",
+        {"rows": rows, "images": len(y), "sampler": DEFAULT_SAMPLER, "threads": args.threads},
+        table + f"\nCamVid val, first {len(y)} scenes, clean maps, {DEFAULT_SAMPLER}, guidance {DEFAULT_GUIDANCE}.\n",
+        "python bench/backend_quality.py " + " ".join(sys.argv[1:]),
+    )
 
 
 if __name__ == "__main__":

@@ -61,14 +61,25 @@ def prepare(work: Path, hw: tuple[int, int], files: set[str]) -> dict:
         start = time.perf_counter()
         calib = None
         if "act_bits" in kwargs:
-            calib = build_calibration_set(model, random_maps(model.config, 2, seed=1), num_maps=2, psnrs=(100.0,),
-                                          steps=2, every=1, progress=False)
+            calib = build_calibration_set(
+                model,
+                random_maps(model.config, 2, seed=1),
+                num_maps=2,
+                psnrs=(100.0,),
+                steps=2,
+                every=1,
+                progress=False,
+            )
         qmodel = quantize(model, calib, iters=0, weight_init="minmax", progress=False, **kwargs)
         save_quantized(qmodel, work / f"{name}.safetensors", note="bench/full_width.py: nearest rounding, minmax")
         times[f"{name} quantize+save"] = time.perf_counter() - start
         del qmodel, calib
-    info = {"seconds": times, "bytes": {p.stem: p.stat().st_size for p in work.glob("*.safetensors")},
-            "config": model.config.to_dict(), "params": sum(p.numel() for p in model.parameters())}
+    info = {
+        "seconds": times,
+        "bytes": {p.stem: p.stat().st_size for p in work.glob("*.safetensors")},
+        "config": model.config.to_dict(),
+        "params": sum(p.numel() for p in model.parameters()),
+    }
     log.write_text(json.dumps(info, indent=2))
     return info
 
@@ -89,13 +100,29 @@ def worker(mode: str, work: Path, threads: int, reps: int) -> dict:
     load_rss = peak_rss_mb()
     cfg = UNetConfig.from_dict(json.loads((work / "prepare.json").read_text())["config"])
     times = measure_step(model, cfg, reps, warmup=1)["step_times_ms"]
-    return {"load_s": load_s, "load_peak_rss_mb": load_rss, "peak_rss_mb": peak_rss_mb(), "step_ms": times,
-            "backend": list(getattr(model, "runtime_backend", ("fp32", "")))}
+    return {
+        "load_s": load_s,
+        "load_peak_rss_mb": load_rss,
+        "peak_rss_mb": peak_rss_mb(),
+        "step_ms": times,
+        "backend": list(getattr(model, "runtime_backend", ("fp32", ""))),
+    }
 
 
 def spawn(mode: str, work: Path, threads: int, reps: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, __file__, "--worker", mode, "--work", str(work), "--threads", str(threads), "--reps", str(reps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        mode,
+        "--work",
+        str(work),
+        "--threads",
+        str(threads),
+        "--reps",
+        str(reps),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{mode} ({threads} threads) failed:\n{done.stderr[-2000:]}")
@@ -109,8 +136,11 @@ def runs_modes(runs: dict) -> list[str]:
 def table(info: dict, runs: dict, baseline: float, threads: list[int]) -> str:
     fp = {t: statistics.median(runs[("fp32", t)]["step"]) for t in threads}
     fp_rss = max(runs[("fp32", t)]["rss"] for t in threads) - baseline
-    head = "| mode | backend | " + " | ".join(f"step {t} thr (x fp32)" for t in threads) + \
-        " | peak RSS - baseline (x fp32) | load s | file (x fp32) |"
+    head = (
+        "| mode | backend | "
+        + " | ".join(f"step {t} thr (x fp32)" for t in threads)
+        + " | peak RSS - baseline (x fp32) | load s | file (x fp32) |"
+    )
     lines = [head, "|" + "---|" * (6 + len(threads) - 1)]
     for mode, (file, _, label) in ((m, MODES[m]) for m in runs_modes(runs)):
         rows = [runs[(mode, t)] for t in threads]
@@ -118,8 +148,10 @@ def table(info: dict, runs: dict, baseline: float, threads: list[int]) -> str:
         rss = max(r["rss"] for r in rows) - baseline
         cells = " | ".join(f"{s / 1000:.2f} s ({s / fp[t]:.2f}x)" for s, t in zip(steps, threads))
         ratio = info["bytes"][file] / info["bytes"]["fp32"]
-        lines.append(f"| {label} | {rows[0]['backend']} | {cells} | {rss / 1000:.2f} GB ({rss / fp_rss:.2f}x) | "
-                     f"{statistics.median(sum((r['load'] for r in rows), [])):.1f} | {ratio:.3f} |")
+        lines.append(
+            f"| {label} | {rows[0]['backend']} | {cells} | {rss / 1000:.2f} GB ({rss / fp_rss:.2f}x) | "
+            f"{statistics.median(sum((r['load'] for r in rows), [])):.1f} | {ratio:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -143,23 +175,38 @@ def main() -> None:
     runs = {(m, t): {"step": [], "rss": 0.0, "load": []} for m in modes for t in threads}
     for r in range(args.rounds):
         for t in threads:
-            for m in (modes if r % 2 == 0 else modes[::-1]):  # alternated: no mode always runs first
+            for m in modes if r % 2 == 0 else modes[::-1]:  # alternated: no mode always runs first
                 out = spawn(m, args.work, t, args.reps)
                 run = runs[(m, t)]
                 run["step"] += out["step_ms"]
                 run["rss"] = max(run["rss"], out["peak_rss_mb"])
                 run["load"].append(out["load_s"])
                 run["backend"] = out["backend"][0]
-                print(f"round {r} {m} {t} thr: step {out['step_ms']} ms, load {out['load_s']:.1f} s, "
-                      f"peak RSS {out['peak_rss_mb']:.0f} MB", flush=True)
+                print(
+                    f"round {r} {m} {t} thr: step {out['step_ms']} ms, load {out['load_s']:.1f} s, "
+                    f"peak RSS {out['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
     text = table(info, runs, baseline, threads)
     load = os.getloadavg()
-    text += (f"\n{PRESET} widths, {info['params'] / 1e6:.1f}M parameters, random weights, image {args.hw}, one guided "
-             f"DDIM step = batch 2; median of {args.rounds} fresh processes x {args.reps} timed step(s). Baseline RSS "
-             f"{baseline:.0f} MB. Making the files: " + ", ".join(f"{k} {v:.0f} s" for k, v in info["seconds"].items())
-             + f". Load average at the end {load[0]:.2f} (2 cores shared with niced jobs).\n")
-    save("full_width", {"runs": {f"{m}@{t}": v for (m, t), v in runs.items()}, "prepare": info, "baseline_mb": baseline,
-                        "machine_int8": machine()}, text, "python bench/full_width.py " + " ".join(sys.argv[1:]))
+    text += (
+        f"\n{PRESET} widths, {info['params'] / 1e6:.1f}M parameters, random weights, image {args.hw}, one guided "
+        f"DDIM step = batch 2; median of {args.rounds} fresh processes x {args.reps} timed step(s). Baseline RSS "
+        f"{baseline:.0f} MB. Making the files: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in info["seconds"].items())
+        + f". Load average at the end {load[0]:.2f} (2 cores shared with niced jobs).\n"
+    )
+    save(
+        "full_width",
+        {
+            "runs": {f"{m}@{t}": v for (m, t), v in runs.items()},
+            "prepare": info,
+            "baseline_mb": baseline,
+            "machine_int8": machine(),
+        },
+        text,
+        "python bench/full_width.py " + " ".join(sys.argv[1:]),
+    )
 
 
 if __name__ == "__main__":

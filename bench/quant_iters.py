@@ -61,8 +61,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from common import RESULTS, markdown_table, save  # noqa: E402
+
 from qgesco.channel import AWGN, encode, transmit  # noqa: E402
 from qgesco.data import open_dataset  # noqa: E402
 from qgesco.diffusion import create_diffusion  # noqa: E402
@@ -77,8 +77,16 @@ from qgesco.receiver import regenerate, to_unit  # noqa: E402
 CONFIGS = {"W8": (8, None), "W4": (4, None), "W8A8": (8, 8), "W4A8": (4, 8)}
 #: Share of the sweep's block-error reduction that defines the knee.
 KNEE_SHARE = 0.9
-COLUMNS = ["config", "iters", "quantize_s", "mean_block_error", "learned_blocks", "output_error", "lpips_vs_fp",
-           "lpips_vs_photo"]
+COLUMNS = [
+    "config",
+    "iters",
+    "quantize_s",
+    "mean_block_error",
+    "learned_blocks",
+    "output_error",
+    "lpips_vs_fp",
+    "lpips_vs_photo",
+]
 
 
 def parse_sweep(text: str) -> list[tuple[str, int]]:
@@ -103,8 +111,12 @@ def make_probe(model, args) -> dict[str, torch.Tensor]:
     items = [data[int(i)] for i in np.linspace(0, len(data) - 1, min(args.samples, len(data))).round()]
     g = torch.Generator().manual_seed(args.seed)
     instance = None if cfg.no_instance else torch.stack([s.instance for s in items])
-    y = transmit(encode(torch.stack([s.label for s in items]), cfg.num_classes, instance), AWGN(args.psnr), cfg.num_classes,
-                 generator=g)
+    y = transmit(
+        encode(torch.stack([s.label for s in items]), cfg.num_classes, instance),
+        AWGN(args.psnr),
+        cfg.num_classes,
+        generator=g,
+    )
     images = torch.stack([s.image for s in items])
     noise = torch.randn(images.shape, generator=g)
     t = torch.linspace(0, 999, len(items)).round().long()
@@ -122,33 +134,56 @@ def lpips_mean(images: torch.Tensor, reference: torch.Tensor) -> float | None:
 def run_config(job: dict) -> dict:
     """Quantize one configuration and judge it on the probe (runs in a worker process)."""
     torch.set_num_threads(job["threads"])
-    model, calib, probe = load_float_model(job["model"]), CalibrationSet.load(job["calib"]), load_tensors(job["probe"])[0]
+    model, calib, probe = (
+        load_float_model(job["model"]),
+        CalibrationSet.load(job["calib"]),
+        load_tensors(job["probe"])[0],
+    )
     wbits, abits = CONFIGS[job["config"]]
     kept = Path(job["keep_models"], f"{job['config']}-{job['iters']}.safetensors") if job["keep_models"] else None
     if kept is not None and kept.exists():
         qmodel = load_quantized(kept)
         made = qmodel.quant_report
-        if (made.get("model_sha256"), made.get("batch_size"), (made.get("calibration") or {}).get("sha256")) != \
-                (job["model_sha256"], job["batch_size"], calib.digest()):
-            raise ValueError(f"{kept} was made from other weights (or records none), another batch size or calibration set: "
-                             "give a new --keep-models folder")
+        if (made.get("model_sha256"), made.get("batch_size"), (made.get("calibration") or {}).get("sha256")) != (
+            job["model_sha256"],
+            job["batch_size"],
+            calib.digest(),
+        ):
+            raise ValueError(
+                f"{kept} was made from other weights (or records none), another batch size or calibration set: "
+                "give a new --keep-models folder"
+            )
     else:
-        qmodel = quantize(model, calib, weight_bits=wbits, act_bits=abits, iters=job["iters"], batch_size=job["batch_size"],
-                          seed=job["seed"], progress=False)
+        qmodel = quantize(
+            model,
+            calib,
+            weight_bits=wbits,
+            act_bits=abits,
+            iters=job["iters"],
+            batch_size=job["batch_size"],
+            seed=job["seed"],
+            progress=False,
+        )
         if kept is not None:
             save_quantized(qmodel, kept, model=job["model"])
     blocks = qmodel.quant_report["blocks"]
     with torch.no_grad():
         output_error = rel_err(qmodel(probe["x_t"], probe["t"], probe["y"]), probe["out"])
-    images = to_unit(regenerate(qmodel, probe["y"], sampler=f"ddim{job['sample_steps']}", guidance=job["guidance"],
-                                noise=probe["noise"]))
+    images = to_unit(
+        regenerate(
+            qmodel, probe["y"], sampler=f"ddim{job['sample_steps']}", guidance=job["guidance"], noise=probe["noise"]
+        )
+    )
     return {
-        "config": job["config"], "iters": job["iters"], "quantize_s": qmodel.quant_report["seconds"],
+        "config": job["config"],
+        "iters": job["iters"],
+        "quantize_s": qmodel.quant_report["seconds"],
         "mean_block_error": float(f"{np.mean([b['error'] for b in blocks]):.4g}"),
         "block_errors": [b["error"] for b in blocks],
         "learned_blocks": f"{qmodel.quant_report['blocks_with_learned_rounding']}/{len(blocks)}",
         "output_error": round(output_error, 5),
-        "lpips_vs_fp": lpips_mean(images, probe["reference"]), "lpips_vs_photo": lpips_mean(images, probe["photos"]),
+        "lpips_vs_fp": lpips_mean(images, probe["reference"]),
+        "lpips_vs_photo": lpips_mean(images, probe["photos"]),
     }
 
 
@@ -171,7 +206,9 @@ def find_knee(rows: list[dict], config: str) -> int | None:
     if 0 not in sweep or len(sweep) < 2:
         return None
     target = sweep[0] - KNEE_SHARE * (sweep[0] - min(sweep.values()))
-    return min((i for i, e in sweep.items() if i > 0 and e <= target), default=min(i for i in sweep if i > 0))  # no gain: fewest
+    return min(
+        (i for i, e in sweep.items() if i > 0 and e <= target), default=min(i for i in sweep if i > 0)
+    )  # no gain: fewest
 
 
 def schedule_s(costs: list[float], workers: int) -> float:
@@ -189,8 +226,15 @@ def estimate(model, args, sweep: list[tuple[str, int]], act_configs: list[str]) 
     is on a free core: the prediction holds even while other work shares the machine.
     """
     torch.set_num_threads(1)
-    mini = build_calibration_set(model, open_dataset(args.calib_data, image_hw=model.config.image_hw), num_maps=2, steps=2,
-                                 every=2, seed=args.seed, progress=False)
+    mini = build_calibration_set(
+        model,
+        open_dataset(args.calib_data, image_hw=model.config.image_hw),
+        num_maps=2,
+        steps=2,
+        every=2,
+        seed=args.seed,
+        progress=False,
+    )
 
     def cpu_s(fn) -> float:
         started = time.process_time()
@@ -207,15 +251,24 @@ def estimate(model, args, sweep: list[tuple[str, int]], act_configs: list[str]) 
     step_a = (timed(mini, weight_bits=4, act_bits=8, iters=k) - fixed_a) / k
     n, hw = 2 * args.samples, model.config.image_hw
     with torch.no_grad():
-        forward = cpu_s(lambda: model(torch.randn(n, 3, *hw), torch.zeros(n, dtype=torch.long),
-                                      torch.zeros(n, model.config.label_channels, *hw)))  # one guided step of the probe
+        forward = cpu_s(
+            lambda: model(
+                torch.randn(n, 3, *hw),
+                torch.zeros(n, dtype=torch.long),
+                torch.zeros(n, model.config.label_channels, *hw),
+            )
+        )  # one guided step of the probe
     samples = args.maps * (args.steps // args.every)
     per_config_w = search + (fixed_w - search) * samples / len(mini) + args.sample_steps * forward
     per_config_a = search + (fixed_a - search) * samples / len(mini) + args.sample_steps * forward
-    setup = (args.steps * args.maps / args.samples + args.sample_steps) * forward / min(args.threads, 1.6)  # 2 threads: ~1.6x
+    setup = (
+        (args.steps * args.maps / args.samples + args.sample_steps) * forward / min(args.threads, 1.6)
+    )  # 2 threads: ~1.6x
     phase1 = schedule_s([per_config_w + i * step_w for _, i in sweep], args.workers)
-    print(f"per configuration: {per_config_w:.0f} s fixed ({per_config_a:.0f} s with A8) for {samples} calibration "
-          f"samples, {step_w:.2f} s per AdaRound iteration over all blocks ({step_a:.2f} s with A8); setup {setup:.0f} s")
+    print(
+        f"per configuration: {per_config_w:.0f} s fixed ({per_config_a:.0f} s with A8) for {samples} calibration "
+        f"samples, {step_w:.2f} s per AdaRound iteration over all blocks ({step_a:.2f} s with A8); setup {setup:.0f} s"
+    )
     for knee in sorted({i for _, i in sweep if i > 0}):
         phase2 = schedule_s([per_config_a + knee * step_a for _ in act_configs], args.workers)
         print(f"predicted duration with the knee at {knee}: {(setup + phase1 + phase2) / 60:.0f} min")
@@ -224,12 +277,20 @@ def estimate(model, args, sweep: list[tuple[str, int]], act_configs: list[str]) 
 def plot(rows: list[dict], path: Path) -> None:
     iters = sorted({r["iters"] for r in rows if r["config"] in CONFIGS})
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, label in zip(axes, ("mean_block_error", "output_error", "lpips_vs_fp"),
-                              ("mean block reconstruction error", "output rel. error", "LPIPS vs fp32 images")):
+    for ax, key, label in zip(
+        axes,
+        ("mean_block_error", "output_error", "lpips_vs_fp"),
+        ("mean block reconstruction error", "output rel. error", "LPIPS vs fp32 images"),
+    ):
         for config in CONFIGS:
             points = sorted((r["iters"], r[key]) for r in rows if r["config"] == config and r.get(key) is not None)
             if points:
-                ax.plot(*zip(*points), marker="o" if len(points) > 1 else "s", label=config, linestyle="-" if len(points) > 1 else "")
+                ax.plot(
+                    *zip(*points),
+                    marker="o" if len(points) > 1 else "s",
+                    label=config,
+                    linestyle="-" if len(points) > 1 else "",
+                )
         ax.set_xscale("symlog", linthresh=min([i for i in iters if i] or [1]))
         ax.set_xticks(iters, [str(i) for i in iters], minor=False)
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -252,10 +313,16 @@ def main() -> None:
     ap.add_argument("--calib-data", default="camvid:train", help="dataset of the calibration set")
     ap.add_argument("--calib", help="reuse this calibration set instead of recording one")
     ap.add_argument("--maps", type=int, default=8, help="calibration maps (default 8; paper 64)")
-    ap.add_argument("--steps", type=int, default=20, help="DDIM steps of the calibration trajectories (default 20; paper 100)")
-    ap.add_argument("--every", type=int, default=10, help="one record per map every this many steps (default 10; paper 25)")
+    ap.add_argument(
+        "--steps", type=int, default=20, help="DDIM steps of the calibration trajectories (default 20; paper 100)"
+    )
+    ap.add_argument(
+        "--every", type=int, default=10, help="one record per map every this many steps (default 10; paper 25)"
+    )
     ap.add_argument("--sweep", default="W4:0,100,250 W8:0,100", help="CONFIG:ITERS,... pairs, space-separated")
-    ap.add_argument("--act-configs", default="W8A8,W4A8", help="configurations run at the knee (comma-separated; '' for none)")
+    ap.add_argument(
+        "--act-configs", default="W8A8,W4A8", help="configurations run at the knee (comma-separated; '' for none)"
+    )
     ap.add_argument("--act-iters", help="iterations of --act-configs (default: the knee of the --knee-config sweep)")
     ap.add_argument("--knee-config", default="W4")
     ap.add_argument("--batch-size", type=int, default=2, help="AdaRound batch (default 2)")
@@ -264,13 +331,21 @@ def main() -> None:
     ap.add_argument("--psnr", type=float, default=100.0, help="channel PSNR of the probe maps")
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2, help="worker processes, one thread each (1: run in this process)")
-    ap.add_argument("--threads", type=int, default=2, help="threads of this process (calibration set, reference images)")
+    ap.add_argument(
+        "--threads", type=int, default=2, help="threads of this process (calibration set, reference images)"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--estimate", action="store_true", help="time small pieces and predict the duration; run nothing else")
+    ap.add_argument(
+        "--estimate", action="store_true", help="time small pieces and predict the duration; run nothing else"
+    )
     ap.add_argument("--no-save", action="store_true", help="print the table only (smoke runs)")
-    ap.add_argument("--keep-models", metavar="DIR", help="keep the calibration set and every quantized model "
-                    "(CONFIG-ITERS.safetensors) in DIR, e.g. for qgesco evaluate; a rerun with the same DIR reuses them "
-                    "and judges again only (so a larger --sweep costs only its new configurations)")
+    ap.add_argument(
+        "--keep-models",
+        metavar="DIR",
+        help="keep the calibration set and every quantized model "
+        "(CONFIG-ITERS.safetensors) in DIR, e.g. for qgesco evaluate; a rerun with the same DIR reuses them "
+        "and judges again only (so a larger --sweep costs only its new configurations)",
+    )
     args = ap.parse_args()
     sweep = parse_sweep(args.sweep)
     act_configs = [c for c in args.act_configs.split(",") if c]
@@ -291,20 +366,36 @@ def main() -> None:
         if reused:
             calib = CalibrationSet.load(args.calib or kept_calib)
         else:
-            calib = build_calibration_set(model, open_dataset(args.calib_data, image_hw=model.config.image_hw),
-                                          num_maps=args.maps, steps=args.steps, every=args.every, guidance=args.guidance,
-                                          seed=args.seed)
-        calib_seconds = calib.info.get("provenance", {}).get("seconds") if reused else round(time.perf_counter() - started, 1)
+            calib = build_calibration_set(
+                model,
+                open_dataset(args.calib_data, image_hw=model.config.image_hw),
+                num_maps=args.maps,
+                steps=args.steps,
+                every=args.every,
+                guidance=args.guidance,
+                seed=args.seed,
+            )
+        calib_seconds = (
+            calib.info.get("provenance", {}).get("seconds") if reused else round(time.perf_counter() - started, 1)
+        )
         calib.save(Path(tmp, "calib.safetensors"))
         if args.keep_models and not kept_calib.exists():
             kept_calib.parent.mkdir(parents=True, exist_ok=True)
             calib.save(kept_calib)
         probe = make_probe(model, args)
         save_tensors(Path(tmp, "probe.safetensors"), probe, {"kind": "bench-probe"})
-        base = {"model": str(args.model), "model_sha256": weights_sha256(model), "calib": str(Path(tmp, "calib.safetensors")),
-                "probe": str(Path(tmp, "probe.safetensors")),
-                "batch_size": args.batch_size, "seed": args.seed, "sample_steps": args.sample_steps, "guidance": args.guidance,
-                "threads": 1 if args.workers > 1 else args.threads, "keep_models": args.keep_models}
+        base = {
+            "model": str(args.model),
+            "model_sha256": weights_sha256(model),
+            "calib": str(Path(tmp, "calib.safetensors")),
+            "probe": str(Path(tmp, "probe.safetensors")),
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "sample_steps": args.sample_steps,
+            "guidance": args.guidance,
+            "threads": 1 if args.workers > 1 else args.threads,
+            "keep_models": args.keep_models,
+        }
         rows = run_all([{**base, "config": c, "iters": i} for c, i in sweep], args.workers)
         knee = find_knee(rows, args.knee_config)
         if act_configs:
@@ -313,16 +404,22 @@ def main() -> None:
     rows.insert(0, {"config": "fp32", "iters": "-", "lpips_vs_photo": lpips_mean(probe["reference"], probe["photos"])})
     summary = calib.summary()
     table = markdown_table(rows, COLUMNS)
-    table += (f"\nKnee ({KNEE_SHARE:.0%} of the {args.knee_config} sweep's block-error reduction): {knee} iterations. "
-              f"Calibration set: {summary['samples']} samples from {summary['maps']} maps, {len(summary['timesteps'])} timesteps, "
-              f"{'reused' if reused else 'recorded'} (recording took {calib_seconds} s). AdaRound batch {args.batch_size}; "
-              f"quantize_s is the wall time of one calibration on one core ({args.workers} run side by side). "
-              f"Probe: {len(probe['y'])} maps of {args.data} at {args.psnr:g} dB, DDIM {args.sample_steps}, guidance {args.guidance:g}.\n")
+    table += (
+        f"\nKnee ({KNEE_SHARE:.0%} of the {args.knee_config} sweep's block-error reduction): {knee} iterations. "
+        f"Calibration set: {summary['samples']} samples from {summary['maps']} maps, {len(summary['timesteps'])} timesteps, "
+        f"{'reused' if reused else 'recorded'} (recording took {calib_seconds} s). AdaRound batch {args.batch_size}; "
+        f"quantize_s is the wall time of one calibration on one core ({args.workers} run side by side). "
+        f"Probe: {len(probe['y'])} maps of {args.data} at {args.psnr:g} dB, DDIM {args.sample_steps}, guidance {args.guidance:g}.\n"
+    )
     if args.no_save:
         print(table)
         return
-    save("quant_iters", {"rows": rows, "knee": knee, "calibration": {**summary, "seconds": calib_seconds}, "args": vars(args)},
-         table, "python bench/quant_iters.py " + " ".join(sys.argv[1:]))
+    save(
+        "quant_iters",
+        {"rows": rows, "knee": knee, "calibration": {**summary, "seconds": calib_seconds}, "args": vars(args)},
+        table,
+        "python bench/quant_iters.py " + " ".join(sys.argv[1:]),
+    )
     plot(rows, RESULTS / "quant_iters.png")
     print(f"results in {RESULTS}")
 

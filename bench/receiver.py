@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from common import RESULTS
+
 from qgesco.runtime.bench import add_arguments, bench, save
 
 

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 import torch
-
 from common import RESULTS, machine
+
 from qgesco.fileio import write_json, write_text
 from qgesco.semcom import DigitalLink, capacity
 
@@ -34,20 +34,39 @@ def main() -> None:
         payload = np.random.default_rng(0).integers(0, 256, args.codewords * link.k // 8, dtype=np.uint8).tobytes()
         for p in snrs:
             d = link.send(payload, p, torch.Generator().manual_seed(int(p * 100) + 10_000))
-            rows.append({"mcs": mcs, "psnr_db": p, "codeword_error_rate": d.codeword_errors / d.codewords,
-                         "codewords": d.codewords, "bits_per_real_use": link.k / link.uses_per_codeword,
-                         "capacity": capacity(p)})
-    lines = ["| code/modulation | bit per real use | " + " | ".join(f"{p:g} dB" for p in snrs) + " |",
-             "|---|---|" + "---|" * len(snrs)]
+            rows.append(
+                {
+                    "mcs": mcs,
+                    "psnr_db": p,
+                    "codeword_error_rate": d.codeword_errors / d.codewords,
+                    "codewords": d.codewords,
+                    "bits_per_real_use": link.k / link.uses_per_codeword,
+                    "capacity": capacity(p),
+                }
+            )
+    lines = [
+        "| code/modulation | bit per real use | " + " | ".join(f"{p:g} dB" for p in snrs) + " |",
+        "|---|---|" + "---|" * len(snrs),
+    ]
     for mcs in args.mcs.split(","):
         mine = [r for r in rows if r["mcs"] == mcs]
-        lines.append(f"| {mcs} | {mine[0]['bits_per_real_use']:g} | "
-                     + " | ".join(f"{r['codeword_error_rate']:.2f}" for r in mine) + " |")
+        lines.append(
+            f"| {mcs} | {mine[0]['bits_per_real_use']:g} | "
+            + " | ".join(f"{r['codeword_error_rate']:.2f}" for r in mine)
+            + " |"
+        )
     lines.append("| capacity (bit per real use) | – | " + " | ".join(f"{capacity(p):.2f}" for p in snrs) + " |")
     table = "\n".join(lines) + "\n"
     print(table)
-    write_json(RESULTS / "semcom_link.json", {"machine": machine(), "rows": rows, "codewords": args.codewords,
-                                              "seconds": round(time.perf_counter() - started, 1)})
+    write_json(
+        RESULTS / "semcom_link.json",
+        {
+            "machine": machine(),
+            "rows": rows,
+            "codewords": args.codewords,
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    )
     write_text(RESULTS / "semcom_link.md", "Codeword error rate over AWGN by PSNR (bench/semcom_link.py)\n\n" + table)
 
 

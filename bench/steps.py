@@ -26,14 +26,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from common import RESULTS, markdown_table, median_ms, save  # noqa: E402
+
 from qgesco.channel import AWGN, encode, transmit  # noqa: E402
 from qgesco.data import open_dataset  # noqa: E402
 from qgesco.diffusion import create_diffusion, make_sampler, sampler_spec  # noqa: E402
-from qgesco.fileio import load_tensors, save_tensors  # noqa: E402
+from qgesco.fileio import (  # noqa: E402
+    load_tensors,
+    save_tensors,
+    tensors_sha256,  # noqa: E402
+)
 from qgesco.metrics import InceptionFeatures, fid, kid, lpips  # noqa: E402
-from qgesco.fileio import tensors_sha256  # noqa: E402
 from qgesco.models.checkpoint import load_float_model  # noqa: E402
 from qgesco.viz import grid, images_to_uint8, save_png  # noqa: E402
 
@@ -52,9 +55,15 @@ def fixed_set(model_config, dataset: str, n_images: int, psnr: float, seed: int)
     items = [ds[int(i)] for i in np.linspace(0, len(ds) - 1, n_images).round()]
     images = torch.stack([item[0] for item in items])
     labels = torch.stack([item[1] for item in items])
-    instance = None if model_config.no_instance else torch.stack([item[2] if item[2] is not None else item[1] for item in items])
+    instance = (
+        None
+        if model_config.no_instance
+        else torch.stack([item[2] if item[2] is not None else item[1] for item in items])
+    )
     y = encode(labels, model_config.num_classes, instance)
-    received = transmit(y, AWGN(psnr, table="gesco"), model_config.num_classes, generator=torch.Generator().manual_seed(seed))
+    received = transmit(
+        y, AWGN(psnr, table="gesco"), model_config.num_classes, generator=torch.Generator().manual_seed(seed)
+    )
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed + 1))
     return (images + 1) / 2, received, noise
 
@@ -67,8 +76,17 @@ def generate(sampler, model, y, noise, args, guidance_window):
         generator = torch.Generator().manual_seed(args.seed + 2 + start)
 
         def run():
-            images.append(sampler.sample(model, y[batch], guidance=args.guidance, noise=noise[batch], generator=generator,
-                                         guidance_window=guidance_window, batch_cfg=args.batch_cfg))
+            images.append(
+                sampler.sample(
+                    model,
+                    y[batch],
+                    guidance=args.guidance,
+                    noise=noise[batch],
+                    generator=generator,
+                    guidance_window=guidance_window,
+                    batch_cfg=args.batch_cfg,
+                )
+            )
 
         ms_per_image.append(median_ms(run, warmup=0, repeat=1) / len(y[batch]))
     return (torch.cat(images) + 1) / 2, statistics.median(ms_per_image)
@@ -78,7 +96,11 @@ def cached_generate(cache: Path | None, key: dict, make) -> tuple[torch.Tensor, 
     """``make()`` once per ``key``: with ``--cache`` the images and their time are kept, so an
     interrupted or widened run (more samplers, steps or PSNRs) generates only what is new."""
     window = "" if key["window"] is None else "-window{}-{}".format(*key["window"])
-    path = None if cache is None else cache / f"{key['precision']}-psnr{key['psnr']:g}-{key['sampler']}{window}.safetensors"
+    path = (
+        None
+        if cache is None
+        else cache / f"{key['precision']}-psnr{key['psnr']:g}-{key['sampler']}{window}.safetensors"
+    )
     if path is not None and path.exists():
         tensors, meta = load_tensors(path)
         if meta.get("key") == key:
@@ -112,11 +134,23 @@ def plot(rows: list[dict], reference_spec: str, path: Path) -> None:
             reference = next((r for r in here if r["sampler"] == reference_spec), None)
             if reference is not None:  # absent for W8 under --shared-reference: the fp32 band is its reference
                 ax.axhspan(reference["lpips"], reference["lpips"] + MAX_DELTA_LPIPS, color="0.5", alpha=0.15, zorder=0)
-                ax.plot([reference["evals"]], [reference["lpips"]], "k" + marker, markersize=9, label=f"{reference_spec} {precision}")
+                ax.plot(
+                    [reference["evals"]],
+                    [reference["lpips"]],
+                    "k" + marker,
+                    markersize=9,
+                    label=f"{reference_spec} {precision}",
+                )
             for family in families:
                 line = sorted((r for r in here if r["family"] == family), key=lambda r: r["evals"])
-                ax.plot([r["evals"] for r in line], [r["lpips"] for r in line], style, color=colour[family], marker="o",
-                        label=f"{family} {precision}")
+                ax.plot(
+                    [r["evals"] for r in line],
+                    [r["lpips"] for r in line],
+                    style,
+                    color=colour[family],
+                    marker="o",
+                    label=f"{family} {precision}",
+                )
         ax.set_xscale("log")
         ax.set_xticks(sorted({r["evals"] for r in rows}))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -130,8 +164,15 @@ def plot(rows: list[dict], reference_spec: str, path: Path) -> None:
     plt.close(fig)
 
 
-def save_samples(originals: torch.Tensor, images: dict[tuple[str, str], torch.Tensor], rows: list[dict],
-                 chosen: dict[str, dict | None], reference_spec: str, psnr: float, path: Path) -> None:
+def save_samples(
+    originals: torch.Tensor,
+    images: dict[tuple[str, str], torch.Tensor],
+    rows: list[dict],
+    chosen: dict[str, dict | None],
+    reference_spec: str,
+    psnr: float,
+    path: Path,
+) -> None:
     """What the numbers mean, at one PSNR: original | reference | each family at its most steps
     (fp32) | the fastest configuration within the band, per precision."""
     picks = [("fp32", reference_spec)]
@@ -153,8 +194,11 @@ def main() -> None:
     ap.add_argument("--n-images", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--steps", default="10,20,25,50,100,250")
-    ap.add_argument("--samplers", default="ddpm,ddim,ddimq,dpm++,dpm++q,dpm++l",
-                    help="sampler families; a trailing q / l selects quadratic / logSNR spacing (see docs/samplers.md)")
+    ap.add_argument(
+        "--samplers",
+        default="ddpm,ddim,ddimq,dpm++,dpm++q,dpm++l",
+        help="sampler families; a trailing q / l selects quadratic / logSNR spacing (see docs/samplers.md)",
+    )
     ap.add_argument("--psnr", default="100,10", help="channel PSNRs in dB (AWGN, GESCO's noise table)")
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--guidance-window", help="t_lo,t_hi: guide only these model timesteps (not the reference row)")
@@ -163,11 +207,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--name", default="steps", help="results/NAME.{json,md,png}")
-    ap.add_argument("--shared-reference", action="store_true",
-                    help="compare the W8 rows with the fp32 model's reference (the paper's receiver) instead of running "
-                         "W8's own: the cost of quantization and fewer steps together, at half the reference cost")
-    ap.add_argument("--cache", metavar="DIR", help="keep every generated set in DIR and reuse it on a rerun with the same "
-                    "models and settings (resume; add samplers or steps at the cost of the new rows only)")
+    ap.add_argument(
+        "--shared-reference",
+        action="store_true",
+        help="compare the W8 rows with the fp32 model's reference (the paper's receiver) instead of running "
+        "W8's own: the cost of quantization and fewer steps together, at half the reference cost",
+    )
+    ap.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="keep every generated set in DIR and reuse it on a rerun with the same "
+        "models and settings (resume; add samplers or steps at the cost of the new rows only)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     window = tuple(ints(args.guidance_window)) if args.guidance_window else None
@@ -178,11 +229,19 @@ def main() -> None:
         for steps in ints(args.steps):
             configs.setdefault(sampler_spec(family, steps, args.reference), family)
     samplers = {spec: make_sampler(diffusion, spec) for spec in configs}
-    per_image = sum(s.num_evaluations(args.guidance, None if spec == args.reference else window) for spec, s in samplers.items())
-    w8_per_image = per_image - (samplers[args.reference].num_evaluations(args.guidance, None) if args.shared_reference else 0)
+    per_image = sum(
+        s.num_evaluations(args.guidance, None if spec == args.reference else window) for spec, s in samplers.items()
+    )
+    w8_per_image = per_image - (
+        samplers[args.reference].num_evaluations(args.guidance, None) if args.shared_reference else 0
+    )
     in_all = len(args.psnr.split(",")) * args.n_images * (per_image + (w8_per_image if args.quantized else 0))
-    print(f"{len(configs)} configurations: {per_image} network evaluations per image per PSNR for fp32"
-          + (f", {w8_per_image} for W8" if args.quantized else "") + f"; {in_all} in all", file=sys.stderr)
+    print(
+        f"{len(configs)} configurations: {per_image} network evaluations per image per PSNR for fp32"
+        + (f", {w8_per_image} for W8" if args.quantized else "")
+        + f"; {in_all} in all",
+        file=sys.stderr,
+    )
     fp32 = load_float_model(args.model)
     models = {"fp32": fp32}
     if args.quantized:
@@ -195,8 +254,15 @@ def main() -> None:
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     digests = {name: tensors_sha256(m.state_dict()) for name, m in models.items()}
-    run_key = {"models": digests, "dataset": args.dataset, "n_images": args.n_images, "batch_size": args.batch_size,
-               "guidance": args.guidance, "batch_cfg": args.batch_cfg, "seed": args.seed}
+    run_key = {
+        "models": digests,
+        "dataset": args.dataset,
+        "n_images": args.n_images,
+        "batch_size": args.batch_size,
+        "guidance": args.guidance,
+        "batch_cfg": args.batch_cfg,
+        "seed": args.seed,
+    }
 
     def reference_of(precision: str) -> str:
         return "fp32" if args.shared_reference else precision
@@ -216,30 +282,49 @@ def main() -> None:
                 if spec == args.reference and not own_reference:
                     continue
                 sampler, row_window = samplers[spec], (None if spec == args.reference else window)
-                key = {**run_key, "precision": precision, "psnr": psnr, "sampler": spec, "window": list(row_window) if row_window else None}
-                images, ms = cached_generate(cache, key,
-                                             lambda: generate(sampler, model, y, noise, args, row_window))
+                key = {
+                    **run_key,
+                    "precision": precision,
+                    "psnr": psnr,
+                    "sampler": spec,
+                    "window": list(row_window) if row_window else None,
+                }
+                images, ms = cached_generate(cache, key, lambda: generate(sampler, model, y, noise, args, row_window))
                 outputs[spec] = images
                 if psnr == psnrs[0]:
                     shown[precision, spec] = images
                 per_image = lpips(images, originals)
-                row = {"precision": precision, "psnr": psnr, "sampler": spec, "family": family,
-                       "steps": len(sampler.timesteps), "evals": sampler.num_evaluations(args.guidance, row_window),
-                       "lpips": round(per_image.mean().item(), 4),
-                       "lpips_vs_ref": round(lpips(images, outputs[args.reference]).mean().item(), 4),
-                       "ms_per_image": round(ms, 1), "lpips_per_image": [round(v, 4) for v in per_image.tolist()]}
+                row = {
+                    "precision": precision,
+                    "psnr": psnr,
+                    "sampler": spec,
+                    "family": family,
+                    "steps": len(sampler.timesteps),
+                    "evals": sampler.num_evaluations(args.guidance, row_window),
+                    "lpips": round(per_image.mean().item(), 4),
+                    "lpips_vs_ref": round(lpips(images, outputs[args.reference]).mean().item(), 4),
+                    "ms_per_image": round(ms, 1),
+                    "lpips_per_image": [round(v, 4) for v in per_image.tolist()],
+                }
                 if real is not None:
                     fake = inception(images)
                     row["fid"] = round(fid(real, fake), 2)
                     row["kid"] = round(kid(real, fake, subset_size=min(1000, len(fake)))[0], 4)
                 rows.append(row)
-                print(f"{precision} PSNR {psnr:g} {spec}: LPIPS {row['lpips']} ({row['evals']} evals, {row['ms_per_image']} ms/image)",
-                      file=sys.stderr)
+                print(
+                    f"{precision} PSNR {psnr:g} {spec}: LPIPS {row['lpips']} ({row['evals']} evals, {row['ms_per_image']} ms/image)",
+                    file=sys.stderr,
+                )
             if precision == "fp32":
                 fp32_reference = outputs[args.reference]
     for row in rows:
-        reference = next(r for r in rows if r["precision"] == reference_of(row["precision"]) and r["psnr"] == row["psnr"]
-                         and r["sampler"] == args.reference)
+        reference = next(
+            r
+            for r in rows
+            if r["precision"] == reference_of(row["precision"])
+            and r["psnr"] == row["psnr"]
+            and r["sampler"] == args.reference
+        )
         row["delta_lpips"] = round(row["lpips"] - reference["lpips"], 4)
 
     chosen = {precision: fastest_within(rows, precision, args.reference) for precision in models}
@@ -247,22 +332,44 @@ def main() -> None:
     columns += ([] if args.no_fid else ["fid", "kid"]) + ["ms_per_image"]
     table = markdown_table(rows, columns)
     for precision, row in chosen.items():
-        table += (f"\nFastest with ΔLPIPS <= {MAX_DELTA_LPIPS} at every PSNR ({precision}): "
-                  + (f"`{row['sampler']}` ({row['evals']} evaluations per image)" if row else "none") + "\n")
-    table += (f"\nReference `{args.reference}` (ΔLPIPS and lpips_vs_ref are against it"
-              + (", the fp32 model's for every precision" if args.shared_reference else ", each precision's own")
-              + f"); {args.n_images} {args.dataset} maps, "
-              f"guidance {args.guidance}"
-              + (f", guidance window {window}" if window else "") + (", batched cfg" if args.batch_cfg else "")
-              + f", model {args.model}" + (f", W8 {args.quantized}" if args.quantized else "") + ".\n")
+        table += (
+            f"\nFastest with ΔLPIPS <= {MAX_DELTA_LPIPS} at every PSNR ({precision}): "
+            + (f"`{row['sampler']}` ({row['evals']} evaluations per image)" if row else "none")
+            + "\n"
+        )
+    table += (
+        f"\nReference `{args.reference}` (ΔLPIPS and lpips_vs_ref are against it"
+        + (", the fp32 model's for every precision" if args.shared_reference else ", each precision's own")
+        + f"); {args.n_images} {args.dataset} maps, "
+        f"guidance {args.guidance}"
+        + (f", guidance window {window}" if window else "")
+        + (", batched cfg" if args.batch_cfg else "")
+        + f", model {args.model}"
+        + (f", W8 {args.quantized}" if args.quantized else "")
+        + ".\n"
+    )
     plot(rows, args.reference, RESULTS / f"{args.name}.png")
     save_samples(shown_originals, shown, rows, chosen, args.reference, psnrs[0], RESULTS / f"{args.name}_samples.png")
-    save(args.name, {"rows": rows, "fastest_within_delta_lpips": {p: r and r["sampler"] for p, r in chosen.items()},
-                     "max_delta_lpips": MAX_DELTA_LPIPS, "reference": args.reference, "model": args.model, "quantized": args.quantized,
-                     "n_images": args.n_images, "guidance": args.guidance, "guidance_window": window,
-                     "batch_cfg": args.batch_cfg, "shared_reference": args.shared_reference, "plot": f"{args.name}.png",
-                     "samples": f"{args.name}_samples.png"},
-         table, "python bench/steps.py " + " ".join(sys.argv[1:]))
+    save(
+        args.name,
+        {
+            "rows": rows,
+            "fastest_within_delta_lpips": {p: r and r["sampler"] for p, r in chosen.items()},
+            "max_delta_lpips": MAX_DELTA_LPIPS,
+            "reference": args.reference,
+            "model": args.model,
+            "quantized": args.quantized,
+            "n_images": args.n_images,
+            "guidance": args.guidance,
+            "guidance_window": window,
+            "batch_cfg": args.batch_cfg,
+            "shared_reference": args.shared_reference,
+            "plot": f"{args.name}.png",
+            "samples": f"{args.name}_samples.png",
+        },
+        table,
+        "python bench/steps.py " + " ".join(sys.argv[1:]),
+    )
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import markdown_table, save
 from tqdm import tqdm
 
-from common import markdown_table, save
 from qgesco.data import make_loader, open_dataset
 from qgesco.fileio import save_tensors
 from qgesco.metrics import ConfusionMatrix
@@ -59,9 +59,13 @@ def evaluate(model: SegNet, ds) -> dict:
         cm12.update(pred, batch.label)
         cm11.update(pred, batch.label)
     iou = cm12.iou()
-    return {"miou": cm12.miou(), "pixel_accuracy": cm12.pixel_accuracy(),
-            "miou_11": float(np.nanmean(cm11.iou()[:11])), "pixel_accuracy_11": cm11.pixel_accuracy(),
-            "iou": {name: float(v) for name, v in zip(ds.class_names, iou)}}
+    return {
+        "miou": cm12.miou(),
+        "pixel_accuracy": cm12.pixel_accuracy(),
+        "miou_11": float(np.nanmean(cm11.iou()[:11])),
+        "pixel_accuracy_11": cm11.pixel_accuracy(),
+        "iou": {name: float(v) for name, v in zip(ds.class_names, iou)},
+    }
 
 
 def main() -> None:
@@ -71,7 +75,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-2)
     ap.add_argument("--warmup", type=float, default=0.03, help="share of steps with a linear warm-up")
-    ap.add_argument("--class-weight-power", type=float, default=0.5, help="0 = plain cross-entropy, 1 = median-frequency balancing")
+    ap.add_argument(
+        "--class-weight-power", type=float, default=0.5, help="0 = plain cross-entropy, 1 = median-frequency balancing"
+    )
     ap.add_argument("--jitter", type=float, default=0.2)
     ap.add_argument("--widths", default="24,48,96,160", help="channels per UNet level")
     ap.add_argument("--seed", type=int, default=0)
@@ -83,13 +89,16 @@ def main() -> None:
     train = open_dataset("camvid:train", image_hw=TRAIN_HW, train=True, seed=args.seed)
     val = open_dataset("camvid:val", image_hw=TRAIN_HW, train=False)
     names = list(train.class_names)
-    weight = class_weights(open_dataset("camvid:train", image_hw=TRAIN_HW, train=False), len(names), args.class_weight_power)
+    weight = class_weights(
+        open_dataset("camvid:train", image_hw=TRAIN_HW, train=False), len(names), args.class_weight_power
+    )
     model = SegNet(len(names), tuple(int(w) for w in args.widths.split(",")))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps = args.epochs * math.ceil(len(train) / args.batch_size)
     warm = max(1, round(args.warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm)))
+    )
     g = torch.Generator().manual_seed(args.seed)
 
     curve = []
@@ -119,28 +128,60 @@ def main() -> None:
     model.load_state_dict(shipped)
     scores = evaluate(model, val)
     command = "python bench/train_segnet.py " + " ".join(sys.argv[1:])
-    recipe = {"data": f"CamVid train (367) at {TRAIN_HW[0]}x{TRAIN_HW[1]}, resize +12.5 %, random crop, mirror, "
-                      f"brightness/contrast/saturation x(1±{args.jitter})",
-              "loss": f"cross-entropy, class weights (median freq / freq)^{args.class_weight_power}",
-              "optimizer": f"AdamW lr {args.lr} wd {args.weight_decay}, {args.warmup:.0%} warm-up then cosine",
-              "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
-              "train_wall_s": round(train_s), "threads": args.threads, "torch": torch.__version__, "command": command}
+    recipe = {
+        "data": f"CamVid train (367) at {TRAIN_HW[0]}x{TRAIN_HW[1]}, resize +12.5 %, random crop, mirror, "
+        f"brightness/contrast/saturation x(1±{args.jitter})",
+        "loss": f"cross-entropy, class weights (median freq / freq)^{args.class_weight_power}",
+        "optimizer": f"AdamW lr {args.lr} wd {args.weight_decay}, {args.warmup:.0%} warm-up then cosine",
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "train_wall_s": round(train_s),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "command": command,
+    }
     val_scores = {"split": f"CamVid val (101) at {TRAIN_HW[0]}x{TRAIN_HW[1]}", **scores}
-    save_tensors(WEIGHTS, shipped, {"kind": "segnet", "config": model.config(), "classes": names,
-                                    "train_hw": list(TRAIN_HW), "recipe": recipe, "val": val_scores,
-                                    "class_weights": [round(float(w), 4) for w in weight]})
+    save_tensors(
+        WEIGHTS,
+        shipped,
+        {
+            "kind": "segnet",
+            "config": model.config(),
+            "classes": names,
+            "train_hw": list(TRAIN_HW),
+            "recipe": recipe,
+            "val": val_scores,
+            "class_weights": [round(float(w), 4) for w in weight],
+        },
+    )
 
     rows = [{"class": n, "%": f"{100 * v:.1f}"} for n, v in scores["iou"].items()]
-    rows += [{"class": "**mIoU (12 classes)**", "%": f"**{100 * scores['miou']:.1f}**"},
-             {"class": "pixel accuracy (12)", "%": f"{100 * scores['pixel_accuracy']:.1f}"},
-             {"class": "mIoU (11, Unlabelled ignored)", "%": f"{100 * scores['miou_11']:.1f}"},
-             {"class": "pixel accuracy (11)", "%": f"{100 * scores['pixel_accuracy_11']:.1f}"}]
+    rows += [
+        {"class": "**mIoU (12 classes)**", "%": f"**{100 * scores['miou']:.1f}**"},
+        {"class": "pixel accuracy (12)", "%": f"{100 * scores['pixel_accuracy']:.1f}"},
+        {"class": "mIoU (11, Unlabelled ignored)", "%": f"{100 * scores['miou_11']:.1f}"},
+        {"class": "pixel accuracy (11)", "%": f"{100 * scores['pixel_accuracy_11']:.1f}"},
+    ]
     params = sum(p.numel() for p in model.parameters())
-    table = (f"SegNet {model.config()['widths']} ({params / 1e6:.2f} M parameters, {WEIGHTS.stat().st_size / 1e6:.2f} MB), "
-             f"CamVid val at {TRAIN_HW[0]}x{TRAIN_HW[1]}, trained {args.epochs} epochs in {train_s / 60:.1f} min\n\n"
-             + markdown_table(rows, ["class", "%"]))
-    save("segnet_camvid", {"val": val_scores, "recipe": recipe, "config": model.config(), "parameters": params,
-                           "weights_bytes": WEIGHTS.stat().st_size, "curve": curve}, table, command)
+    table = (
+        f"SegNet {model.config()['widths']} ({params / 1e6:.2f} M parameters, {WEIGHTS.stat().st_size / 1e6:.2f} MB), "
+        f"CamVid val at {TRAIN_HW[0]}x{TRAIN_HW[1]}, trained {args.epochs} epochs in {train_s / 60:.1f} min\n\n"
+        + markdown_table(rows, ["class", "%"])
+    )
+    save(
+        "segnet_camvid",
+        {
+            "val": val_scores,
+            "recipe": recipe,
+            "config": model.config(),
+            "parameters": params,
+            "weights_bytes": WEIGHTS.stat().st_size,
+            "curve": curve,
+        },
+        table,
+        command,
+    )
 
 
 if __name__ == "__main__":

@@ -12,16 +12,25 @@ import tempfile
 import time
 
 import torch
-
 from common import markdown_table, save
+
 from qgesco.train.config import load_config
 from qgesco.train.loop import Trainer
 
 
 def measure(config: str, threads: int, channels_last: bool, compile_: bool, steps: int, warmup: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(config, {"out": out, "threads": threads, "channels_last": channels_last,
-                                   "steps": steps + warmup, "save_every": 10**9, "sample_every": 0})
+        cfg = load_config(
+            config,
+            {
+                "out": out,
+                "threads": threads,
+                "channels_last": channels_last,
+                "steps": steps + warmup,
+                "save_every": 10**9,
+                "sample_every": 0,
+            },
+        )
         trainer = Trainer(cfg, log=lambda _: None)
         if compile_:
             trainer.net = torch.compile(trainer.net)
@@ -34,9 +43,13 @@ def measure(config: str, threads: int, channels_last: bool, compile_: bool, step
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     s = statistics.median(times)
-    return {"threads": threads, "layout": "channels_last" if channels_last else "contiguous",
-            "mode": "compile" if compile_ else "eager", "s_per_step": round(s, 3),
-            "samples_per_s": round(cfg.batch_size / s, 2)}
+    return {
+        "threads": threads,
+        "layout": "channels_last" if channels_last else "contiguous",
+        "mode": "compile" if compile_ else "eager",
+        "s_per_step": round(s, 3),
+        "samples_per_s": round(cfg.batch_size / s, 2),
+    }
 
 
 def main() -> None:
@@ -45,7 +58,9 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     ap.add_argument("--steps", type=int, default=12, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation per variant)")
+    ap.add_argument(
+        "--compile", action="store_true", help="also time torch.compile (minutes of compilation per variant)"
+    )
     args = ap.parse_args()
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):
@@ -54,7 +69,10 @@ def main() -> None:
                 try:
                     row = measure(args.config, threads, cl, comp, args.steps, args.warmup)
                 except Exception as e:  # compile needs a working C++ toolchain; report, don't die
-                    print(f"threads {threads} channels_last {cl} compile {comp}: failed ({type(e).__name__}: {str(e)[:160]})", file=sys.stderr)
+                    print(
+                        f"threads {threads} channels_last {cl} compile {comp}: failed ({type(e).__name__}: {str(e)[:160]})",
+                        file=sys.stderr,
+                    )
                     continue
                 rows.append(row)
                 print(row, flush=True)
@@ -63,8 +81,12 @@ def main() -> None:
         r["speedup"] = round(r["samples_per_s"] / base, 2)
     table = markdown_table(rows, ["threads", "layout", "mode", "s_per_step", "samples_per_s", "speedup"])
     name = "train_speed_" + args.config.rsplit("/", 1)[-1].removesuffix(".yaml")
-    save(name, {"rows": rows, "config": args.config, "steps": args.steps, "warmup": args.warmup}, table,
-         "python bench/train_speed.py " + " ".join(sys.argv[1:]))
+    save(
+        name,
+        {"rows": rows, "config": args.config, "steps": args.steps, "warmup": args.warmup},
+        table,
+        "python bench/train_speed.py " + " ".join(sys.argv[1:]),
+    )
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ import argparse
 import sys
 
 import torch
-
 from common import markdown_table, median_ms, save
+
 from qgesco.models.checkpoint import create_model
 
 
@@ -38,13 +38,27 @@ def main() -> None:
                     with torch.no_grad():
                         ms = median_ms(lambda: fn(xs, t, ys), warmup=3 if mode == "compile" else 2)
                 except Exception as e:  # compile needs a working C++ toolchain; report, don't die
-                    print(f"{mode} {layout} batch {batch}: failed ({type(e).__name__}: {str(e)[:120]})", file=sys.stderr)
+                    print(
+                        f"{mode} {layout} batch {batch}: failed ({type(e).__name__}: {str(e)[:120]})", file=sys.stderr
+                    )
                     continue
-                rows.append({"preset": args.preset, "batch": batch, "layout": layout, "mode": mode,
-                             "ms_per_forward": round(ms, 1), "ms_per_image": round(ms / batch, 1)})
+                rows.append(
+                    {
+                        "preset": args.preset,
+                        "batch": batch,
+                        "layout": layout,
+                        "mode": mode,
+                        "ms_per_forward": round(ms, 1),
+                        "ms_per_image": round(ms / batch, 1),
+                    }
+                )
     table = markdown_table(rows, ["preset", "batch", "layout", "mode", "ms_per_forward", "ms_per_image"])
-    save(f"unet_forward_{args.preset}", {"rows": rows, "image_hw": list(cfg.image_hw)}, table,
-         "python bench/unet_forward.py " + " ".join(sys.argv[1:]))
+    save(
+        f"unet_forward_{args.preset}",
+        {"rows": rows, "image_hw": list(cfg.image_hw)},
+        table,
+        "python bench/unet_forward.py " + " ".join(sys.argv[1:]),
+    )
 
 
 if __name__ == "__main__":

@@ -11,10 +11,22 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_model": "api", "send": "channel", "transmit": "channel", "encode": "channel", "AWGN": "channel",
-    "Rayleigh": "channel", "UNetConfig": "models", "UNetModel": "models", "from_official_flags": "models",
-    "create_model": "models.checkpoint", "load_official_checkpoint": "models.checkpoint", "save_model": "models.checkpoint",
-    "build_calibration_set": "quant", "quantize": "quant", "save_quantized": "quant", "load_quantized": "quant",
+    "load_model": "api",
+    "send": "channel",
+    "transmit": "channel",
+    "encode": "channel",
+    "AWGN": "channel",
+    "Rayleigh": "channel",
+    "UNetConfig": "models",
+    "UNetModel": "models",
+    "from_official_flags": "models",
+    "create_model": "models.checkpoint",
+    "load_official_checkpoint": "models.checkpoint",
+    "save_model": "models.checkpoint",
+    "build_calibration_set": "quant",
+    "quantize": "quant",
+    "save_quantized": "quant",
+    "load_quantized": "quant",
     "regenerate": "receiver",
 }
 __all__ = sorted(_EXPORTS)

@@ -24,24 +24,29 @@ from .models.unet import UNetModel
 from .runtime import load_runtime
 
 
-def load_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", backend: str = "weight-only",
-               **flags: Any) -> UNetModel:
+def load_model(
+    path_or_name: str | os.PathLike, device: str | torch.device = "cpu", backend: str = "auto", **flags: Any
+) -> UNetModel:
     """Any model, in eval mode on ``device``: a bundled name (``camvid-demo``, ``camvid-demo-w8``),
     one of our ``.safetensors`` files (full precision or quantized), or a published GESCO/SDM
     ``.pt`` checkpoint together with the flags of its sampling script (``image_size=256, ...``).
 
     A quantized file loads into the low-bit runtime (:func:`qgesco.runtime.load_runtime`): its
-    weights stay int8 / packed int4 in memory. ``backend="weight-only"`` computes exactly what the
-    simulated model (:func:`qgesco.quant.load_quantized`) computes; ``"int8"`` runs W8A8 files with
-    integer kernels on CPU."""
+    weights stay int8 / packed int4 in memory. ``backend="auto"`` takes the faster backend for the
+    file (integer kernels for 8-bit files on CPU; :func:`qgesco.runtime.default_backend` says why);
+    ``"weight-only"`` computes exactly what the simulated model (:func:`qgesco.quant.load_quantized`)
+    computes."""
     if not isinstance(path_or_name, (str, os.PathLike)):
-        raise ValueError(f"load_model takes a file path or a bundled name ({', '.join(BUNDLED)}), "
-                         f"got {type(path_or_name).__name__}")
+        raise ValueError(
+            f"load_model takes a file path or a bundled name ({', '.join(BUNDLED)}), got {type(path_or_name).__name__}"
+        )
     path = bundled_path(str(path_or_name)) if str(path_or_name) in BUNDLED else Path(path_or_name)
     if path.suffix == ".pt":
         if not flags:
-            raise ValueError(f"{path}: a published .pt checkpoint needs the flags it was trained with, e.g. "
-                             "load_model(path, image_size=256, num_classes=35, num_channels=256, ...) (README)")
+            raise ValueError(
+                f"{path}: a published .pt checkpoint needs the flags it was trained with, e.g. "
+                "load_model(path, image_size=256, num_classes=35, num_channels=256, ...) (README)"
+            )
         return load_official_checkpoint(path, map_location=device, **flags).eval()
     if flags:
         raise ValueError(f"flags {sorted(flags)} only apply to published .pt checkpoints; {path} stores its own config")

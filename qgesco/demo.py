@@ -46,15 +46,20 @@ class DemoResult:
     def table(self) -> str:
         s = self.summary
         lines = [
-            "| | fp32 | W8 |", "|---|---|---|",
+            "| | fp32 | W8 |",
+            "|---|---|---|",
             f"| model file | {s['fp32_bytes'] / 1e6:.2f} MB | {s['w8_bytes'] / 1e6:.2f} MB ({s['w8_bytes'] / s['fp32_bytes']:.1%}) |",
             f"| sampling per image ({self.sampler}{self._window()}, {s['evaluations']} evaluations) "
             f"| {s['fp32_ms_per_image']:.0f} ms | {s['w8_ms_per_image']:.0f} ms ({s['w8_backend']} backend) |",
-            "", "| PSNR (dB) | LPIPS W8 vs fp32 | channel uses / image | presence bits | label PNG bits |", "|---|---|---|---|---|",
+            "",
+            "| PSNR (dB) | LPIPS W8 vs fp32 | channel uses / image | presence bits | label PNG bits |",
+            "|---|---|---|---|---|",
         ]
         for r in self.rows:
             lp = "n/a (run `qgesco fetch-weights`)" if r["lpips_w8_vs_fp32"] is None else f"{r['lpips_w8_vs_fp32']:.5f}"
-            lines.append(f"| {r['psnr_db']:g} | {lp} | {r['channel_uses']:,.0f} | {r['presence_bits']} | {r['label_png_bits']:,.0f} |")
+            lines.append(
+                f"| {r['psnr_db']:g} | {lp} | {r['channel_uses']:,.0f} | {r['presence_bits']} | {r['label_png_bits']:,.0f} |"
+            )
         return "\n".join(lines) + "\n"
 
     def _window(self) -> str:
@@ -72,17 +77,33 @@ def _writable(out: Path) -> Path:
     return out
 
 
-def _timed(model, y, noise, sampler: Sampler, window, generator_seed: int, progress: bool) -> tuple[torch.Tensor, float]:
+def _timed(
+    model, y, noise, sampler: Sampler, window, generator_seed: int, progress: bool
+) -> tuple[torch.Tensor, float]:
     """Images and the wall time per image of sampling them all at once."""
     started = time.perf_counter()
-    images = regenerate(model, y, sampler=sampler, guidance=DEFAULT_GUIDANCE, guidance_window=window, noise=noise,
-                        progress=progress, generator=torch.Generator().manual_seed(generator_seed))
+    images = regenerate(
+        model,
+        y,
+        sampler=sampler,
+        guidance=DEFAULT_GUIDANCE,
+        guidance_window=window,
+        noise=noise,
+        progress=progress,
+        generator=torch.Generator().manual_seed(generator_seed),
+    )
     return images, 1000 * (time.perf_counter() - started) / len(y)
 
 
-def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 20.0, 10.0), channel: str = "awgn",
-             sampler: str = DEFAULT_SAMPLER, seed: int = 0, progress: bool = True,
-             guidance_window: tuple[int, int] | None = DEFAULT_GUIDANCE_WINDOW) -> DemoResult:
+def run_demo(
+    out: str | os.PathLike = "demo_out",
+    psnrs: list[float] = (100.0, 20.0, 10.0),
+    channel: str = "awgn",
+    sampler: str = DEFAULT_SAMPLER,
+    seed: int = 0,
+    progress: bool = True,
+    guidance_window: tuple[int, int] | None = DEFAULT_GUIDANCE_WINDOW,
+) -> DemoResult:
     """Run the demo and write ``grid.png``, ``table.md`` and ``results.json`` into ``out``."""
     if channel not in CHANNELS:
         raise ValueError(f"--channel {channel!r}: use one of {', '.join(CHANNELS)}")
@@ -92,7 +113,7 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     out = _writable(Path(out))
     fp32_path, w8_path = bundled_path(DEMO_MODEL), bundled_path(DEMO_QUANTIZED)
     fp32 = load_model(fp32_path)
-    w8 = load_runtime(w8_path)  # the default backend: int8 compute on CPU (LPIPS vs fp32 in the table; docs/runtime.md)
+    w8 = load_model(w8_path)  # the default backend: int8 compute on CPU (LPIPS vs fp32 in the table; docs/runtime.md)
     cfg = fp32.config
     h, w = cfg.image_hw
     scenes = [street_scene(s, h, w) for s in SCENE_SEEDS]
@@ -113,26 +134,39 @@ def run_demo(out: str | os.PathLike = "demo_out", psnrs: list[float] = (100.0, 2
     result = DemoResult(out=out, psnrs=psnrs, sampler=sampler, guidance_window=guidance_window)
     for p, psnr in enumerate(psnrs):
         span = slice(p * len(scenes), (p + 1) * len(scenes))
-        result.rows.append({
-            "psnr_db": psnr,
-            "lpips_w8_vs_fp32": None if distances is None else statistics.fmean(distances[span]),
-            "channel_uses": statistics.fmean(c.compressed_channel_uses for c in cost),
-            "presence_bits": cost[0].presence_bits,
-            "label_png_bits": statistics.fmean(c.label_png_bits for c in cost),
-        })
+        result.rows.append(
+            {
+                "psnr_db": psnr,
+                "lpips_w8_vs_fp32": None if distances is None else statistics.fmean(distances[span]),
+                "channel_uses": statistics.fmean(c.compressed_channel_uses for c in cost),
+                "presence_bits": cost[0].presence_bits,
+                "label_png_bits": statistics.fmean(c.label_png_bits for c in cost),
+            }
+        )
     result.summary = {
-        "fp32_bytes": fp32_path.stat().st_size, "w8_bytes": w8_path.stat().st_size,
-        "fp32_ms_per_image": fp32_ms, "w8_ms_per_image": w8_ms,
-        "w8_backend": w8.runtime_backend[0], "evaluations": evaluations, "images": len(rows_y),
-        "channel": channel, "seed": seed, "guidance": DEFAULT_GUIDANCE,
-        "guidance_window": None if guidance_window is None else list(guidance_window), "threads": torch.get_num_threads(),
+        "fp32_bytes": fp32_path.stat().st_size,
+        "w8_bytes": w8_path.stat().st_size,
+        "fp32_ms_per_image": fp32_ms,
+        "w8_ms_per_image": w8_ms,
+        "w8_backend": w8.runtime_backend[0],
+        "evaluations": evaluations,
+        "images": len(rows_y),
+        "channel": channel,
+        "seed": seed,
+        "guidance": DEFAULT_GUIDANCE,
+        "guidance_window": None if guidance_window is None else list(guidance_window),
+        "threads": torch.get_num_threads(),
     }
-    picture = grid({
-        "clean map": labels_to_uint8(labels.repeat(len(psnrs), 1, 1), cfg.num_classes),
-        "received": maps_to_uint8(received, cfg.num_classes),
-        "fp32": images_to_uint8(images_fp32),
-        "W8": images_to_uint8(images_w8),
-    }, scale=3, row_titles=[f"{p:g} dB" for p in psnrs for _ in scenes])
+    picture = grid(
+        {
+            "clean map": labels_to_uint8(labels.repeat(len(psnrs), 1, 1), cfg.num_classes),
+            "received": maps_to_uint8(received, cfg.num_classes),
+            "fp32": images_to_uint8(images_fp32),
+            "W8": images_to_uint8(images_w8),
+        },
+        scale=3,
+        row_titles=[f"{p:g} dB" for p in psnrs for _ in scenes],
+    )
     save_png(picture, out / "grid.png")
     write_text(out / "table.md", result.table())
     write_json(out / "results.json", {"psnrs": psnrs, "sampler": sampler, "rows": result.rows, **result.summary})

@@ -13,13 +13,13 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -96,8 +96,10 @@ def require_finite(tensors: Mapping[str, torch.Tensor], what: str) -> None:
     """Refuse to write NaN/inf weights: a file of them only ever produces black images."""
     bad = nonfinite(tensors)
     if bad:
-        raise ValueError(f"{what}: {len(bad)} tensor(s) hold NaN or infinity (first: {', '.join(bad[:3])}); "
-                         "not saved: the model diverged or was built from damaged weights")
+        raise ValueError(
+            f"{what}: {len(bad)} tensor(s) hold NaN or infinity (first: {', '.join(bad[:3])}); "
+            "not saved: the model diverged or was built from damaged weights"
+        )
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -125,8 +127,18 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 #: safetensors dtype names -> torch dtypes (the ones qgesco writes, and the usual others).
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
-           "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 
 
 def _read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -151,7 +163,9 @@ def _read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_tensors(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load every tensor of a qgesco safetensors file plus its metadata, checked against the
     ``sha256`` written with it (files from before digests existed have none and load as they are)."""
     meta = read_meta(path)
@@ -161,6 +175,8 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise ValueError(f"{path}: corrupt safetensors file ({e}); re-create it") from None
     if "sha256" in meta and tensors_sha256(tensors) != meta["sha256"]:
         fix = _FIX.get(meta.get("kind"), "delete it and re-create it with the qgesco command that wrote it")
-        raise ValueError(f"{path}: tensor data do not match the checksum written with the file: it was modified "
-                         f"or corrupted after saving; {fix}")
+        raise ValueError(
+            f"{path}: tensor data do not match the checksum written with the file: it was modified "
+            f"or corrupted after saving; {fix}"
+        )
     return {k: v.to(device) for k, v in tensors.items()}, meta

@@ -20,11 +20,20 @@ DEFAULT_GUIDANCE = 2.0
 DEFAULT_GUIDANCE_WINDOW = (500, 999)
 
 
-def regenerate(model: Denoiser, y: torch.Tensor, *, sampler: str | Sampler = DEFAULT_SAMPLER,
-               guidance: float = DEFAULT_GUIDANCE, generator: torch.Generator | None = None,
-               noise: torch.Tensor | None = None, guidance_window: tuple[int, int] | None = DEFAULT_GUIDANCE_WINDOW,
-               batch_cfg: bool = True, diffusion: GaussianDiffusion | None = None, progress: bool = False,
-               callback: StepCallback | None = None) -> torch.Tensor:
+def regenerate(
+    model: Denoiser,
+    y: torch.Tensor,
+    *,
+    sampler: str | Sampler = DEFAULT_SAMPLER,
+    guidance: float = DEFAULT_GUIDANCE,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+    guidance_window: tuple[int, int] | None = DEFAULT_GUIDANCE_WINDOW,
+    batch_cfg: bool = True,
+    diffusion: GaussianDiffusion | None = None,
+    progress: bool = False,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
     """Images in [-1, 1], (N, 3, H, W), for received maps ``y`` (N, C, H, W) on ``y``'s device.
 
     ``sampler`` is a spec such as ``"ddpm30"``, ``"dpm++20"`` or ``"ddpm1000"`` (the paper's), built
@@ -49,8 +58,17 @@ def regenerate(model: Denoiser, y: torch.Tensor, *, sampler: str | Sampler = DEF
         if callback is not None:
             callback(i, t, x)
 
-    images = sampler.sample(model, y, guidance=guidance, noise=noise, generator=generator, progress=progress,
-                            callback=check, guidance_window=guidance_window, batch_cfg=batch_cfg)
+    images = sampler.sample(
+        model,
+        y,
+        guidance=guidance,
+        noise=noise,
+        generator=generator,
+        progress=progress,
+        callback=check,
+        guidance_window=guidance_window,
+        batch_cfg=batch_cfg,
+    )
     return _finite_or_stop(images, -1)
 
 
@@ -58,8 +76,10 @@ def _finite_or_stop(x: torch.Tensor, step: int) -> torch.Tensor:
     """Stop at the first sampling step whose image holds NaN/inf instead of saving black images."""
     if not bool(torch.isfinite(x).all()):
         where = "in the last step" if step < 0 else f"before step {step}"
-        raise RuntimeError(f"sampling produced NaN/inf {where}: the model's weights are damaged or diverged, or "
-                           "the guidance scale is extreme; check the model with `qgesco info` and the guidance value")
+        raise RuntimeError(
+            f"sampling produced NaN/inf {where}: the model's weights are damaged or diverged, or "
+            "the guidance scale is extreme; check the model with `qgesco info` and the guidance value"
+        )
     return x
 
 

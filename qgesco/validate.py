@@ -10,20 +10,23 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
 from .fileio import nonfinite
 
 
-def finite_number(name: str, value, *, low: float | None = None, high: float | None = None,
-                  integer: bool = False) -> float:
+def finite_number(
+    name: str, value, *, low: float | None = None, high: float | None = None, integer: bool = False
+) -> float:
     """A real, finite number (an int when ``integer``) within [low, high]."""
     kind = numbers.Integral if integer else numbers.Real
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r} ({type(value).__name__})")
+        raise ValueError(
+            f"{name} must be {'an integer' if integer else 'a number'}, got {value!r} ({type(value).__name__})"
+        )
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number (not NaN or infinity), got {value}")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -38,28 +41,36 @@ def finite_tensor(name: str, t: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); give at least one map")
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
         n = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name} holds {n} NaN/inf value(s); the maps were damaged in transit or on disk: re-create them")
+        raise ValueError(
+            f"{name} holds {n} NaN/inf value(s); the maps were damaged in transit or on disk: re-create them"
+        )
     return t
 
 
 def maps(name: str, y, channels: int | None = None) -> torch.Tensor:
     """Received or one-hot maps: a finite (N, C, H, W) float tensor with ``channels`` channels."""
     if not isinstance(y, torch.Tensor) or y.dim() != 4:
-        raise ValueError(f"{name} must be a (N, C, H, W) tensor, got {getattr(y, 'shape', type(y).__name__)}; "
-                         "make them with qgesco.send(labels, num_classes, channel)")
+        raise ValueError(
+            f"{name} must be a (N, C, H, W) tensor, got {getattr(y, 'shape', type(y).__name__)}; "
+            "make them with qgesco.send(labels, num_classes, channel)"
+        )
     if not y.is_floating_point():
         raise ValueError(f"{name} must be a float tensor, got {y.dtype}; encode label maps first with qgesco.send")
     if channels is not None and y.shape[1] != channels:
-        raise ValueError(f"{name} have {y.shape[1]} channels but the model takes {channels}; "
-                         "encode them with the model's num_classes (and instance edges unless no_instance)")
+        raise ValueError(
+            f"{name} have {y.shape[1]} channels but the model takes {channels}; "
+            "encode them with the model's num_classes (and instance edges unless no_instance)"
+        )
     return finite_tensor(name, y)
 
 
 def model(name: str, obj) -> None:
     """A loaded model (something callable as ``model(x, t, y)``), not a name or a path."""
     if isinstance(obj, (str, os.PathLike)):
-        raise ValueError(f"{name} must be a loaded model, got the name/path {str(obj)!r}; "
-                         f"load it first: qgesco.load_model({str(obj)!r})")
+        raise ValueError(
+            f"{name} must be a loaded model, got the name/path {str(obj)!r}; "
+            f"load it first: qgesco.load_model({str(obj)!r})"
+        )
     if not callable(obj):
         raise ValueError(f"{name} must be a model callable as model(x, t, y), got {type(obj).__name__}")
 
@@ -67,7 +78,9 @@ def model(name: str, obj) -> None:
 def finite_weights(name: str, net: torch.nn.Module) -> None:
     bad = nonfinite(net.state_dict())
     if bad:
-        raise ValueError(f"{name} has NaN/inf weights (first: {', '.join(bad[:3])}); it diverged or its file is damaged")
+        raise ValueError(
+            f"{name} has NaN/inf weights (first: {', '.join(bad[:3])}); it diverged or its file is damaged"
+        )
 
 
 def _existing_ancestor(path: Path) -> Path:

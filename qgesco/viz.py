@@ -37,8 +37,14 @@ def labels_to_uint8(labels: torch.Tensor, num_classes: int) -> np.ndarray:
     return colorize(labels.detach().cpu().long(), num_classes).numpy()
 
 
-def grid(columns: dict[str, np.ndarray], scale: int = 2, pad: int = 2, title_height: int = 14,
-         row_titles: list[str] | None = None, row_title_width: int = 48) -> Image.Image:
+def grid(
+    columns: dict[str, np.ndarray],
+    scale: int = 2,
+    pad: int = 2,
+    title_height: int = 14,
+    row_titles: list[str] | None = None,
+    row_title_width: int = 48,
+) -> Image.Image:
     """Tiles ``columns[title][row]`` (each (N, H, W, 3) uint8) into one picture with column
     titles and, optionally, a title left of each row."""
     tiles = list(columns.values())

@@ -45,8 +45,12 @@ def test_load_model_dispatches_on_checkpoint_kind(tmp_path):
     assert type(qgesco.load_model(tmp_path / "m.safetensors")) is qgesco.UNetModel
     w8 = qgesco.load_model("camvid-demo-w8")
     assert w8.quant_plan is not None  # declared on every UNetModel, None on a float one
-    assert not [name for name, p in w8.named_parameters() if p.dim() > 1], "quantized weights must not be float parameters"
-    assert sum(b.numel() for b in w8.buffers() if b.dtype == torch.int8) > 0.99 * sum(p.numel() for p in checkpoint.load_float_model("camvid-demo").parameters() if p.dim() > 1)
+    assert not [name for name, p in w8.named_parameters() if p.dim() > 1], (
+        "quantized weights must not be float parameters"
+    )
+    assert sum(b.numel() for b in w8.buffers() if b.dtype == torch.int8) > 0.99 * sum(
+        p.numel() for p in checkpoint.load_float_model("camvid-demo").parameters() if p.dim() > 1
+    )
     with pytest.raises(ValueError, match="needs the flags"):
         qgesco.load_model(tmp_path / "published.pt")
     with pytest.raises(ValueError, match="only apply to published .pt"):
@@ -95,21 +99,27 @@ def test_demo_writes_grid_table_and_results(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert [r["psnr_db"] for r in results["rows"]] == [100.0, 10.0]
     assert results["w8_bytes"] < 0.27 * results["fp32_bytes"]
-    assert all(r["channel_uses"] < 12 * 48 * 64 for r in results["rows"])   # presence compression sends fewer planes
+    assert all(r["channel_uses"] < 12 * 48 * 64 for r in results["rows"])  # presence compression sends fewer planes
     width, height = Image.open(out / "grid.png").size
-    assert width > 4 * 64 * 3 and height > 4 * 48 * 3                         # 4 columns, 2 PSNRs x 2 scenes
+    assert width > 4 * 64 * 3 and height > 4 * 48 * 3  # 4 columns, 2 PSNRs x 2 scenes
     assert "LPIPS W8 vs fp32" in capsys.readouterr().out
-    assert results["evaluations"] == 3 and results["guidance_window"] == [500, 999]  # ddpm2 visits t = 999 (guided) and 0
+    assert results["evaluations"] == 3 and results["guidance_window"] == [
+        500,
+        999,
+    ]  # ddpm2 visits t = 999 (guided) and 0
     assert main(["demo", "--psnr", "10", "--steps", "2", "--guidance-window", "all", "--out", str(out)]) == 0
     assert json.loads((out / "results.json").read_text())["evaluations"] == 4
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--psnr", "nonsense"], "--psnr 'nonsense': give comma-separated numbers"),
-    (["--channel", "fibre"], "--channel 'fibre': use one of awgn, rayleigh"),
-    (["--sampler", "euler"], "unknown sampler 'euler'"),
-    (["--guidance-window", "999,500"], "need 0 <= T_LO <= T_HI"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--psnr", "nonsense"], "--psnr 'nonsense': give comma-separated numbers"),
+        (["--channel", "fibre"], "--channel 'fibre': use one of awgn, rayleigh"),
+        (["--sampler", "euler"], "unknown sampler 'euler'"),
+        (["--guidance-window", "999,500"], "need 0 <= T_LO <= T_HI"),
+    ],
+)
 def test_demo_bad_options_are_one_clear_line(tmp_path, capsys, args, message):
     assert main(["demo", "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
@@ -167,6 +177,8 @@ def test_demo_model_regenerates_scenes_the_segmentation_net_recognises(camvid_va
     """Issue target: regenerated-image mIoU >= 50 % of the real images' mIoU (same scenes, same net)."""
     images, labels, y = camvid_val
     generated = qgesco.regenerate(qgesco.load_model("camvid-demo"), y, generator=torch.Generator().manual_seed(1))
-    scores = [qgesco.metrics.ConfusionMatrix(12).update(qgesco.metrics.segment((x + 1) / 2), labels).miou()
-              for x in (generated, images)]
+    scores = [
+        qgesco.metrics.ConfusionMatrix(12).update(qgesco.metrics.segment((x + 1) / 2), labels).miou()
+        for x in (generated, images)
+    ]
     assert scores[1] > 0.4 and scores[0] >= 0.5 * scores[1], f"mIoU regenerated {scores[0]:.3f}, real {scores[1]:.3f}"

@@ -26,6 +26,7 @@ def street(n: int = 2, h: int = 32, w: int = 48, num_classes: int = 12) -> torch
 
 # ---------------------------------------------------------------- encoding
 
+
 def test_encode_is_one_hot_plus_hand_computed_instance_edges():
     labels = torch.tensor([[[0, 0, 0, 2, 2], [0, 0, 0, 2, 2], [0, 0, 0, 2, 2], [1, 1, 1, 1, 1]]])
     instance = torch.tensor([[[1, 1, 1, 2, 2], [1, 1, 1, 2, 2], [1, 1, 1, 2, 2], [3, 3, 3, 3, 3]]])
@@ -48,16 +49,19 @@ def test_ignore_maps_void_labels_to_a_class_or_to_no_class():
     assert torch.equal(to_void[0, :, 0, 1], torch.tensor([1.0, 0.0, 0.0]))
 
 
-@pytest.mark.parametrize("labels, instance, message", [
-    (torch.tensor([[[0, 12]]]), None, r"values 12 are outside 0\.\.11"),
-    (torch.tensor([[[0, -1]]]), None, r"values -1 are outside"),
-    (torch.tensor([[[0, 255]]]), None, r"ignore=\{255: None\}"),
-    (torch.zeros(1, 2, 2), None, "integer ids, got dtype torch.float32"),
-    (torch.zeros(2, 2, dtype=torch.long), None, r"\(N, H, W\), got shape \(2, 2\)"),
-    (torch.zeros(1, 1, 2, 2, dtype=torch.long), None, r"\(N, H, W\), got shape \(1, 1, 2, 2\)"),
-    (torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 5, dtype=torch.long), "instance map has shape"),
-    (torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4), "instance map must hold integer"),
-])
+@pytest.mark.parametrize(
+    "labels, instance, message",
+    [
+        (torch.tensor([[[0, 12]]]), None, r"values 12 are outside 0\.\.11"),
+        (torch.tensor([[[0, -1]]]), None, r"values -1 are outside"),
+        (torch.tensor([[[0, 255]]]), None, r"ignore=\{255: None\}"),
+        (torch.zeros(1, 2, 2), None, "integer ids, got dtype torch.float32"),
+        (torch.zeros(2, 2, dtype=torch.long), None, r"\(N, H, W\), got shape \(2, 2\)"),
+        (torch.zeros(1, 1, 2, 2, dtype=torch.long), None, r"\(N, H, W\), got shape \(1, 1, 2, 2\)"),
+        (torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 5, dtype=torch.long), "instance map has shape"),
+        (torch.zeros(1, 4, 4, dtype=torch.long), torch.zeros(1, 4, 4), "instance map must hold integer"),
+    ],
+)
 def test_bad_maps_raise_clear_errors(labels, instance, message):
     with pytest.raises(ValueError, match=message):
         ch.encode(labels, 12, instance)
@@ -69,6 +73,7 @@ def test_ignore_to_a_missing_class_is_rejected():
 
 
 # ---------------------------------------------------------------- presence compression
+
 
 def test_presence_mask_and_reinsertion_are_exact():
     labels = street(n=2, num_classes=12)
@@ -101,13 +106,14 @@ def test_noise_lands_only_on_transmitted_planes():
 
 # ---------------------------------------------------------------- noise level
 
+
 def test_exact_sigma_formula():
     assert ch.noise_sigma(20) == pytest.approx(0.1, rel=1e-12)
     assert ch.noise_sigma(0.0) == 1.0
     assert ch.noise_sigma(-20) == pytest.approx(10.0, rel=1e-12)
     assert ch.noise_sigma(100) == pytest.approx(1e-5, rel=1e-12)
     per_image = ch.noise_sigma(torch.tensor([40.0, 6.0]))
-    assert torch.allclose(per_image, torch.tensor([0.01, 10 ** -0.3], dtype=torch.float64))
+    assert torch.allclose(per_image, torch.tensor([0.01, 10**-0.3], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("psnr_db", [-6.0, 0.0, 10.0, 23.5, 60.0])
@@ -146,21 +152,25 @@ def test_gesco_table_reproduces_the_published_sigmas():
         ch.AWGN(torch.tensor([10.0, 12.0]), table="gesco")
 
 
-@pytest.mark.parametrize("psnr, table, message", [
-    (float("nan"), "exact", "NaN"),
-    (torch.tensor([10.0, float("nan")]), "exact", "NaN"),
-    (float("inf"), "exact", "finite"),
-    (torch.zeros(2, 2), "exact", "1-D tensor"),
-    (True, "exact", "number or a 1-D tensor"),
-    ("10", "exact", "number or a 1-D tensor"),
-    (10, "paper", "unknown noise table 'paper'"),
-])
+@pytest.mark.parametrize(
+    "psnr, table, message",
+    [
+        (float("nan"), "exact", "NaN"),
+        (torch.tensor([10.0, float("nan")]), "exact", "NaN"),
+        (float("inf"), "exact", "finite"),
+        (torch.zeros(2, 2), "exact", "1-D tensor"),
+        (True, "exact", "number or a 1-D tensor"),
+        ("10", "exact", "number or a 1-D tensor"),
+        (10, "paper", "unknown noise table 'paper'"),
+    ],
+)
 def test_bad_psnr_raises(psnr, table, message):
     with pytest.raises(ValueError, match=message):
         ch.AWGN(psnr, table=table)
 
 
 # ---------------------------------------------------------------- Rayleigh fading
+
 
 def test_rayleigh_equalised_noise_power_matches_theory():
     """Per image, x + sigma*z/|h| with |h|^2 ~ Exp(1): sigma^2 / (measured power) recovers |h|^2."""
@@ -194,6 +204,7 @@ def test_rayleigh_blocks_run_over_each_images_sent_stream():
 
 # ---------------------------------------------------------------- front-end
 
+
 @pytest.mark.parametrize("link", [ch.AWGN(torch.tensor([5.0, 15.0])), ch.Rayleigh(10.0, block=500)])
 def test_seeded_transmission_is_bit_identical(link):
     y = ch.encode(street(), 12, street())
@@ -214,6 +225,7 @@ def test_transmit_rejects_maps_not_in_the_model_layout():
 
 
 # ---------------------------------------------------------------- receiver cleanup
+
 
 def test_avgmax_cleanup_matches_hand_computation():
     spike = torch.zeros(7, 7)
@@ -254,6 +266,7 @@ def test_cleanup_recovers_the_class_map_from_heavy_noise():
 
 # ---------------------------------------------------------------- bandwidth
 
+
 def test_bandwidth_counts_channel_uses_and_bits():
     labels = street(n=2, h=32, w=48)
     photos = torch.randint(0, 256, (2, 3, 32, 48), dtype=torch.uint8)
@@ -279,6 +292,7 @@ def test_png_bits_respect_the_entropy_bound_and_jpeg_grows_with_quality():
 
 
 # ---------------------------------------------------------------- palette
+
 
 def test_palettes():
     assert ch.class_palette(12)[3].tolist() == [128, 64, 128]  # CamVid road

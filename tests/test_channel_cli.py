@@ -30,9 +30,29 @@ def maps(tmp_path):
 def test_clean_channel_writes_the_exact_model_input_preview_and_stats(maps, capsys):
     tmp, labels, instance = maps
     out, preview = tmp / "rx.safetensors", tmp / "rx.png"
-    rc = main(["transmit", str(tmp / "label.png"), "--instance", str(tmp / "inst.png"), "--num-classes", "12",
-               "--ignore", "255", "--psnr", "100", "--noise-table", "gesco", "--filter", "none",
-               "--out", str(out), "--preview", str(preview), "--stats"])
+    rc = main(
+        [
+            "transmit",
+            str(tmp / "label.png"),
+            "--instance",
+            str(tmp / "inst.png"),
+            "--num-classes",
+            "12",
+            "--ignore",
+            "255",
+            "--psnr",
+            "100",
+            "--noise-table",
+            "gesco",
+            "--filter",
+            "none",
+            "--out",
+            str(out),
+            "--preview",
+            str(preview),
+            "--stats",
+        ]
+    )
     assert rc == 0
     tensors, meta = load_tensors(out)
     expected = ch.encode(labels, 12, instance, ignore={255: None})
@@ -52,8 +72,22 @@ def test_clean_channel_writes_the_exact_model_input_preview_and_stats(maps, caps
 
 def test_noisy_run_is_seeded_and_keeps_absent_classes_zero(maps):
     tmp, labels, _ = maps
-    args = ["transmit", str(tmp / "label.png"), "--num-classes", "12", "--ignore", "255:11", "--psnr", "5",
-            "--channel", "rayleigh", "--block", "64", "--seed", "4"]
+    args = [
+        "transmit",
+        str(tmp / "label.png"),
+        "--num-classes",
+        "12",
+        "--ignore",
+        "255:11",
+        "--psnr",
+        "5",
+        "--channel",
+        "rayleigh",
+        "--block",
+        "64",
+        "--seed",
+        "4",
+    ]
     assert main(args + ["--out", str(tmp / "a.safetensors")]) == 0
     assert main(args + ["--out", str(tmp / "b.safetensors")]) == 0
     a, meta = load_tensors(tmp / "a.safetensors")
@@ -65,15 +99,30 @@ def test_noisy_run_is_seeded_and_keeps_absent_classes_zero(maps):
     assert torch.count_nonzero(a["y"][0, [3, 7, 11]] - ch.encode(labels, 12, ignore={255: 11})[0, [3, 7, 11]]) > 0
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--psnr", "nan"], "NaN"),
-    (["--psnr", "10", "--num-classes", "5"], r"values 7 are outside 0\.\.4"),
-    (["--psnr", "12", "--noise-table", "gesco"], "its levels are"),
-    (["--psnr", "10", "--block", "8"], "--block"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--psnr", "nan"], "NaN"),
+        (["--psnr", "10", "--num-classes", "5"], r"values 7 are outside 0\.\.4"),
+        (["--psnr", "12", "--noise-table", "gesco"], "its levels are"),
+        (["--psnr", "10", "--block", "8"], "--block"),
+    ],
+)
 def test_bad_input_is_one_clear_line(maps, capsys, extra, message):
     tmp, _, _ = maps
-    rc = main(["transmit", str(tmp / "label.png"), "--num-classes", "12", "--ignore", "255", "--out", str(tmp / "x.safetensors")] + extra)
+    rc = main(
+        [
+            "transmit",
+            str(tmp / "label.png"),
+            "--num-classes",
+            "12",
+            "--ignore",
+            "255",
+            "--out",
+            str(tmp / "x.safetensors"),
+        ]
+        + extra
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "qgesco transmit: error:" in err
     assert re.search(message, err)

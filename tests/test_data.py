@@ -131,7 +131,9 @@ def test_camvid_items_match_direct_decoding(camvid_dir):
     expected = np.asarray(source.convert("RGB").resize((96, 72), Image.Resampling.BICUBIC), np.float32) / 127.5 - 1
     assert torch.allclose(image, torch.from_numpy(expected.transpose(2, 0, 1)), atol=1e-6)
     # Our numpy nearest resize samples the same source pixels as PIL's NEAREST.
-    pil_nearest = np.asarray(Image.open(camvid_dir / "valannot" / f"{name}.png").resize((96, 72), Image.Resampling.NEAREST))
+    pil_nearest = np.asarray(
+        Image.open(camvid_dir / "valannot" / f"{name}.png").resize((96, 72), Image.Resampling.NEAREST)
+    )
     assert np.array_equal(label.numpy(), pil_nearest)
     assert 0 <= label.min() and label.max() <= 11
 
@@ -314,8 +316,11 @@ def test_check_camvid_val_counts_and_histogram(camvid_dir):
 
 
 def test_check_reports_every_problem_of_a_broken_tree(cityscapes_root, capsys):
-    train = {seed: city_files(cityscapes_root, "train", city, seed)
-             for city, seeds in CITY_SCENES["train"].items() for seed in seeds}
+    train = {
+        seed: city_files(cityscapes_root, "train", city, seed)
+        for city, seeds in CITY_SCENES["train"].items()
+        for seed in seeds
+    }
     val = {seed: city_files(cityscapes_root, "val", "frankfurt", seed) for seed in CITY_SCENES["val"]["frankfurt"]}
     train[0]["label"].unlink()
     train[1]["image"].write_bytes(b"not a png")

@@ -80,8 +80,14 @@ def test_ddim25_step_and_loop_with_callback(ref):
     seen = []
     with torch.no_grad():
         step = sampler.diffusion.ddim_sample(model, io["x"], io["ddim25_step_index"], io["y"], guidance=2.0)
-        loop = sampler.sample(model, io["y"], guidance=2.0, noise=io["ddim25_xT"],
-                              batch_cfg=True, callback=lambda i, t, x: seen.append((i, int(t[0]), x.clone())))
+        loop = sampler.sample(
+            model,
+            io["y"],
+            guidance=2.0,
+            noise=io["ddim25_xT"],
+            batch_cfg=True,
+            callback=lambda i, t, x: seen.append((i, int(t[0]), x.clone())),
+        )
     assert rel_err(step["sample"], io["ddim25_step_sample"]) <= 1e-5
     assert rel_err(loop, io["ddim25_loop_sample"]) <= 1e-4
     assert [s[1] for s in seen] == list(range(960, -1, -40)) and [s[0] for s in seen] == list(range(24, -1, -1))
@@ -110,7 +116,9 @@ def test_vb_gradient_does_not_reach_the_eps_channels(ref):
 def test_respaced_process_keeps_alphas_cumprod():
     base = create_diffusion()
     spaced = subsample(base, select_steps(base, 50))
-    np.testing.assert_allclose(spaced.alphas_cumprod.numpy(), base.alphas_cumprod.numpy()[spaced.timestep_map.numpy()], rtol=1e-12)
+    np.testing.assert_allclose(
+        spaced.alphas_cumprod.numpy(), base.alphas_cumprod.numpy()[spaced.timestep_map.numpy()], rtol=1e-12
+    )
 
 
 def test_ddpm_seeded_runs_are_bit_identical():

@@ -34,8 +34,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 CFG = get_preset("cpu-test").replace(image_size=32, image_hw=(32, 32))
 #: The fixture run's settings; other runs reuse them to compare images.
-RUN = dict(psnrs=(100.0, 10.0), sampler="ddpm2", images=5, batch_size=2, metrics=("lpips", "miou", "pixel"), device="cpu",
-           progress=False)
+RUN = dict(
+    psnrs=(100.0, 10.0),
+    sampler="ddpm2",
+    images=5,
+    batch_size=2,
+    metrics=("lpips", "miou", "pixel"),
+    device="cpu",
+    progress=False,
+)
 
 
 def _tiny_model() -> nn.Module:
@@ -56,15 +63,39 @@ def files(tmp_path_factory):
     save_model(model, tmp / "fp32.safetensors")
     scenes = open_dataset("synthetic:4", image_hw=CFG.image_hw)
     for name, bits, timestep_only in (("w8t", 8, True), ("w4", 4, False)):
-        calib = build_calibration_set(model, scenes, num_maps=2, psnrs=(10,), timestep_only=timestep_only, steps=2, every=1,
-                                      progress=False)
+        calib = build_calibration_set(
+            model, scenes, num_maps=2, psnrs=(10,), timestep_only=timestep_only, steps=2, every=1, progress=False
+        )
         qmodel = quantize(model, calib, weight_bits=bits, iters=0, weight_init="minmax", progress=False)
         save_quantized(qmodel, tmp / f"{name}.safetensors")
     run = tmp / "run"
-    argv = ["evaluate", "--model", f"fp32={tmp / 'fp32.safetensors'}", "--model", f"W8t={tmp / 'w8t.safetensors'}",
-            "--model", str(tmp / "w4.safetensors"), "--data", "synthetic:8", "--images", "5", "--psnr", "100,10",
-            "--sampler", "ddpm", "--steps", "2", "--batch-size", "2", "--metrics", "lpips,miou,pixel", "--device", "cpu",
-            "--out", str(run)]
+    argv = [
+        "evaluate",
+        "--model",
+        f"fp32={tmp / 'fp32.safetensors'}",
+        "--model",
+        f"W8t={tmp / 'w8t.safetensors'}",
+        "--model",
+        str(tmp / "w4.safetensors"),
+        "--data",
+        "synthetic:8",
+        "--images",
+        "5",
+        "--psnr",
+        "100,10",
+        "--sampler",
+        "ddpm",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--metrics",
+        "lpips,miou,pixel",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
+    ]
     assert main(argv) == 0
     return tmp
 
@@ -84,7 +115,9 @@ def test_chunks_and_shards_cover_every_image_once(count, batch_size):
     for world in (1, 2, 3, 5):
         parts = [shard(count, batch_size, rank, world) for rank in range(world)]
         assert sorted(i for part in parts for c in part for i in c) == list(range(count))
-        assert sorted((c for part in parts for c in part), key=lambda c: c.start) == whole  # same chunks on any world size
+        assert (
+            sorted((c for part in parts for c in part), key=lambda c: c.start) == whole
+        )  # same chunks on any world size
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
     with pytest.raises(ValueError, match="rank 2 outside 0..1"):
         shard(count, batch_size, 2, 2)
@@ -92,8 +125,11 @@ def test_chunks_and_shards_cover_every_image_once(count, batch_size):
 
 def test_inputs_per_image_do_not_depend_on_the_batch():
     dataset = open_dataset("synthetic:6", image_hw=CFG.image_hw)
-    scenes = Scenes(dataset, CFG, EvalSettings("synthetic:4", seed=0, channel="awgn", noise_table="exact", cleanup="avgmax",
-                                               compress=True))
+    scenes = Scenes(
+        dataset,
+        CFG,
+        EvalSettings("synthetic:4", seed=0, channel="awgn", noise_table="exact", cleanup="avgmax", compress=True),
+    )
     batch, alone = scenes.received([1, 4, 5], 10.0), scenes.received([4], 10.0)
     assert torch.equal(batch[1], alone[0]) and torch.equal(scenes.x_T([5, 4])[1], scenes.x_T([4])[0])
     assert not torch.equal(scenes.received([4], 20.0), alone)  # another PSNR, other channel draws
@@ -115,7 +151,10 @@ def test_tables_repeat_the_metrics_json(files):
     for name, info in result["models"].items():
         expected = [cell(k, result["results"][name][p].get(k)) for p in ("100", "10") for k in ("lpips", "fid")]
         assert rows[name][3:] == expected
-        assert rows[name][0].split()[0] == str(info["weight_bits"]) and rows[name][1].split()[0] == f"{info['size_mb']:.2f}"
+        assert (
+            rows[name][0].split()[0] == str(info["weight_bits"])
+            and rows[name][1].split()[0] == f"{info['size_mb']:.2f}"
+        )
     assert rows["fp32"][3] == f"{result['results']['fp32']['100']['lpips']:.4f}" and rows["fp32"][4] == "–"
     assert rows["W8t"][0] == "8 (-75%)"
     ablation = table.split("## Table II: calibration set\n")[1].split("##")[0].strip().splitlines()[2:]
@@ -150,11 +189,15 @@ def test_rerun_skips_and_resume_reproduces_identical_images(files, tmp_path):
 def test_same_inputs_whatever_the_other_models(files, tmp_path):
     """Another model set, one PSNR, 4 images: the chunks [0, 1] and [2, 3] are the fixture's, so are their images."""
     fp32 = files / "fp32.safetensors"
-    result = evaluate({"A": fp32, "B": str(fp32)}, "synthetic:8", out=tmp_path, **{**RUN, "psnrs": (10.0,), "images": 4})
+    result = evaluate(
+        {"A": fp32, "B": str(fp32)}, "synthetic:8", out=tmp_path, **{**RUN, "psnrs": (10.0,), "images": 4}
+    )
     assert result["results"]["A"] == result["results"]["B"]
     assert result["per_image"]["A"]["10"]["lpips"] == _result(files / "run")["per_image"]["fp32"]["10"]["lpips"][:4]
     for i in range(4):
-        assert image_path(tmp_path, "A", i, 10.0).read_bytes() == image_path(files / "run", "fp32", i, 10.0).read_bytes()
+        assert (
+            image_path(tmp_path, "A", i, 10.0).read_bytes() == image_path(files / "run", "fp32", i, 10.0).read_bytes()
+        )
 
 
 # ---------------------------------------------------------------- metrics respond to quality
@@ -184,14 +227,31 @@ def test_better_receivers_score_better(tmp_path):
         sums.index_add_(0, s.label.flatten(), s.image.flatten(1).T)
         counts += torch.bincount(s.label.flatten(), minlength=12)
     colours = sums / counts.clamp(min=1)[:, None]  # per-class mean colour: the best flat painting
-    models = {"mean": ClassColourOracle(colours), "again": ClassColourOracle(colours), "wrong": ClassColourOracle(colours.roll(1, 0))}
-    result = evaluate(models, "synthetic:6", out=tmp_path, psnrs=(100, -5), sampler="ddim3", guidance=1.0, batch_size=4,
-                      metrics=("lpips", "pixel", "miou"), device="cpu", progress=False)
+    models = {
+        "mean": ClassColourOracle(colours),
+        "again": ClassColourOracle(colours),
+        "wrong": ClassColourOracle(colours.roll(1, 0)),
+    }
+    result = evaluate(
+        models,
+        "synthetic:6",
+        out=tmp_path,
+        psnrs=(100, -5),
+        sampler="ddim3",
+        guidance=1.0,
+        batch_size=4,
+        metrics=("lpips", "pixel", "miou"),
+        device="cpu",
+        progress=False,
+    )
     r = result["results"]
     assert r["mean"] == r["again"]
     for p in ("100", "-5"):
         assert r["mean"][p]["lpips"] < r["wrong"][p]["lpips"]
-        assert r["mean"][p]["image_psnr"] > r["wrong"][p]["image_psnr"] + 2 and r["mean"][p]["ssim"] > r["wrong"][p]["ssim"]
+        assert (
+            r["mean"][p]["image_psnr"] > r["wrong"][p]["image_psnr"] + 2
+            and r["mean"][p]["ssim"] > r["wrong"][p]["ssim"]
+        )
     clean, noisy = r["mean"]["100"], r["mean"]["-5"]  # -5 dB: sigma 1.78 per symbol, many pixels change class
     assert clean["image_psnr"] > noisy["image_psnr"] + 1 and clean["pixel_accuracy"] > noisy["pixel_accuracy"] + 0.05
     assert result["models"]["mean"]["kind"] == "fp" and result["models"]["mean"]["source"] == "ClassColourOracle"
@@ -203,8 +263,13 @@ def test_describe_reports_bits_size_and_calibration(files):
     fp = describe(_tiny_model(), "memory")
     w8, w4 = (describe(load_quantized(files / f"{n}.safetensors"), n) for n in ("w8t", "w4"))
     assert (fp["weight_bits"], w8["weight_bits"], w4["weight_bits"]) == (32, 8, 4)
-    assert 0.25 < w8["size_mb"] / fp["size_mb"] < 0.3 and 0.125 < w4["size_mb"] / fp["size_mb"] < w8["size_mb"] / fp["size_mb"]
-    assert fp["tflops"] > w8["tflops"] > w4["tflops"] > 0 and w8["tflops"] / fp["tflops"] > 0.25  # attention stays float
+    assert (
+        0.25 < w8["size_mb"] / fp["size_mb"] < 0.3
+        and 0.125 < w4["size_mb"] / fp["size_mb"] < w8["size_mb"] / fp["size_mb"]
+    )
+    assert (
+        fp["tflops"] > w8["tflops"] > w4["tflops"] > 0 and w8["tflops"] / fp["tflops"] > 0.25
+    )  # attention stays float
     assert (w8["calibration"], w4["calibration"], fp["calibration"]) == ("timestep", "noise+timestep", None)
     assert fp["sha256"] == describe(_tiny_model(), "again")["sha256"] != w8["sha256"]
 
@@ -232,12 +297,16 @@ def test_bad_settings_fail_with_one_clear_message(files, tmp_path, capsys):
         evaluate({"fp32": fp32}, "synthetic:8", out=tmp_path / "x", **{**RUN, "psnrs": (100, 7)}, noise_table="gesco")
     small = tmp_path / "small.safetensors"
     save_model(create_model("cpu-test", seed=0), small)
-    with pytest.raises(ValueError, match=r"LPIPS needs images of at least 32x32 \(AlexNet.s pools\), these are 16x16; leave it out"):
+    with pytest.raises(
+        ValueError, match=r"LPIPS needs images of at least 32x32 \(AlexNet.s pools\), these are 16x16; leave it out"
+    ):
         evaluate({"fp32": small}, "synthetic:8", out=tmp_path / "x", **RUN)
     with pytest.raises(ValueError, match="models 'fp32' and 'small' take different inputs"):
         evaluate({"fp32": fp32, "small": small}, "synthetic:8", out=tmp_path / "x", **RUN)
     assert not (tmp_path / "x" / "images").exists()  # every check runs before any image is made
-    rc = main(["evaluate", "--model", str(fp32), "--model", str(fp32), "--data", "synthetic:3", "--out", str(tmp_path / "y")])
+    rc = main(
+        ["evaluate", "--model", str(fp32), "--model", str(fp32), "--data", "synthetic:3", "--out", str(tmp_path / "y")]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "the name 'fp32' is taken; name models explicitly" in err[0]
 
@@ -245,7 +314,9 @@ def test_bad_settings_fail_with_one_clear_message(files, tmp_path, capsys):
 def test_missing_inception_weights_fail_before_regenerating(files, tmp_path, monkeypatch):
     monkeypatch.setenv("QGESCO_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(FileNotFoundError, match="Run `qgesco fetch-weights`"):
-        evaluate({"fp32": files / "fp32.safetensors"}, "synthetic:8", out=tmp_path / "x", **{**RUN, "metrics": ("fid",)})
+        evaluate(
+            {"fp32": files / "fp32.safetensors"}, "synthetic:8", out=tmp_path / "x", **{**RUN, "metrics": ("fid",)}
+        )
     assert not (tmp_path / "x" / "images").exists()
 
 
@@ -279,20 +350,30 @@ def test_fid_and_kid_from_cached_folder_features(files, tmp_path, monkeypatch):
     assert real.shape == (5, 2048) and r["fid"] == fid(fake, real) > 1 and (r["kid"], r["kid_std"]) == kid(fake, real)
     assert abs(fid(real, real)) < 1e-6
     monkeypatch.setattr(fid_kid, "InceptionFeatures", None)  # a rerun reads every set's features from the cache
-    assert evaluate({"fp32": files / "fp32.safetensors"}, "synthetic:8", out=run, **settings)["results"] == result["results"]
+    assert (
+        evaluate({"fp32": files / "fp32.safetensors"}, "synthetic:8", out=run, **settings)["results"]
+        == result["results"]
+    )
 
 
 @pytest.mark.slow
 def test_two_torchrun_ranks_give_the_single_process_result(files, tmp_path):
     run = tmp_path / "run"
-    code = (f"import torch; torch.set_num_threads(1); from qgesco.evaluate import evaluate; "
-            f"evaluate({{'fp32': {str(files / 'fp32.safetensors')!r}}}, 'synthetic:8', out={str(run)!r}, "
-            f"psnrs=(100.0, 10.0), sampler='ddpm2', images=5, batch_size=2, metrics=('lpips', 'miou', 'pixel'), "
-            f"device='cpu', progress=False)")
+    code = (
+        f"import torch; torch.set_num_threads(1); from qgesco.evaluate import evaluate; "
+        f"evaluate({{'fp32': {str(files / 'fp32.safetensors')!r}}}, 'synthetic:8', out={str(run)!r}, "
+        f"psnrs=(100.0, 10.0), sampler='ddpm2', images=5, batch_size=2, metrics=('lpips', 'miou', 'pixel'), "
+        f"device='cpu', progress=False)"
+    )
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", sys.executable,
-                           "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "--no-python", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     reference = files / "run"
     assert _result(run)["results"]["fp32"] == _result(reference)["results"]["fp32"] and _result(run)["world_size"] == 2
@@ -304,8 +385,12 @@ def test_eval_settings_are_checked_and_resolved_when_made():
     s = EvalSettings("synthetic:4", psnrs=(30, 20), guidance_window=(500, 999))
     assert s.psnrs == [30.0, 20.0] and s.grid_psnr == 20.0 and s.guidance_window == [500, 999]
     assert list(s.to_dict())[-1] == "image_hw" and set(IMAGE_SETTINGS) <= set(s.to_dict())
-    for bad, message in [({"channel": "wifi"}, "unknown channel"), ({"psnrs": ()}, "at least one channel PSNR"),
-                         ({"batch_size": 0}, "batch_size"), ({"grid_psnr": 5.0}, "grid PSNR 5 dB"),
-                         ({"guidance_window": (0, 2000)}, "guidance_window")]:
+    for bad, message in [
+        ({"channel": "wifi"}, "unknown channel"),
+        ({"psnrs": ()}, "at least one channel PSNR"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"grid_psnr": 5.0}, "grid PSNR 5 dB"),
+        ({"guidance_window": (0, 2000)}, "guidance_window"),
+    ]:
         with pytest.raises(ValueError, match=message):
             EvalSettings("synthetic:4", **bad)

@@ -44,14 +44,17 @@ def test_send_names_a_wrong_channel_or_class_count():
         qgesco.send(labels[:0], 12, qgesco.AWGN(10))
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("name", "load it first: qgesco.load_model"),
-    ("nan-map", "holds 1 NaN/inf"),
-    ("empty", "is empty"),
-    ("guidance", "guidance must be a finite number"),
-    ("channels", "have 13 channels but the model takes 12"),
-    ("generator", "generator must be a torch.Generator"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("name", "load it first: qgesco.load_model"),
+        ("nan-map", "holds 1 NaN/inf"),
+        ("empty", "is empty"),
+        ("guidance", "guidance must be a finite number"),
+        ("channels", "have 13 channels but the model takes 12"),
+        ("generator", "generator must be a torch.Generator"),
+    ],
+)
 def test_regenerate_refuses_bad_input_before_sampling(net, y, bad, message):
     model, maps, kwargs = net, y.clone(), {}
     if bad == "name":

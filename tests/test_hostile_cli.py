@@ -44,8 +44,21 @@ def files(tmp_path_factory):
     (d / "not_png.png").write_text("hello")
     (d / "empty.png").write_bytes(b"")
     (d / "truncated.png").write_bytes((d / "label.png").read_bytes()[:40])
-    assert main(["transmit", str(d / "label.png"), "--num-classes", "12", "--psnr", "100",
-                 "--out", str(d / "rx.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "transmit",
+                str(d / "label.png"),
+                "--num-classes",
+                "12",
+                "--psnr",
+                "100",
+                "--out",
+                str(d / "rx.safetensors"),
+            ]
+        )
+        == 0
+    )
     tensors, meta = load_tensors(d / "rx.safetensors")
     nan_y = tensors["y"].clone()
     nan_y[0, 0, 0, 0] = float("nan")
@@ -66,37 +79,75 @@ def _cases():
     train = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--steps", "2"]
     evaluate = ["evaluate", "--model", "{d}/model.safetensors", "--data", "synthetic:2", "--steps", "2"]
     return {
-        "transmit-text-as-png": (["transmit", "{d}/not_png.png", *tx[2:], "--out", "{out}.safetensors"], "cannot be read as an image"),
-        "transmit-empty-png": (["transmit", "{d}/empty.png", *tx[2:], "--out", "{out}.safetensors"], "cannot be read as an image"),
-        "transmit-truncated-png": (["transmit", "{d}/truncated.png", *tx[2:], "--out", "{out}.safetensors"], "cannot be read"),
+        "transmit-text-as-png": (
+            ["transmit", "{d}/not_png.png", *tx[2:], "--out", "{out}.safetensors"],
+            "cannot be read as an image",
+        ),
+        "transmit-empty-png": (
+            ["transmit", "{d}/empty.png", *tx[2:], "--out", "{out}.safetensors"],
+            "cannot be read as an image",
+        ),
+        "transmit-truncated-png": (
+            ["transmit", "{d}/truncated.png", *tx[2:], "--out", "{out}.safetensors"],
+            "cannot be read",
+        ),
         "transmit-missing-label": (["transmit", "{d}/nope.png", *tx[2:], "--out", "{out}.safetensors"], "no such file"),
         "transmit-out-is-folder": ([*tx, "--out", "{d}/a_folder"], "is a folder"),
         "transmit-out-wrong-suffix": ([*tx, "--out", "{out}.txt"], "must end in .safetensors"),
         "transmit-out-under-a-file": ([*tx, "--out", "{d}/a_file/rx.safetensors"], "is a file, not a folder"),
         "transmit-preview-jpg": ([*tx, "--preview", "{out}.jpg"], "must end in .png"),
-        "transmit-jpeg-quality-500": ([*tx, "--stats", "--jpeg-quality", "500", "--out", "{out}.safetensors"], "--jpeg-quality"),
-        "transmit-psnr-nan": ([*tx[:-2], "--psnr", "nan", "--out", "{out}.safetensors"], "--psnr must be a finite number"),
-        "transmit-classes-0": ([*tx[:2], "--num-classes", "0", "--psnr", "10", "--out", "{out}.safetensors"], "--num-classes"),
+        "transmit-jpeg-quality-500": (
+            [*tx, "--stats", "--jpeg-quality", "500", "--out", "{out}.safetensors"],
+            "--jpeg-quality",
+        ),
+        "transmit-psnr-nan": (
+            [*tx[:-2], "--psnr", "nan", "--out", "{out}.safetensors"],
+            "--psnr must be a finite number",
+        ),
+        "transmit-classes-0": (
+            [*tx[:2], "--num-classes", "0", "--psnr", "10", "--out", "{out}.safetensors"],
+            "--num-classes",
+        ),
         "sample-nan-map": (["sample", "{d}/nan_rx.safetensors", *sample[2:], "--out", "{out}.png"], "NaN/inf"),
-        "sample-guidance-nan": ([*sample, "--guidance", "nan", "--out", "{out}.png"], "--guidance must be a finite number"),
+        "sample-guidance-nan": (
+            [*sample, "--guidance", "nan", "--out", "{out}.png"],
+            "--guidance must be a finite number",
+        ),
         "sample-out-jpg": ([*sample, "--out", "{out}.jpg"], "must end in .png"),
         "sample-out-folder": ([*sample, "--out", "{d}/a_folder"], "is a folder"),
-        "sample-flipped-model": ([*sample[:3], "{d}/flipped_model.safetensors", *sample[4:], "--out", "{out}.png"], "checksum"),
+        "sample-flipped-model": (
+            [*sample[:3], "{d}/flipped_model.safetensors", *sample[4:], "--out", "{out}.png"],
+            "checksum",
+        ),
         "sample-flipped-map": (["sample", "{d}/flipped_rx.safetensors", *sample[2:], "--out", "{out}.png"], "checksum"),
-        "sample-model-as-maps": (["sample", "{d}/model.safetensors", *sample[2:], "--out", "{out}.png"], "not received maps"),
+        "sample-model-as-maps": (
+            ["sample", "{d}/model.safetensors", *sample[2:], "--out", "{out}.png"],
+            "not received maps",
+        ),
         "sample-nan-model": ([*sample[:3], "{d}/nan_model.safetensors", *sample[4:], "--out", "{out}.png"], "NaN/inf"),
         "info-height-0": (["info", "camvid-demo", "--height", "0"], "--height must be in"),
         "info-not-a-model": (["info", "{d}/rx.safetensors"], "not a model"),
         "quantize-iters-negative": ([*quant[:-1], "-1", "--out", "{out}.safetensors"], "--iters must be in"),
         "quantize-out-pt": ([*quant, "--out", "{out}.pt"], "must end in .safetensors"),
         "quantize-out-folder": ([*quant, "--out", "{d}/a_folder"], "is a folder"),
-        "quantize-missing-calib": ([*quant, "--calib", "{d}/nope.safetensors", "--out", "{out}.safetensors"], "no such file"),
-        "quantize-nan-model": (["quantize", "--model", "{d}/nan_model.safetensors", "--iters", "0", "--out", "{out}.safetensors"],
-                               "NaN/inf weights"),
+        "quantize-missing-calib": (
+            [*quant, "--calib", "{d}/nope.safetensors", "--out", "{out}.safetensors"],
+            "no such file",
+        ),
+        "quantize-nan-model": (
+            ["quantize", "--model", "{d}/nan_model.safetensors", "--iters", "0", "--out", "{out}.safetensors"],
+            "NaN/inf weights",
+        ),
         "quantize-wbits-9": ([*quant, "--wbits", "9", "--out", "{out}.safetensors"], "--wbits=9"),
         "calibrate-maps-0": ([*calib, "--maps", "0", "--out", "{out}.safetensors"], "--maps must be in"),
-        "calibrate-guidance-nan": ([*calib, "--guidance", "nan", "--out", "{out}.safetensors"], "--guidance must be a finite number"),
-        "calibrate-psnr-inf": ([*calib, "--psnr", "1,inf", "--out", "{out}.safetensors"], "--psnr must be a finite number"),
+        "calibrate-guidance-nan": (
+            [*calib, "--guidance", "nan", "--out", "{out}.safetensors"],
+            "--guidance must be a finite number",
+        ),
+        "calibrate-psnr-inf": (
+            [*calib, "--psnr", "1,inf", "--out", "{out}.safetensors"],
+            "--psnr must be a finite number",
+        ),
         "calibrate-out-folder": ([*calib, "--out", "{d}/a_folder"], "is a folder"),
         "train-bad-yaml": (["train", "--config", "{d}/bad.yaml", "--out", "{out}"], "not valid YAML"),
         "train-lr-nan": ([*train, "--lr", "nan", "--out", "{out}"], "lr"),
@@ -107,7 +158,10 @@ def _cases():
         "bench-reps-0": (["bench", "--reps", "0", "--out", "{out}"], "--reps must be in"),
         "bench-quantized-model": (["bench", "--model", "camvid-demo-w8", "--out", "{out}"], "is quantized"),
         "evaluate-out-is-file": ([*evaluate, "--out", "{d}/a_file"], "is a file"),
-        "evaluate-guidance-nan": ([*evaluate, "--guidance", "nan", "--out", "{out}"], "--guidance must be a finite number"),
+        "evaluate-guidance-nan": (
+            [*evaluate, "--guidance", "nan", "--out", "{out}"],
+            "--guidance must be a finite number",
+        ),
         "evaluate-batch-0": ([*evaluate, "--batch-size", "0", "--out", "{out}"], "--batch-size must be in"),
         "demo-out-is-file": (["demo", "--out", "{d}/a_file"], "is a file"),
         "demo-psnr-inf": (["demo", "--psnr", "10,inf", "--out", "{out}"], "--psnr must be a finite number"),
@@ -127,7 +181,7 @@ def test_hostile_input_is_one_line_and_leaves_nothing(case, files, capsys, one_t
     assert rc == 2, err
     assert message in err, err
     assert "Traceback" not in err
-    tail = err[err.index("error:"):].strip().splitlines()
+    tail = err[err.index("error:") :].strip().splitlines()
     assert len(tail) <= 2, err  # the error line and at most a hint
     assert set(files.iterdir()) == before, sorted(set(files.iterdir()) - before)
 
@@ -164,8 +218,13 @@ def test_training_numbers_divergence_tampered_state_and_resume_spelling(tmp_path
 
 
 def _cli(*argv, env=None):
-    return subprocess.run([sys.executable, "-m", "qgesco.cli", *argv], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "qgesco.cli", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
 
 
 def test_real_entry_point_prints_one_line_and_debug_shows_the_traceback(tmp_path):
@@ -177,8 +236,23 @@ def test_real_entry_point_prints_one_line_and_debug_shows_the_traceback(tmp_path
 
 
 def test_evaluate_rerun_over_a_damaged_image_is_one_line(files, tmp_path, capsys, one_thread):
-    argv = ["evaluate", "--model", f"m={files}/model.safetensors", "--data", "synthetic:2", "--sampler", "ddim",
-            "--steps", "2", "--psnr", "100", "--metrics", "pixel", "--out", str(tmp_path / "run")]
+    argv = [
+        "evaluate",
+        "--model",
+        f"m={files}/model.safetensors",
+        "--data",
+        "synthetic:2",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "2",
+        "--psnr",
+        "100",
+        "--metrics",
+        "pixel",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 0
     image = sorted((tmp_path / "run" / "images" / "m").rglob("*.png"))[0]
     image.write_bytes(image.read_bytes()[:60])

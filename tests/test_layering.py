@@ -24,9 +24,34 @@ ALLOWED = {
     "quant": {"models", "diffusion", "channel", "data", "fileio", "validate"},
     "runtime": {"quant", "models", "diffusion", "channel", "receiver", "fileio"},
     "api": {"models", "runtime", "fileio"},
-    "evaluate": {"api", "models", "diffusion", "channel", "data", "distributed", "quant", "runtime", "receiver", "metrics",
-                 "fileio", "validate", "viz"},
-    "demo": {"api", "models", "diffusion", "channel", "data", "quant", "runtime", "receiver", "metrics", "fileio", "viz"},
+    "evaluate": {
+        "api",
+        "models",
+        "diffusion",
+        "channel",
+        "data",
+        "distributed",
+        "quant",
+        "runtime",
+        "receiver",
+        "metrics",
+        "fileio",
+        "validate",
+        "viz",
+    },
+    "demo": {
+        "api",
+        "models",
+        "diffusion",
+        "channel",
+        "data",
+        "quant",
+        "runtime",
+        "receiver",
+        "metrics",
+        "fileio",
+        "viz",
+    },
     "semcom": {"channel", "data", "diffusion", "metrics", "receiver", "evaluate", "fileio", "validate", "viz"},
     "cli": {"*"},
 }
@@ -108,7 +133,7 @@ def test_no_import_cycles():
         stack.append(name)
         for target in sorted(GRAPH.get(name, ())):
             if state.get(target) == 1:
-                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+                cycles.append(" -> ".join(stack[stack.index(target) :] + [target]))
             elif target in GRAPH and target not in state:
                 visit(target)
         stack.pop()

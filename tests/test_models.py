@@ -39,7 +39,9 @@ def test_state_dict_matches_published_cityscapes_manifest(reference_dir):
 
 def test_published_preset_is_the_manifest_config(reference_dir):
     manifest = json.loads((reference_dir / "gesco_cityscapes_state_dict.json").read_text())
-    assert get_preset("gesco-cityscapes-256") == config_from_official_flags(**manifest["builder_config"], image_hw=(256, 512))
+    assert get_preset("gesco-cityscapes-256") == config_from_official_flags(
+        **manifest["builder_config"], image_hw=(256, 512)
+    )
 
 
 def test_tiny_model_reproduces_reference_outputs(tiny):
@@ -82,22 +84,35 @@ def test_official_checkpoint_mismatch_names_keys_and_flag(tiny, tmp_path):
         load_official_checkpoint(path, **{**flags, "learn_sigma": False})
 
 
-@pytest.mark.parametrize("flags, name", [
-    ({"image_size": 32, "num_classes": 35, "bogus_flag": 1}, "bogus_flag"),
-    ({"image_size": 32, "num_classes": 35, "attention_resolutions": "7", "channel_mult": "1,2"}, "attention_resolutions"),
-    ({"image_size": 32, "num_classes": 0, "channel_mult": "1,2"}, "num_classes"),
-    ({"image_size": 32, "num_classes": -3, "channel_mult": "1,2"}, "num_classes"),
-    ({"image_size": 48, "num_classes": 35}, "channel_mult"),
-    ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_channels": 48}, "norm_groups.*num_channels"),
-])
+@pytest.mark.parametrize(
+    "flags, name",
+    [
+        ({"image_size": 32, "num_classes": 35, "bogus_flag": 1}, "bogus_flag"),
+        (
+            {"image_size": 32, "num_classes": 35, "attention_resolutions": "7", "channel_mult": "1,2"},
+            "attention_resolutions",
+        ),
+        ({"image_size": 32, "num_classes": 0, "channel_mult": "1,2"}, "num_classes"),
+        ({"image_size": 32, "num_classes": -3, "channel_mult": "1,2"}, "num_classes"),
+        ({"image_size": 48, "num_classes": 35}, "channel_mult"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_channels": 48}, "norm_groups.*num_channels"),
+    ],
+)
 def test_bad_flags_raise_value_error_naming_the_flag(flags, name):
     with pytest.raises(ValueError, match=name):
         from_official_flags(class_cond=True, num_channels=flags.pop("num_channels", 32), **flags)
 
 
 def test_flags_accept_command_line_strings():
-    cfg = config_from_official_flags(image_size="32", num_classes="35", num_channels="32", channel_mult="1,2",
-                                     class_cond="True", learn_sigma="true", resblock_updown="False")
+    cfg = config_from_official_flags(
+        image_size="32",
+        num_classes="35",
+        num_channels="32",
+        channel_mult="1,2",
+        class_cond="True",
+        learn_sigma="true",
+        resblock_updown="False",
+    )
     assert (cfg.image_size, cfg.num_classes, cfg.learn_sigma, cfg.resblock_updown) == (32, 35, True, False)
 
 
@@ -109,8 +124,16 @@ def test_wrong_map_channels_is_a_clear_error():
 
 def test_safetensors_roundtrip_keeps_config_and_outputs(tmp_path):
     cfg = get_preset("cpu-test")
-    model = from_official_flags(image_size=16, num_classes=12, num_channels=32, channel_mult="1,2", class_cond=True,
-                                learn_sigma=True, no_instance=True, attention_resolutions="8")
+    model = from_official_flags(
+        image_size=16,
+        num_classes=12,
+        num_channels=32,
+        channel_mult="1,2",
+        class_cond=True,
+        learn_sigma=True,
+        no_instance=True,
+        attention_resolutions="8",
+    )
     torch.nn.init.normal_(model.out[2].weight)
     path = tmp_path / "m.safetensors"
     save_model(model, path, steps=7)
@@ -120,7 +143,7 @@ def test_safetensors_roundtrip_keeps_config_and_outputs(tmp_path):
     with torch.no_grad():
         expected = model.eval()(x, t, y)
         assert torch.equal(loaded(x, t, y), expected)
-        fast = load_float_model(path)   # the default channels_last layout: same function, other kernels
+        fast = load_float_model(path)  # the default channels_last layout: same function, other kernels
         assert fast.out[2].weight.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(fast(x, t, y), expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
@@ -128,11 +151,15 @@ def test_safetensors_roundtrip_keeps_config_and_outputs(tmp_path):
 
 def test_norm_groups_reach_every_groupnorm_and_keep_the_parameters():
     cfg = get_preset("cpu-test")
+
     def groups(model):
         return {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)}
+
     published, regrouped = UNetModel(cfg), UNetModel(cfg.replace(norm_groups=8))
     assert groups(published) == {32} and groups(regrouped) == {8}
-    assert {k: v.shape for k, v in published.state_dict().items()} == {k: v.shape for k, v in regrouped.state_dict().items()}
+    assert {k: v.shape for k, v in published.state_dict().items()} == {
+        k: v.shape for k, v in regrouped.state_dict().items()
+    }
     assert UNetConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "norm_groups"}).norm_groups == 32
     with pytest.raises(ValueError, match="norm_groups: 24 groups do not divide"):
         cfg.replace(norm_groups=24)

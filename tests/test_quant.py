@@ -82,7 +82,9 @@ def w4(model, calib):
 
 @pytest.fixture(scope="module")
 def w8a8(model, calib):
-    return quantize(model, calib, weight_bits=8, act_bits=8, iters=4, quantize_attention=True, batch_size=4, progress=False)
+    return quantize(
+        model, calib, weight_bits=8, act_bits=8, iters=4, quantize_attention=True, batch_size=4, progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,7 @@ def tiny(reference_dir):
 
 
 # --- quantizer arithmetic -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
 @pytest.mark.parametrize("symmetric", [False, True])
@@ -141,7 +144,9 @@ def test_adaround_starts_from_the_float_weights_and_its_hard_choice_is_nearest_r
     scale = torch.tensor(0.5)
     rounding = AdaRound(w_over_s * scale, scale, torch.tensor(-8.0), torch.tensor(7.0))  # a 4-bit grid, zero point 0
     assert torch.allclose(rounding.floor + rounding.soft(), w_over_s, atol=1e-5)
-    assert torch.allclose(rounding(), (w_over_s * scale).clamp(max=3.5), atol=1e-5)  # 9.6 steps clip to the grid's end, 7
+    assert torch.allclose(
+        rounding(), (w_over_s * scale).clamp(max=3.5), atol=1e-5
+    )  # 9.6 steps clip to the grid's end, 7
     assert torch.equal(rounding.rounded(), torch.round(w_over_s).clamp(-8, 7))
     with torch.no_grad():
         rounding.v.copy_(torch.tensor([-9.0, 9, -9, 9, -9, 9, -9, 9]))
@@ -159,6 +164,7 @@ def test_int4_packing_round_trips_and_halves_the_bytes():
 
 # --- layers: per-channel and split scales -----------------------------------------------------
 
+
 def test_weight_scales_are_per_output_channel():
     conv = torch.nn.Conv2d(8, 6, 3)
     with torch.no_grad():
@@ -172,7 +178,9 @@ def test_weight_scales_are_per_output_channel():
 
 def test_split_layers_quantize_the_two_parts_of_the_concatenation_with_their_own_scales(model, w4, w8a8):
     splits = concat_splits(model)
-    assert sorted(splits) == sorted(f"output_blocks.{i}.0.{part}" for i in range(4) for part in ("in_layers.1", "skip_connection"))
+    assert sorted(splits) == sorted(
+        f"output_blocks.{i}.0.{part}" for i in range(4) for part in ("in_layers.1", "skip_connection")
+    )
     for name, split in splits.items():
         layer = w4.get_submodule(name)
         assert layer.split == split and layer.scale.shape == (2, layer.qweight.shape[0])
@@ -185,10 +193,14 @@ def test_split_layers_quantize_the_two_parts_of_the_concatenation_with_their_own
         assert not torch.allclose(wrong, wrong.round(), atol=1e-3)
         acts = w8a8.get_submodule(name).input_quant
         assert len(acts) == 2 and acts[0].scale.item() != acts[1].scale.item()
-    assert not any(entry["split"] for entry in make_plan(model, weight_bits=8, act_bits=None, symmetric=False, split=False)["layers"].values())
+    assert not any(
+        entry["split"]
+        for entry in make_plan(model, weight_bits=8, act_bits=None, symmetric=False, split=False)["layers"].values()
+    )
 
 
 # --- AdaRound / block reconstruction ----------------------------------------------------------
+
 
 def test_after_adaround_every_rounding_is_a_hard_up_or_down_of_the_float_weight(model, w4):
     learned_differs = 0
@@ -206,19 +218,25 @@ def test_after_adaround_every_rounding_is_a_hard_up_or_down_of_the_float_weight(
 
 def test_block_reconstruction_error_is_never_worse_than_nearest_rounding(model, calib, w4):
     blocks = w4.quant_report["blocks"]
-    assert [b["block"] for b in blocks][:3] == ["time_embed", "input_blocks.0.0", "input_blocks.1.0"] and blocks[-1]["block"] == "out"
+    assert [b["block"] for b in blocks][:3] == ["time_embed", "input_blocks.0.0", "input_blocks.1.0"] and blocks[-1][
+        "block"
+    ] == "out"
     assert all(b["error"] <= b["error_nearest"] for b in blocks)
     improved = [b for b in blocks if b.get("error_learned", 1.0) < b["error_nearest"]]
     assert len(improved) >= 0.7 * len(blocks)
-    nearest = quantize(model, calib, **{**W4_ARGS, "iters": 0}).quant_report["blocks"]  # errors measured, nothing learned
+    nearest = quantize(model, calib, **{**W4_ARGS, "iters": 0}).quant_report[
+        "blocks"
+    ]  # errors measured, nothing learned
     assert all(b["rounding"] == "nearest" and b["error"] == b["error_nearest"] for b in nearest)
     assert nearest[0]["error"] == blocks[0]["error_nearest"]  # the first block sees the same (unquantized) inputs
     assert sum(b["error"] for b in blocks) < sum(b["error"] for b in nearest)  # 10 iterations: a few % better
     # Recompute the output head's error independently: its input from the quantized model,
     # its target from the float model, learned vs nearest rounding of the same float weights.
     captured = {}
-    hooks = [w4.out.register_forward_pre_hook(lambda m, a: captured.__setitem__("q_in", a[0])),
-             model.out.register_forward_hook(lambda m, a, o: captured.__setitem__("target", o))]
+    hooks = [
+        w4.out.register_forward_pre_hook(lambda m, a: captured.__setitem__("q_in", a[0])),
+        model.out.register_forward_hook(lambda m, a, o: captured.__setitem__("target", o)),
+    ]
     try:
         with torch.no_grad():
             x, t, y = calib.batch(slice(None))
@@ -227,7 +245,9 @@ def test_block_reconstruction_error_is_never_worse_than_nearest_rounding(model, 
             conv = w4.out[2]
             learned = (w4.out(captured["q_in"]) - captured["target"]).pow(2).sum() / captured["target"].pow(2).sum()
             kept = conv.qweight.clone()
-            conv.qweight.copy_(quantize_int(model.out[2].weight, conv.per_weight(conv.scale), conv.per_weight(conv.zero_point), 4))
+            conv.qweight.copy_(
+                quantize_int(model.out[2].weight, conv.per_weight(conv.scale), conv.per_weight(conv.zero_point), 4)
+            )
             nearest = (w4.out(captured["q_in"]) - captured["target"]).pow(2).sum() / captured["target"].pow(2).sum()
             conv.qweight.copy_(kept)
     finally:
@@ -248,7 +268,8 @@ def test_block_data_streams_chunks_when_the_cache_budget_is_small(model, calib, 
     for i, full in enumerate(inputs):  # x, emb, y of the SDMResBlock
         assert torch.equal(torch.cat([c[0][i] for c in chunks]), full)
     assert reconstruct_module.block_error(w4.middle_block[0], streamed) == pytest.approx(
-        reconstruct_module.block_error(w4.middle_block[0], cached), rel=1e-6)
+        reconstruct_module.block_error(w4.middle_block[0], cached), rel=1e-6
+    )
 
 
 def test_quantize_leaves_the_float_model_untouched(model, w4):
@@ -289,7 +310,9 @@ def test_activation_quantizers_are_calibrated_and_learned(model, calib, w8a8):
     assert any(n.endswith("attention.probs_quant") for n in acts) and any(n.endswith("attention.q_quant") for n in acts)
     assert not any("input_blocks.1.0.spade_norm" in n for n in acts)  # never called: no activation ranges
     assert all(m.enabled and m.scale.item() > 0 and m.scale.item() != 1.0 for m in acts.values())
-    observed_only = quantize(model, calib, weight_bits=8, act_bits=8, iters=0, quantize_attention=True, batch_size=4, progress=False)
+    observed_only = quantize(
+        model, calib, weight_bits=8, act_bits=8, iters=0, quantize_attention=True, batch_size=4, progress=False
+    )
     initial = {n: m.scale.item() for n, m in observed_only.named_modules() if n in acts}
     assert sum(acts[n].scale.item() != s for n, s in initial.items()) > len(acts) // 2  # LSQ moved the steps
     blocks = w8a8.quant_report["blocks"]
@@ -298,6 +321,7 @@ def test_activation_quantizers_are_calibrated_and_learned(model, calib, w8a8):
 
 
 # --- calibration sets ---------------------------------------------------------------------
+
 
 def test_calibration_set_spreads_psnr_levels_and_covers_every_timestep(model, calib, scenes):
     assert len(calib) == 8 and calib.maps.shape == (4, 12, 16, 16)
@@ -313,7 +337,9 @@ def test_calibration_set_spreads_psnr_levels_and_covers_every_timestep(model, ca
     other_seed = build_calibration_set(model, scenes, **calib_kwargs(seed=1))
     assert not torch.equal(other_seed.x, calib.x)
     fewer_maps_than_levels = build_calibration_set(model, scenes, **calib_kwargs(psnrs=PAPER_PSNRS, steps=2))
-    assert fewer_maps_than_levels.psnr_db.tolist() == [PAPER_PSNRS[i] for i in (0, 2, 4, 6)]  # spread, not the lowest four
+    assert fewer_maps_than_levels.psnr_db.tolist() == [
+        PAPER_PSNRS[i] for i in (0, 2, 4, 6)
+    ]  # spread, not the lowest four
     summary = calib.summary()
     assert summary["psnr_db"] == [1.0, 100.0] and summary["timesteps"] == [0, 250, 500, 750] and summary["samples"] == 8
 
@@ -360,6 +386,7 @@ def test_timestep_only_set_records_the_noiseless_receiver_maps(model, scenes):
 
 # --- unsupported settings -----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bits", [1, 9])
 def test_unsupported_bit_widths_fail_with_one_clear_message(model, bits):
     with pytest.raises(ValueError, match=rf"weight_bits={bits} is not supported: choose an integer from 2 to 8"):
@@ -379,6 +406,7 @@ def test_settings_that_need_a_calibration_set_or_an_existing_layer_are_refused(m
 
 # --- checkpoints --------------------------------------------------------------------------
 
+
 def test_w8_tiny_reference_model_stays_within_one_percent_per_layer_and_reloads_identically(tiny, tmp_path):
     """Every W8 layer reproduces its fp32 output within 1 % on the reference inputs. End to end
     this random-weight net adds ~0.5 % per layer along its main path (2.4 % measured); trained
@@ -386,8 +414,10 @@ def test_w8_tiny_reference_model_stays_within_one_percent_per_layer_and_reloads_
     net, io = tiny
     qnet = quantize(net, None, weight_bits=8, iters=0, progress=False)
     seen = {}
-    hooks = [net.get_submodule(name).register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, (a[0], out)))
-             for name, _ in quant_layers(qnet)]
+    hooks = [
+        net.get_submodule(name).register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, (a[0], out)))
+        for name, _ in quant_layers(qnet)
+    ]
     try:
         with torch.no_grad():
             fp_cond, fp_uncond = net(io["x"], io["t"], io["y"]), net(io["x"], io["t"], torch.zeros_like(io["y"]))
@@ -421,7 +451,11 @@ def test_w8_trained_demo_model_stays_within_one_percent_end_to_end():
     scenes = SyntheticScenes(4, image_hw=net.config.image_hw)
     y = encode(torch.stack([scenes[i].label for i in range(4)]), net.config.num_classes)
     t = torch.tensor([10, 300, 600, 900])
-    x = create_diffusion().q_sample(torch.stack([scenes[i].image for i in range(4)]), t, torch.randn(4, 3, *net.config.image_hw, generator=torch.Generator().manual_seed(0)))
+    x = create_diffusion().q_sample(
+        torch.stack([scenes[i].image for i in range(4)]),
+        t,
+        torch.randn(4, 3, *net.config.image_hw, generator=torch.Generator().manual_seed(0)),
+    )
     qnet = quantize(net, None, weight_bits=8, iters=0, progress=False)
     with torch.no_grad():
         assert rel_err(qnet(x, t, y), net(x, t, y)) <= 0.01
@@ -456,7 +490,10 @@ def test_truncated_tampered_or_foreign_checkpoints_are_refused_before_any_comput
         load_quantized(tmp_path / "flipped.safetensors")
     tensors, meta = load_tensors(path)
     save_tensors(tmp_path / "relabelled.safetensors", tensors, {**meta, "weight_bits": 8})
-    with pytest.raises(ValueError, match=r"wrong shape/dtype, first: time_embed.0.qweight \(2048,\) torch.uint8 \(expected \(128, 32\) torch.int8\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"wrong shape/dtype, first: time_embed.0.qweight \(2048,\) torch.uint8 \(expected \(128, 32\) torch.int8\)",
+    ):
         load_quantized(tmp_path / "relabelled.safetensors")
     del tensors["out.2.scale"]
     save_tensors(tmp_path / "missing.safetensors", tensors, meta)

@@ -47,8 +47,16 @@ def model():
 
 @pytest.fixture(scope="module")
 def calib(model):
-    return build_calibration_set(model, SyntheticScenes(6, image_hw=(16, 16)), num_maps=4, psnrs=(1.0, 100.0), steps=4,
-                                 every=2, batch_size=4, progress=False)
+    return build_calibration_set(
+        model,
+        SyntheticScenes(6, image_hw=(16, 16)),
+        num_maps=4,
+        psnrs=(1.0, 100.0),
+        steps=4,
+        every=2,
+        batch_size=4,
+        progress=False,
+    )
 
 
 CONFIGS = {  # name: quantize() arguments
@@ -66,7 +74,9 @@ def files(model, calib, tmp_path_factory):
     out = {}
     for name, kwargs in CONFIGS.items():
         out[name] = tmp / f"{name}.safetensors"
-        save_quantized(quantize(model, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), out[name])
+        save_quantized(
+            quantize(model, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), out[name]
+        )
     save_model(model, tmp / "fp32.safetensors")
     out["fp32"] = tmp / "fp32.safetensors"
     return out
@@ -78,21 +88,27 @@ def tiny(reference_dir, tmp_path_factory):
     net.load_state_dict(load_file(reference_dir / "tiny_unet_weights.safetensors"), strict=True)
     io = load_file(reference_dir / "tiny_unet_io.safetensors")
     y = torch.cat([io["y"], torch.zeros_like(io["y"])])  # a guided step's batch: conditional + unconditional
-    calib = build_calibration_set(net, io["y"], num_maps=2, psnrs=(100.0,), steps=2, every=1, batch_size=4, progress=False)
+    calib = build_calibration_set(
+        net, io["y"], num_maps=2, psnrs=(100.0,), steps=2, every=1, batch_size=4, progress=False
+    )
     tmp = tmp_path_factory.mktemp("tiny")
     paths = {}
     for name in ("w8", "w4", "w8a8"):
         paths[name] = tmp / f"{name}.safetensors"
         kwargs = {k: v for k, v in CONFIGS[name].items() if k != "quantize_attention"}
-        save_quantized(quantize(net, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), paths[name])
+        save_quantized(
+            quantize(net, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), paths[name]
+        )
     return net, (torch.cat([io["x"]] * 2), torch.cat([io["t"]] * 2), y), paths
 
 
 def layer_io(model: torch.nn.Module, inputs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Input and output of every quantized layer during one forward."""
     seen = {}
-    hooks = [layer.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, (a[0], out)))
-             for name, layer in quant_layers(model)]
+    hooks = [
+        layer.register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, (a[0], out)))
+        for name, layer in quant_layers(model)
+    ]
     try:
         with torch.no_grad():
             model(*inputs)
@@ -104,6 +120,7 @@ def layer_io(model: torch.nn.Module, inputs) -> dict[str, tuple[torch.Tensor, to
 
 # --- weight-only: bit-identical, and only the checkpoint's bytes in memory --------------------------
 
+
 @pytest.mark.parametrize("name", ["w8", "w4", "w4a6"])
 def test_weight_only_runtime_is_the_fake_quant_model_holding_only_the_checkpoint_bytes(files, calib, name):
     runtime, sim = load_runtime(files[name], backend="weight-only"), load_quantized(files[name])
@@ -113,12 +130,15 @@ def test_weight_only_runtime_is_the_fake_quant_model_holding_only_the_checkpoint
     tensors, _ = load_tensors(files[name])
     held = {**dict(runtime.named_parameters()), **dict(runtime.named_buffers())}
     assert {k: (v.dtype, v.shape) for k, v in held.items()} == {k: (v.dtype, v.shape) for k, v in tensors.items()}
-    assert sum(v.numel() * v.element_size() for v in held.values()) == quantized_bytes(quant_skeleton(
-        runtime.config, CONFIGS[name]["weight_bits"], CONFIGS[name].get("act_bits")))
+    assert sum(v.numel() * v.element_size() for v in held.values()) == quantized_bytes(
+        quant_skeleton(runtime.config, CONFIGS[name]["weight_bits"], CONFIGS[name].get("act_bits"))
+    )
     packed = [layer for _, layer in quant_layers(runtime) if isinstance(layer, PackedQuantLayer)]
     assert (len(packed) > 50) == (CONFIGS[name]["weight_bits"] <= 4)
     for layer in packed:
-        assert layer.qweight.dtype == torch.uint8 and layer.qweight.numel() == math.ceil(math.prod(layer.weight_shape) / 2)
+        assert layer.qweight.dtype == torch.uint8 and layer.qweight.numel() == math.ceil(
+            math.prod(layer.weight_shape) / 2
+        )
         assert layer.weight.shape == layer.weight_shape  # the int8 view exists only while it is needed
 
 
@@ -126,25 +146,33 @@ def test_weight_only_runtime_matches_the_reference_weights_fake_quant_model(tiny
     _, inputs, paths = tiny
     for name in ("w8", "w4"):
         with torch.no_grad():
-            assert torch.equal(load_runtime(paths[name], backend="weight-only")(*inputs), load_quantized(paths[name])(*inputs))
+            assert torch.equal(
+                load_runtime(paths[name], backend="weight-only")(*inputs), load_quantized(paths[name])(*inputs)
+            )
 
 
 # --- int8 compute ---------------------------------------------------------------------------------
+
 
 def test_the_saturation_probe_predicts_the_kernel_and_seven_bit_halves_are_exact():
     """Full-range int8 weights against full-range uint8 activations: the u8 x s8 kernel is exact
     iff the probe says pairs do not saturate; split into 7-bit halves it is always exact."""
     g = torch.Generator().manual_seed(0)
     q = torch.randint(-128, 128, (16, 32, 3, 3), generator=g, dtype=torch.int8)
-    w_scale, w_zero = torch.rand(16, generator=g) * 0.01 + 1e-3, torch.randint(-9, 9, (16,), generator=g, dtype=torch.int8)
+    w_scale, w_zero = (
+        torch.rand(16, generator=g) * 0.01 + 1e-3,
+        torch.randint(-9, 9, (16,), generator=g, dtype=torch.int8),
+    )
     x = torch.randn(2, 32, 8, 8, generator=g) * 2
     act_scale, act_zero = 4 / 255, -3
     x_hat = ((x / act_scale).round() + act_zero).clamp(-128, 127).sub(act_zero).mul(act_scale)
     w_hat = (q.float() - w_zero.float()[:, None, None, None]) * w_scale[:, None, None, None]
     expected = torch.nn.functional.conv2d(x_hat, w_hat, padding=1)
     args = ([1, 1], [1, 1], [1, 1], 1)
-    errors = {halves: rel_err(_Group("conv2d", args, q, w_scale, w_zero, None, (act_scale, act_zero, 8), halves)(x), expected)
-              for halves in (False, True)}
+    errors = {
+        halves: rel_err(_Group("conv2d", args, q, w_scale, w_zero, None, (act_scale, act_zero, 8), halves)(x), expected)
+        for halves in (False, True)
+    }
     assert errors[True] < 1e-5
     assert (errors[False] > 1e-2) == pairs_saturate() and (errors[False] < 1e-5) != pairs_saturate()
 
@@ -161,7 +189,9 @@ def test_every_int8_layer_reproduces_its_fake_quant_layer_on_the_inputs_it_is_fe
         with torch.no_grad():
             assert rel_err(layer(inputs), outputs) < 1e-5, layer_name
         groups = list(layer.groups)
-        assert any(g.corrected for g in groups) != CONFIGS[name].get("symmetric", False)  # zero points need the correction
+        assert any(g.corrected for g in groups) != CONFIGS[name].get(
+            "symmetric", False
+        )  # zero points need the correction
         if CONFIGS[name]["weight_bits"] <= 7:
             assert not any(g.halves for g in groups)  # 255 * (64 + 64) fits int16: no split needed
     assert any(g.halves for m in int8.values() for g in m.groups) == (pairs_saturate() and name == "w8a8")
@@ -223,7 +253,9 @@ def materialised_weights(model: torch.nn.Module, inputs, monkeypatch) -> tuple[l
 
 
 @pytest.mark.parametrize("name", ["w8"])
-def test_an_8_bit_file_runs_on_integer_kernels_by_default_and_agrees_with_its_simulation(files, calib, name, monkeypatch):
+def test_an_8_bit_file_runs_on_integer_kernels_by_default_and_agrees_with_its_simulation(
+    files, calib, name, monkeypatch
+):
     runtime, sim = load_runtime(files[name]), load_quantized(files[name])
     assert runtime.runtime_backend[0] == "int8"
     inputs = calib.batch(slice(None))
@@ -246,6 +278,7 @@ def test_dynamic_grids_on_the_reference_weights(tiny):
 
 
 # --- refusing bad files before any compute -------------------------------------------------------------
+
 
 def test_truncated_tampered_or_foreign_checkpoints_are_refused_by_the_runtime_loader(files, model, tmp_path):
     data = files["w8a8"].read_bytes()
@@ -270,7 +303,9 @@ def test_truncated_tampered_or_foreign_checkpoints_are_refused_by_the_runtime_lo
     save_tensors(tmp_path / "relabelled.safetensors", tensors, {**meta, "config": other.to_dict()})
     with pytest.raises(ValueError, match="the plan was made for another architecture"):
         load_runtime(tmp_path / "relabelled.safetensors")
-    with pytest.raises(ValueError, match=r"quantized for another model configuration: image_hw=\(16, 16\) \(expected \(32, 32\)\)"):
+    with pytest.raises(
+        ValueError, match=r"quantized for another model configuration: image_hw=\(16, 16\) \(expected \(32, 32\)\)"
+    ):
         load_runtime(files["w8a8"], config=model.config.replace(image_hw=(32, 32)))
     with pytest.raises(ValueError, match="unknown runtime backend 'int4'"):
         load_runtime(files["w8"], backend="int4")
@@ -280,6 +315,7 @@ def test_truncated_tampered_or_foreign_checkpoints_are_refused_by_the_runtime_lo
 
 
 # --- analytic costs ---------------------------------------------------------------------------------
+
 
 def test_analytic_bytes_equal_the_files_and_bit_ops_count_each_layer_at_its_bits(files):
     cfg = create_model("cpu-test").config
@@ -321,6 +357,7 @@ def load_json(path):
 # One export costs ~10-20 s whatever the model size (the exporter's fixed cost), so CI exports a
 # one-level model once; the fp32 and cpu-test exports are marked slow.
 
+
 def run_onnx(path, x, t, y) -> torch.Tensor:
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -337,10 +374,21 @@ def mini(tmp_path_factory):
     """A one-level UNet (a resblock, attention in the middle, split decoder blocks) quantized W8A8, and its export."""
     cfg = create_model("cpu-test").config.replace(channel_mult=(1,), num_res_blocks=1, attention_ds=(1,))
     net = randomized(create_model(cfg, seed=0)).eval()
-    calib = build_calibration_set(net, SyntheticScenes(4, image_hw=(16, 16)), num_maps=4, psnrs=(1.0, 100.0), steps=2,
-                                  every=1, batch_size=4, progress=False)
+    calib = build_calibration_set(
+        net,
+        SyntheticScenes(4, image_hw=(16, 16)),
+        num_maps=4,
+        psnrs=(1.0, 100.0),
+        steps=2,
+        every=1,
+        batch_size=4,
+        progress=False,
+    )
     tmp = tmp_path_factory.mktemp("onnx")
-    save_quantized(quantize(net, calib, weight_bits=8, act_bits=8, iters=0, quantize_attention=True, progress=False), tmp / "w8a8.safetensors")
+    save_quantized(
+        quantize(net, calib, weight_bits=8, act_bits=8, iters=0, quantize_attention=True, progress=False),
+        tmp / "w8a8.safetensors",
+    )
     export(tmp / "w8a8.safetensors", tmp / "w8a8.onnx")
     return net, tmp / "w8a8.safetensors", tmp / "w8a8.onnx", calib.batch(slice(None))
 
@@ -353,11 +401,22 @@ def test_quantized_onnx_export_is_a_qdq_graph_of_the_checkpoint_integers_and_agr
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
     called = [n for n, e in meta["layers"].items() if e["called"]]
     for name in called:  # every weight is the checkpoint's int8, behind a per-channel DequantizeLinear
-        groups = [torch.from_numpy(inits[f"{name}.qweight{g}"].copy()) for g in range(2 if meta["layers"][name]["split"] else 1)]
-        assert all(w.dtype == torch.int8 for w in groups) and torch.equal(torch.cat(groups, dim=1), tensors[f"{name}.qweight"])
-    assert not any(i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("weight") and len(i.dims) >= 2
-                   for i in graph.initializer)  # no float copy of a weight
-    q_params = {(round(float(inits[n.input[1]]), 9), int(inits[n.input[2]])) for n in graph.node if n.op_type == "QuantizeLinear"}
+        groups = [
+            torch.from_numpy(inits[f"{name}.qweight{g}"].copy())
+            for g in range(2 if meta["layers"][name]["split"] else 1)
+        ]
+        assert all(w.dtype == torch.int8 for w in groups) and torch.equal(
+            torch.cat(groups, dim=1), tensors[f"{name}.qweight"]
+        )
+    assert not any(
+        i.data_type == onnx.TensorProto.FLOAT and i.name.endswith("weight") and len(i.dims) >= 2
+        for i in graph.initializer
+    )  # no float copy of a weight
+    q_params = {
+        (round(float(inits[n.input[1]]), 9), int(inits[n.input[2]]))
+        for n in graph.node
+        if n.op_type == "QuantizeLinear"
+    }
     act = {(round(float(tensors[f"{q}.scale"]), 9), int(tensors[f"{q}.zero_point"])) for q in meta["act_quantizers"]}
     assert q_params == act  # every activation quantizer, with the checkpoint's scale and zero point
     sim = load_quantized(checkpoint)
@@ -389,8 +448,9 @@ def test_external_data_export_writes_two_stably_named_files_that_run_after_a_mov
     from qgesco.runtime.onnx import export_onnx
 
     files = export_onnx(model, tmp_path / "a" / "m.onnx", external_data=True)
-    assert [f.name for f in files] == ["m.onnx.data", "m.onnx"] and sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "m.onnx", "m.onnx.data"]
+    assert [f.name for f in files] == ["m.onnx.data", "m.onnx"] and sorted(
+        p.name for p in (tmp_path / "a").iterdir()
+    ) == ["m.onnx", "m.onnx.data"]
     assert files[0].stat().st_size > 0.9 * sum(t.numel() * 4 for t in model.state_dict().values())
     (tmp_path / "a").rename(tmp_path / "b")
     x, t, y = calib.batch(slice(None))

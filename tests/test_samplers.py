@@ -34,7 +34,7 @@ class GaussianData:
     def x0(self, x, t, y):
         a2 = BASE.alphas_cumprod[t].to(x.dtype).view(-1, 1, 1, 1)
         mean = self.mu * y.mean(1, keepdim=True)
-        return mean + a2.sqrt() * self.sd ** 2 / (a2 * self.sd ** 2 + 1 - a2) * (x - a2.sqrt() * mean)
+        return mean + a2.sqrt() * self.sd**2 / (a2 * self.sd**2 + 1 - a2) * (x - a2.sqrt() * mean)
 
     def __call__(self, x, t, y):
         self.calls.append((t.tolist(), y.flatten(1).abs().sum(1).gt(0).tolist()))
@@ -50,7 +50,7 @@ class GaussianData:
 
         def moments(t):
             a2 = BASE.alphas_cumprod[t].item()
-            return math.sqrt(a2) * mean, math.sqrt(a2 * self.sd ** 2 + 1 - a2)
+            return math.sqrt(a2) * mean, math.sqrt(a2 * self.sd**2 + 1 - a2)
 
         (m_start, s_start), (m_0, s_0) = moments(t_start), moments(0)
         x_at_0 = m_0 + s_0 * (x_start - m_start) / s_start
@@ -92,30 +92,43 @@ def test_logsnr_spacing_has_even_log_snr_steps():
 
 
 def test_specs():
-    cases = {"ddpm1000": (DDPMSampler, 1000, "uniform"), "ddim25": (DDIMSampler, 25, "uniform"),
-             "ddim25q": (DDIMSampler, 25, "quadratic"), "dpm++20": (DPMSolverPPSampler, 20, "uniform"),
-             " DPM++20L ": (DPMSolverPPSampler, 20, "logsnr")}
+    cases = {
+        "ddpm1000": (DDPMSampler, 1000, "uniform"),
+        "ddim25": (DDIMSampler, 25, "uniform"),
+        "ddim25q": (DDIMSampler, 25, "quadratic"),
+        "dpm++20": (DPMSolverPPSampler, 20, "uniform"),
+        " DPM++20L ": (DPMSolverPPSampler, 20, "logsnr"),
+    }
     for spec, (kind, steps, spacing) in cases.items():
         sampler = make_sampler(BASE, spec)
         assert type(sampler) is kind and len(sampler.timesteps) == steps and sampler.spacing == spacing, spec
     assert make_sampler(BASE, "dpm++20").order == 2 and make_sampler(BASE, "ddim25").eta == 0
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: make_sampler(BASE, "euler20"), "unknown sampler spec.*ddim25q"),
-    (lambda: make_sampler(BASE, "ddim"), "unknown sampler spec"),
-    (lambda: make_sampler(BASE, "ddim0"), r"steps must be an integer in 1\.\.1000"),
-    (lambda: make_sampler(BASE, "ddpm1001"), r"steps must be an integer in 1\.\.1000"),
-    (lambda: DDIMSampler(BASE, 10, spacing="cosine"), "unknown timestep spacing"),
-    (lambda: DDIMSampler(BASE, 10, eta=-1), "eta must be >= 0"),
-    (lambda: DPMSolverPPSampler(BASE, 10, order=3), "order must be 1 or 2"),
-    (lambda: make_sampler(BASE, "ddim10").num_evaluations(2.0, (500, 1000)), r"0 <= t_lo <= t_hi <= 999"),
-    (lambda: make_sampler(BASE, "ddim10").num_evaluations(2.0, (600, 500)), "guidance_window"),
-    (lambda: make_sampler(BASE, "ddim10").sample(GaussianData(), maps(), guidance_window=(-1, 10)), "guidance_window"),
-    (lambda: make_sampler(BASE, "ddim10").sample(GaussianData(), maps(), noise=torch.randn(3, 3, 4, 4)), "does not match"),
-    (lambda: parse_guidance_window("500"), "give T_LO,T_HI"),
-    (lambda: parse_guidance_window("999,500"), "0 <= T_LO <= T_HI"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda: make_sampler(BASE, "euler20"), "unknown sampler spec.*ddim25q"),
+        (lambda: make_sampler(BASE, "ddim"), "unknown sampler spec"),
+        (lambda: make_sampler(BASE, "ddim0"), r"steps must be an integer in 1\.\.1000"),
+        (lambda: make_sampler(BASE, "ddpm1001"), r"steps must be an integer in 1\.\.1000"),
+        (lambda: DDIMSampler(BASE, 10, spacing="cosine"), "unknown timestep spacing"),
+        (lambda: DDIMSampler(BASE, 10, eta=-1), "eta must be >= 0"),
+        (lambda: DPMSolverPPSampler(BASE, 10, order=3), "order must be 1 or 2"),
+        (lambda: make_sampler(BASE, "ddim10").num_evaluations(2.0, (500, 1000)), r"0 <= t_lo <= t_hi <= 999"),
+        (lambda: make_sampler(BASE, "ddim10").num_evaluations(2.0, (600, 500)), "guidance_window"),
+        (
+            lambda: make_sampler(BASE, "ddim10").sample(GaussianData(), maps(), guidance_window=(-1, 10)),
+            "guidance_window",
+        ),
+        (
+            lambda: make_sampler(BASE, "ddim10").sample(GaussianData(), maps(), noise=torch.randn(3, 3, 4, 4)),
+            "does not match",
+        ),
+        (lambda: parse_guidance_window("500"), "give T_LO,T_HI"),
+        (lambda: parse_guidance_window("999,500"), "0 <= T_LO <= T_HI"),
+    ],
+)
 def test_bad_input_is_one_clear_value_error(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
@@ -125,7 +138,11 @@ def test_guidance_window_text_round_trips_to_what_samplers_count():
     """``all`` guides every step like None; a window guides exactly the visited timesteps inside it."""
     sampler = make_sampler(BASE, "ddpm30")
     assert parse_guidance_window(" ALL ") is None
-    assert sampler.num_evaluations(2.0, parse_guidance_window("500,999")) == 30 + sum(t >= 500 for t in sampler.timesteps) == 45
+    assert (
+        sampler.num_evaluations(2.0, parse_guidance_window("500,999"))
+        == 30 + sum(t >= 500 for t in sampler.timesteps)
+        == 45
+    )
 
 
 # --- fixed points ----------------------------------------------------------------------
@@ -135,7 +152,9 @@ def test_ddim_eta1_step_is_the_ddpm_posterior_at_every_timestep():
     x = BASE.q_sample(0.2 + 0.3 * torch.randn(1000, 3, 4, 4, generator=g), t, torch.randn(1000, 3, 4, 4, generator=g))
     for seed in (1, 2):
         ddpm = BASE.p_sample(model, x, t, y, guidance=2.0, generator=torch.Generator().manual_seed(seed))["sample"]
-        ddim = BASE.ddim_sample(model, x, t, y, guidance=2.0, eta=1.0, generator=torch.Generator().manual_seed(seed))["sample"]
+        ddim = BASE.ddim_sample(model, x, t, y, guidance=2.0, eta=1.0, generator=torch.Generator().manual_seed(seed))[
+            "sample"
+        ]
         torch.testing.assert_close(ddim, ddpm, rtol=0, atol=1e-4)  # float32 at t = 1; a wrong variance is off by 4e-3
 
 
@@ -176,8 +195,18 @@ def test_second_order_beats_first_order_at_equal_steps():
     model, y = GaussianData(), maps(dtype=torch.float64)
     noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     exact = model.ode_solution(noise, 999, y)
-    err = {order: (DPMSolverPPSampler(BASE, 40, order=order, spacing="quadratic", clip_denoised=False)
-                   .sample(model, y, guidance=1.0, noise=noise) - exact).abs().max().item() for order in (1, 2)}
+    err = {
+        order: (
+            DPMSolverPPSampler(BASE, 40, order=order, spacing="quadratic", clip_denoised=False).sample(
+                model, y, guidance=1.0, noise=noise
+            )
+            - exact
+        )
+        .abs()
+        .max()
+        .item()
+        for order in (1, 2)
+    }
     assert err[2] < err[1] / 5, err
 
 
@@ -185,7 +214,9 @@ def test_second_order_beats_first_order_at_equal_steps():
 def test_guidance_window_skips_the_unconditional_pass_outside_it():
     sampler, window = make_sampler(BASE, "ddim20"), (200, 600)
     model, seen, noise = GaussianData(), [], torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    guided = sampler.sample(model, maps(), noise=noise, guidance_window=window, callback=lambda i, t, x: seen.append((i, int(t[0]))))
+    guided = sampler.sample(
+        model, maps(), noise=noise, guidance_window=window, callback=lambda i, t, x: seen.append((i, int(t[0])))
+    )
     inside = [t for t in sampler.timesteps if window[0] <= t <= window[1]]
     unconditional = [t[0] for t, has_map in model.calls if not has_map[0]]
     assert unconditional == inside == [600, 550, 500, 450, 400, 350, 300, 250, 200]
@@ -205,9 +236,14 @@ def test_batched_guidance_equals_two_passes():
     two_passes = sampler.sample(two, y, noise=noise)
     assert [has_map for _, has_map in two.calls] == [[True], [False]] * 3
     result = sampler.sample(batched, y, noise=noise, batch_cfg=True)
-    assert [has_map for _, has_map in batched.calls] == [[True, False]] * 3, "one forward: conditional, then unconditional"
+    assert [has_map for _, has_map in batched.calls] == [[True, False]] * 3, (
+        "one forward: conditional, then unconditional"
+    )
     assert sampler.num_evaluations(2.0) == 6
-    assert rel_err(result, two_passes) < 1e-6 and rel_err(result, sampler.sample(GaussianData(), y, noise=noise, guidance=1.0)) > 1e-3
+    assert (
+        rel_err(result, two_passes) < 1e-6
+        and rel_err(result, sampler.sample(GaussianData(), y, noise=noise, guidance=1.0)) > 1e-3
+    )
 
 
 @pytest.mark.parametrize("spec", ["ddpm10", "ddim10", "dpm++10"])
@@ -221,4 +257,6 @@ def test_samplers_compose_with_a_respaced_process():
     """25 uniform steps of the 50-step process are the base's ddim25, with the base's alphas_cumprod."""
     sampler = DDIMSampler(subsample(BASE, select_steps(BASE, 50)), 25)
     assert sampler.timesteps == make_sampler(BASE, "ddim25").timesteps == list(range(960, -1, -40))
-    np.testing.assert_allclose(sampler.diffusion.alphas_cumprod.numpy(), BASE.alphas_cumprod.numpy()[0:1000:40], rtol=1e-12)
+    np.testing.assert_allclose(
+        sampler.diffusion.alphas_cumprod.numpy(), BASE.alphas_cumprod.numpy()[0:1000:40], rtol=1e-12
+    )

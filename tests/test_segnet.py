@@ -10,8 +10,7 @@ import torch
 from qgesco.channel import colorize
 from qgesco.data import CAMVID_CLASSES, open_dataset
 from qgesco.fileio import save_tensors
-from qgesco.metrics import ConfusionMatrix, SegNet, segment
-from qgesco.metrics import segnet
+from qgesco.metrics import ConfusionMatrix, SegNet, segment, segnet
 
 #: Measured with the bundled weights on the first 16 CamVid val images at 48x64, 12 classes
 #: (torch 2.13 CPU): mIoU 0.5174, pixel accuracy 0.8894. The test asserts these minus MARGIN,

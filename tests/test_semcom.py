@@ -30,7 +30,7 @@ def _scene(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         labels[row:] = cls
     for _ in range(6):
         y, x = torch.randint(0, 40, (1,), generator=g).item(), torch.randint(0, 56, (1,), generator=g).item()
-        labels[y:y + 8, x:x + 8] = torch.randint(0, C, (1,), generator=g).item()
+        labels[y : y + 8, x : x + 8] = torch.randint(0, C, (1,), generator=g).item()
     palette = torch.randint(0, 256, (C, 3), generator=g, dtype=torch.uint8)
     photo = palette[labels].permute(2, 0, 1).contiguous()
     photo = (photo.float() + torch.randn(photo.shape, generator=g) * 6).clamp(0, 255).to(torch.uint8)
@@ -58,7 +58,7 @@ def test_every_scheme_fits_the_budget_and_digital_ones_fill_it_within_a_codeword
     if image_plan.quality < 95:  # the photo has room to grow: the JPEG takes all but less than a codeword
         assert budget - image_plan.uses < codeword
     analog = schemes["analog-map"].plan(labels, photo, budget, 10.0)
-    present = len(labels[analog.factor // 2::analog.factor, analog.factor // 2::analog.factor].unique())
+    present = len(labels[analog.factor // 2 :: analog.factor, analog.factor // 2 :: analog.factor].unique())
     assert analog.uses == present * (HW[0] // analog.factor) * (HW[1] // analog.factor) + C + 2
 
 
@@ -109,14 +109,17 @@ def test_seeded_transmissions_are_identical(schemes):
     assert not torch.equal(analog.receive(plan, labels, 10.0, torch.Generator().manual_seed(7)).y, other)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(snrs=[float("nan")]), "finite"),
-    (dict(budgets=[0.0]), "> 0"),
-    (dict(schemes=["carrier-pigeon"]), "unknown scheme"),
-    (dict(view_snr=3.0), "not among"),
-    (dict(mcs="qpsk-7/8"), "unknown code"),
-    (dict(batch_size=0), "batch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(snrs=[float("nan")]), "finite"),
+        (dict(budgets=[0.0]), "> 0"),
+        (dict(schemes=["carrier-pigeon"]), "unknown scheme"),
+        (dict(view_snr=3.0), "not among"),
+        (dict(mcs="qpsk-7/8"), "unknown code"),
+        (dict(batch_size=0), "batch_size"),
+    ],
+)
 def test_bad_settings_refused(kwargs, message):
     settings = dict(snrs=[0.0, 10.0], budgets=[1.0], schemes=["analog-map"], images=4, view_snr=None) | kwargs
     with pytest.raises(ValueError, match=message):

@@ -45,8 +45,11 @@ def test_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     first = final_weights(tmp_path / "straight")
-    assert any(not torch.equal(first[k], load_tensors(split / "ckpt" / "step_0000002" / "model.safetensors")[0][k[6:]])
-               for k in first if k.startswith("model.") and first[k].dtype.is_floating_point)
+    assert any(
+        not torch.equal(first[k], load_tensors(split / "ckpt" / "step_0000002" / "model.safetensors")[0][k[6:]])
+        for k in first
+        if k.startswith("model.") and first[k].dtype.is_floating_point
+    )
     rows = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
 
@@ -61,10 +64,30 @@ def test_resume_refuses_changed_dynamics(tmp_path):
 
 def test_two_process_ddp_keeps_ranks_identical(tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "qgesco.cli",
-           "train", "--config", str(REPO / "configs" / "cpu-test.yaml"), "--out", str(out), "--steps", "2",
-           "--save-every", "2", "--threads", "1"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "qgesco.cli",
+        "train",
+        "--config",
+        str(REPO / "configs" / "cpu-test.yaml"),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--save-every",
+        "2",
+        "--threads",
+        "1",
+    ]
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     digests = summary["rank_param_digests"]
@@ -73,7 +96,9 @@ def test_two_process_ddp_keeps_ranks_identical(tmp_path):
 
 
 def test_noise_aware_conditioning_and_guidance_dropout(tmp_path):
-    trainer = Trainer(make_config({**TINY, "out": str(tmp_path / "run"), "noise": "levels", "noise_levels": [1.0], "cfg_drop": 0.3}))
+    trainer = Trainer(
+        make_config({**TINY, "out": str(tmp_path / "run"), "noise": "levels", "noise_levels": [1.0], "cfg_drop": 0.3})
+    )
     labels = torch.randint(0, 12, (400, 8, 8))
     y = encode(labels, 12)
     g = torch.Generator().manual_seed(0)
@@ -101,8 +126,19 @@ def test_loss_second_moment_sampler_is_unbiased_and_prefers_high_loss():
 
 
 def test_sample_grid_is_written(tmp_path):
-    train(make_config({**TINY, "out": str(tmp_path), "steps": 2, "save_every": 2, "sample_every": 2,
-                       "sample_batch": 3, "sample_respacing": "ddim4"}))
+    train(
+        make_config(
+            {
+                **TINY,
+                "out": str(tmp_path),
+                "steps": 2,
+                "save_every": 2,
+                "sample_every": 2,
+                "sample_batch": 3,
+                "sample_respacing": "ddim4",
+            }
+        )
+    )
     image = Image.open(tmp_path / "samples" / "step_0000002.png")
     assert image.size[0] > 3 * 2 * 16 and image.size[1] > 3 * 2 * 16
     assert (tmp_path / "loss.png").stat().st_size > 1000 and (tmp_path / "metrics.csv").read_text().startswith("step,")
@@ -113,21 +149,34 @@ def test_norm_groups_override_regroups_a_model_file_with_its_weights(tmp_path):
     path = tmp_path / "start.safetensors"
     save_model(start, path)
     groups = 16 if start.config.norm_groups != 16 else 8
-    trainer = Trainer(make_config({**TINY, "model": str(path), "data": "synthetic:8:camvid", "norm_groups": groups,
-                                   "out": str(tmp_path / "run"), "steps": 1}))
+    trainer = Trainer(
+        make_config(
+            {
+                **TINY,
+                "model": str(path),
+                "data": "synthetic:8:camvid",
+                "norm_groups": groups,
+                "out": str(tmp_path / "run"),
+                "steps": 1,
+            }
+        )
+    )
     assert trainer.model.config == start.config.replace(norm_groups=groups)
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), start.state_dict().values()))
 
 
-@pytest.mark.parametrize("yaml_text, override, message", [
-    ("bogus_field: 1\n", [], "unknown config field"),
-    ("lr: fast\n", [], "lr: expected float"),
-    ("", ["--image-hw", "[17, 16]"], "multiples of 2"),
-    ("", ["--data", "camvid:train", "--data-root", "/nonexistent/camvid"], "nonexistent"),
-    ("", ["--noise", "loud"], "noise"),
-    ("", ["--norm-groups", "7"], "norm_groups: 7 groups do not divide"),
-    ("", ["--model", "camvid-demo", "--data", "synthetic:8:cityscapes"], "classes"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, override, message",
+    [
+        ("bogus_field: 1\n", [], "unknown config field"),
+        ("lr: fast\n", [], "lr: expected float"),
+        ("", ["--image-hw", "[17, 16]"], "multiples of 2"),
+        ("", ["--data", "camvid:train", "--data-root", "/nonexistent/camvid"], "nonexistent"),
+        ("", ["--noise", "loud"], "noise"),
+        ("", ["--norm-groups", "7"], "norm_groups: 7 groups do not divide"),
+        ("", ["--model", "camvid-demo", "--data", "synthetic:8:cityscapes"], "classes"),
+    ],
+)
 def test_bad_config_fails_before_training(tmp_path, capsys, yaml_text, override, message):
     config = tmp_path / "c.yaml"
     config.write_text("model: cpu-test\ndata: synthetic:8\nsteps: 1\nsample_every: 0\n" + yaml_text)
@@ -143,9 +192,26 @@ def test_sigterm_leaves_a_complete_checkpoint(tmp_path, workers, stop):
     """SIGTERM to the trainer, or to its whole process group as Ctrl-C and `timeout` do (data-loader
     workers included), ends with a final checkpoint and exit status 0."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "qgesco.cli", "train", "--config", str(REPO / "configs" / "cpu-test.yaml"),
-           "--out", str(out), "--steps", "100000", "--save-every", "100000", "--log-every", "1", "--threads", "1",
-           "--num-workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qgesco.cli",
+        "train",
+        "--config",
+        str(REPO / "configs" / "cpu-test.yaml"),
+        "--out",
+        str(out),
+        "--steps",
+        "100000",
+        "--save-every",
+        "100000",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+        "--num-workers",
+        str(workers),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").is_file() or not (out / "metrics.jsonl").read_text().strip():

@@ -24,7 +24,9 @@ def png_bits(index_map: torch.Tensor) -> int:
     """Bits of an (H, W) integer map as a maximally compressed 8- or 16-bit grey PNG."""
     index_map = torch.as_tensor(index_map)
     if index_map.dim() != 2 or index_map.is_floating_point() or index_map.dtype == torch.bool:
-        raise ValueError(f"png_bits takes an (H, W) integer map, got {index_map.dtype} of shape {tuple(index_map.shape)}")
+        raise ValueError(
+            f"png_bits takes an (H, W) integer map, got {index_map.dtype} of shape {tuple(index_map.shape)}"
+        )
     if index_map.numel() and (index_map.min() < 0 or index_map.max() > 65535):
         raise ValueError("png_bits: PNG stores ids in 0..65535; remap the map's values first")
     array = index_map.cpu().numpy().astype(np.uint8 if index_map.max() < 256 else np.uint16)
@@ -37,7 +39,9 @@ def jpeg_bits(image: torch.Tensor, quality: int = 75) -> int:
     """Bits of a (3, H, W) uint8 RGB image as an optimised baseline JPEG at ``quality``."""
     image = torch.as_tensor(image)
     if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"jpeg_bits takes a (3, H, W) uint8 RGB image, got {image.dtype} of shape {tuple(image.shape)}")
+        raise ValueError(
+            f"jpeg_bits takes a (3, H, W) uint8 RGB image, got {image.dtype} of shape {tuple(image.shape)}"
+        )
     if not 1 <= quality <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     buffer = io.BytesIO()
@@ -74,8 +78,9 @@ class Bandwidth:
         return self.num_classes
 
 
-def bandwidth(labels, num_classes: int, instance=None, images=None, *, jpeg_quality: int = 75,
-              ignore: IgnoreMap | None = None) -> list[Bandwidth]:
+def bandwidth(
+    labels, num_classes: int, instance=None, images=None, *, jpeg_quality: int = 75, ignore: IgnoreMap | None = None
+) -> list[Bandwidth]:
     """One :class:`Bandwidth` per map of ``labels`` (N, H, W); ``images`` (N, 3, H, W) uint8 adds the JPEG figure."""
     y = encode(labels, num_classes, instance, ignore=ignore)
     present = compress(y, num_classes).presence.sum(1).tolist()
@@ -84,8 +89,12 @@ def bandwidth(labels, num_classes: int, instance=None, images=None, *, jpeg_qual
         raise ValueError(f"{len(images)} images for {len(labels)} label maps; give one photo per map")
     return [
         Bandwidth(
-            height=y.shape[2], width=y.shape[3], num_classes=num_classes, classes_present=present[n],
-            edge_plane=instance is not None, label_png_bits=png_bits(labels[n]),
+            height=y.shape[2],
+            width=y.shape[3],
+            num_classes=num_classes,
+            classes_present=present[n],
+            edge_plane=instance is not None,
+            label_png_bits=png_bits(labels[n]),
             instance_png_bits=None if instance is None else png_bits(torch.as_tensor(instance)[n]),
             jpeg_bits=None if images is None else jpeg_bits(images[n], jpeg_quality),
             jpeg_quality=None if images is None else jpeg_quality,

@@ -15,8 +15,15 @@ from .noise import Channel
 from .onehot import check_y, encode
 
 
-def transmit(y: torch.Tensor, channel: Channel, num_classes: int, *, cleanup: str = "avgmax",
-             compress: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+def transmit(
+    y: torch.Tensor,
+    channel: Channel,
+    num_classes: int,
+    *,
+    cleanup: str = "avgmax",
+    compress: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """``y`` as the receiver's model gets it: same shape, dtype and device.
 
     With ``compress`` only the present classes' planes and the edge plane cross the
@@ -32,18 +39,36 @@ def transmit(y: torch.Tensor, channel: Channel, num_classes: int, *, cleanup: st
     return presence.decompress(sent._replace(symbols=filters.cleanup(received, cleanup)))
 
 
-def send(labels: torch.Tensor, num_classes: int, channel: Channel, *, instance: torch.Tensor | None = None,
-         cleanup: str = "avgmax", compress: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+def send(
+    labels: torch.Tensor,
+    num_classes: int,
+    channel: Channel,
+    *,
+    instance: torch.Tensor | None = None,
+    cleanup: str = "avgmax",
+    compress: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Label maps (N, H, W) [+ instance maps] -> the received conditioning map the model gets.
 
     The sender's encoding (one-hot + instance edges) followed by :func:`transmit`.
     """
     validate.finite_number("num_classes", num_classes, low=1, integer=True)
     if not isinstance(channel, Channel):
-        raise ValueError(f"channel must be a channel such as qgesco.AWGN(psnr_db), got {channel!r}; "
-                         "e.g. qgesco.send(labels, 12, qgesco.AWGN(10))")
+        raise ValueError(
+            f"channel must be a channel such as qgesco.AWGN(psnr_db), got {channel!r}; "
+            "e.g. qgesco.send(labels, 12, qgesco.AWGN(10))"
+        )
     if not isinstance(labels, torch.Tensor) or labels.numel() == 0:
-        raise ValueError(f"labels must be a non-empty (N, H, W) tensor of class indices, got "
-                         f"{getattr(labels, 'shape', type(labels).__name__)}")
-    return transmit(encode(labels, num_classes, instance), channel, num_classes, cleanup=cleanup,
-                    compress=compress, generator=generator)
+        raise ValueError(
+            f"labels must be a non-empty (N, H, W) tensor of class indices, got "
+            f"{getattr(labels, 'shape', type(labels).__name__)}"
+        )
+    return transmit(
+        encode(labels, num_classes, instance),
+        channel,
+        num_classes,
+        cleanup=cleanup,
+        compress=compress,
+        generator=generator,
+    )

@@ -20,7 +20,9 @@ GESCO_SIGMA = {100: 0.0, 30: 0.05, 25: 0.08, 20: 0.13, 15: 0.22, 10: 0.36, 5: 0.
 GESCO_TRAINING_SIGMAS = (0.6, 0.36, 0.22, 0.13, 0.08, 0.05, 0.0, 0.0, 0.0)
 
 #: The same draws as nominal levels, for ``AWGN(levels, table="gesco")``.
-GESCO_TRAINING_PSNRS = tuple(next(lvl for lvl, s in GESCO_SIGMA.items() if s == sigma) for sigma in GESCO_TRAINING_SIGMAS)
+GESCO_TRAINING_PSNRS = tuple(
+    next(lvl for lvl, s in GESCO_SIGMA.items() if s == sigma) for sigma in GESCO_TRAINING_SIGMAS
+)
 
 NOISE_TABLES = ("exact", "gesco")
 
@@ -35,7 +37,9 @@ def noise_sigma(psnr_db, table: str = "exact"):
         raise ValueError(f"psnr_db must be a number or a 1-D tensor of one PSNR per image, got {psnr_db!r}")
     psnr = torch.as_tensor(psnr_db, dtype=torch.float64, device="cpu")
     if psnr.dim() > 1:
-        raise ValueError(f"psnr_db must be a number or a 1-D tensor of one PSNR per image, got shape {tuple(psnr.shape)}")
+        raise ValueError(
+            f"psnr_db must be a number or a 1-D tensor of one PSNR per image, got shape {tuple(psnr.shape)}"
+        )
     if torch.isnan(psnr).any():
         raise ValueError("psnr_db is NaN; give the channel's PSNR in dB")
     if torch.isinf(psnr).any():
@@ -47,8 +51,10 @@ def noise_sigma(psnr_db, table: str = "exact"):
         match = psnr.reshape(-1, 1) == levels
         if not match.any(1).all():
             off = sorted({v for v, ok in zip(psnr.reshape(-1).tolist(), match.any(1).tolist()) if not ok})
-            raise ValueError(f"noise table 'gesco' has no level {off}; its levels are {sorted(GESCO_SIGMA)} dB "
-                             "(use table='exact' for other PSNRs)")
+            raise ValueError(
+                f"noise table 'gesco' has no level {off}; its levels are {sorted(GESCO_SIGMA)} dB "
+                "(use table='exact' for other PSNRs)"
+            )
         sigma = (match.double() @ torch.tensor(list(GESCO_SIGMA.values()), dtype=torch.float64)).reshape(psnr.shape)
     else:
         raise ValueError(f"unknown noise table {table!r}; choose one of {NOISE_TABLES}")
@@ -71,19 +77,25 @@ class Channel:
     def check_batch(self, num_images: int) -> None:
         """Raise unless the channel's PSNR is one value or one per image of the batch."""
         if self.sigma.dim() and self.sigma.numel() != num_images:
-            raise ValueError(f"{type(self).__name__} has {self.sigma.numel()} per-image PSNRs for a batch of {num_images} images")
+            raise ValueError(
+                f"{type(self).__name__} has {self.sigma.numel()} per-image PSNRs for a batch of {num_images} images"
+            )
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                 image_index: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, image_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
-            raise ValueError(f"the channel carries float tensors with images on the first axis, got {type(x).__name__} "
-                             f"{getattr(x, 'dtype', '')}")
+            raise ValueError(
+                f"the channel carries float tensors with images on the first axis, got {type(x).__name__} "
+                f"{getattr(x, 'dtype', '')}"
+            )
         if image_index is None:
             self.check_batch(x.shape[0])
             image_index = torch.arange(x.shape[0], device=x.device)
         elif image_index.shape != x.shape[:1]:
-            raise ValueError(f"image_index must give one image per row of x: shape ({x.shape[0]},), "
-                             f"got {tuple(image_index.shape)}")
+            raise ValueError(
+                f"image_index must give one image per row of x: shape ({x.shape[0]},), got {tuple(image_index.shape)}"
+            )
         if x.numel() == 0:
             return x.clone()
         sigma = self.sigma.to(x.device)
@@ -115,8 +127,9 @@ class Rayleigh(Channel):
 
     def __init__(self, psnr_db, block: int | None = None, table: str = "exact"):
         if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
-            raise ValueError(f"block must be a positive number of symbols per fade, or None for one fade per image; "
-                             f"got {block!r}")
+            raise ValueError(
+                f"block must be a positive number of symbols per fade, or None for one fade per image; got {block!r}"
+            )
         super().__init__(psnr_db, table)
         self.block = block
 
@@ -133,7 +146,9 @@ class Rayleigh(Channel):
         position = rank[:, None] * per_row + torch.arange(per_row, device=x.device)
         stream = int(counts.max()) * per_row
         block = self.block or stream
-        h = torch.randn(counts.numel(), math.ceil(stream / block), 2, generator=generator, device=x.device, dtype=x.dtype)
+        h = torch.randn(
+            counts.numel(), math.ceil(stream / block), 2, generator=generator, device=x.device, dtype=x.dtype
+        )
         amplitude = h.square().sum(-1).div(2).sqrt()
         return amplitude[image_index[:, None], position // block].reshape(x.shape)
 

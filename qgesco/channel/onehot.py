@@ -39,11 +39,15 @@ def class_indices(labels, num_classes: int, ignore: IgnoreMap | None = None) -> 
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    labels = _integer_map("label map", labels, "labels are class indices; do not normalise them, pass labels.long()").long()
+    labels = _integer_map(
+        "label map", labels, "labels are class indices; do not normalise them, pass labels.long()"
+    ).long()
     ignore = dict(ignore or {})
     for raw, cls in ignore.items():
         if cls is not None and not (isinstance(cls, int) and 0 <= cls < num_classes):
-            raise ValueError(f"ignore maps label {raw} to {cls!r}; use a class index in 0..{num_classes - 1} or None (no class)")
+            raise ValueError(
+                f"ignore maps label {raw} to {cls!r}; use a class index in 0..{num_classes - 1} or None (no class)"
+            )
     keys = torch.tensor(sorted(ignore), dtype=torch.long, device=labels.device)
     bad = ((labels < 0) | (labels >= num_classes)) & ~torch.isin(labels, keys)
     if bad.any():
@@ -96,8 +100,10 @@ def encode(labels, num_classes: int, instance=None, *, ignore: IgnoreMap | None 
 def check_y(y: torch.Tensor, num_classes: int) -> None:
     """Raise unless ``y`` is a float (N, C or C+1, H, W) map, the layout :func:`encode` makes."""
     if not isinstance(y, torch.Tensor) or not y.is_floating_point():
-        raise ValueError(f"y must be a float tensor (N, C[+1], H, W) as made by encode(), got {type(y).__name__} "
-                         f"{getattr(y, 'dtype', '')}")
+        raise ValueError(
+            f"y must be a float tensor (N, C[+1], H, W) as made by encode(), got {type(y).__name__} "
+            f"{getattr(y, 'dtype', '')}"
+        )
     if y.dim() != 4 or y.shape[1] not in (num_classes, num_classes + 1):
         raise ValueError(
             f"y must be (N, {num_classes} classes [+1 edge channel], H, W), got shape {tuple(y.shape)}; "

@@ -17,7 +17,21 @@ import pkgutil
 import sys
 
 #: The order verbs appear in ``--help``: the story the code tells.
-STORY = ("info", "fetch_weights", "data", "transmit", "train", "calibrate", "quantize", "export", "sample", "evaluate", "compare", "bench", "demo")
+STORY = (
+    "info",
+    "fetch_weights",
+    "data",
+    "transmit",
+    "train",
+    "calibrate",
+    "quantize",
+    "export",
+    "sample",
+    "evaluate",
+    "compare",
+    "bench",
+    "demo",
+)
 
 
 def _verb_modules() -> list[str]:
@@ -30,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qgesco",
         description="Quantized generative semantic communication: transmit semantic maps, regenerate images with a (quantized) diffusion model.",
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (also: QGESCO_DEBUG=1)")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error (also: QGESCO_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for name in _verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)

@@ -12,12 +12,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="receiver costs: sizes, FLOPs, bit-ops, guided-step latency and peak RSS per runtime mode",
         description="Parameters, checkpoint bytes fp32/W8/W4/W8A8, FLOPs and bit-ops per forward, then per mode "
-                    "(fp32, W8 and W4 weight-only, W8A8 and W7A8 int8, fp32 and QDQ ONNX) the median latency of one "
-                    "guided DDIM step and the peak RSS of a full receiver run, each in its own process. Prints the "
-                    "table, writes OUT/receiver_<model>.{json,md} (docs/runtime.md).",
+        "(fp32, W8 and W4 weight-only, W8A8 and W7A8 int8, fp32 and QDQ ONNX) the median latency of one "
+        "guided DDIM step and the peak RSS of a full receiver run, each in its own process. Prints the "
+        "table, writes OUT/receiver_<model>.{json,md} (docs/runtime.md).",
     )
     add_arguments(p)
-    p.add_argument("--out", default="bench/results", help="folder for receiver_<model>.json/.md (default bench/results)")
+    p.add_argument(
+        "--out", default="bench/results", help="folder for receiver_<model>.json/.md (default bench/results)"
+    )
     p.set_defaults(func=run)
 
 
@@ -36,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
     validate.output_dir("--out", args.out)
     source = bundled_path(args.model) if args.model in BUNDLED else Path(args.model)
     if source.is_file() and read_meta(source).get("kind") == "quantized-unet":
-        raise ValueError(f"--model {args.model}: is quantized; bench makes every mode (fp32, W8, W4, W8A8) from the "
-                         "full-precision model, so give that one (camvid-demo-w8 was made from camvid-demo)")
+        raise ValueError(
+            f"--model {args.model}: is quantized; bench makes every mode (fp32, W8, W4, W8A8) from the "
+            "full-precision model, so give that one (camvid-demo-w8 was made from camvid-demo)"
+        )
     name, result, text = bench(args)
     save(Path(args.out), name, result, text, "qgesco " + " ".join(sys.argv[1:]))
     print(text)

@@ -27,35 +27,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="semantic (map + regeneration) vs digital (JPEG + LDPC) transmission at equal channel uses",
         description="Send each image with every scheme (analog-map: the paper's; digital-map: PNG map + LDPC + QAM; "
-                    "digital-image: JPEG + LDPC + QAM; ideal-*: the same payloads at Shannon capacity) within the same "
-                    "budget of real channel uses per pixel and the same seeded channel noise, regenerate the maps with "
-                    "the receiver's defaults, and score LPIPS, FID/KID and mIoU against the original photos. Writes "
-                    "OUT/results.json, table.md, quality_vs_snr.png, quality_vs_budget.png and images/; rerunning "
-                    "reuses the regenerated images (docs/semcom.md).")
+        "digital-image: JPEG + LDPC + QAM; ideal-*: the same payloads at Shannon capacity) within the same "
+        "budget of real channel uses per pixel and the same seeded channel noise, regenerate the maps with "
+        "the receiver's defaults, and score LPIPS, FID/KID and mIoU against the original photos. Writes "
+        "OUT/results.json, table.md, quality_vs_snr.png, quality_vs_budget.png and images/; rerunning "
+        "reuses the regenerated images (docs/semcom.md).",
+    )
     p.add_argument("--data", default="camvid:val", help="dataset spec (default camvid:val)")
     p.add_argument("--data-root", help="folder holding the dataset (default: the usual search path)")
     p.add_argument("--model", default="camvid-demo", help="receiver model file or bundled name (default camvid-demo)")
-    p.add_argument("--snr", type=_numbers, default=[0.0, 5.0, 10.0, 20.0],
-                   help="channel PSNRs in dB (sigma = 10^(-PSNR/20), as qgesco transmit); default 0,5,10,20")
-    p.add_argument("--budget", type=_numbers, default=[10.0, 1.0],
-                   help="budgets in real channel uses per pixel (default 10,1; the analog map costs ~K per pixel "
-                        "for K present classes)")
+    p.add_argument(
+        "--snr",
+        type=_numbers,
+        default=[0.0, 5.0, 10.0, 20.0],
+        help="channel PSNRs in dB (sigma = 10^(-PSNR/20), as qgesco transmit); default 0,5,10,20",
+    )
+    p.add_argument(
+        "--budget",
+        type=_numbers,
+        default=[10.0, 1.0],
+        help="budgets in real channel uses per pixel (default 10,1; the analog map costs ~K per pixel "
+        "for K present classes)",
+    )
     p.add_argument("--view-snr", type=float, help="SNR of the quality-vs-budget view (default: the one nearest 10 dB)")
-    p.add_argument("--schemes", type=_names, default=list(SCHEMES),
-                   help=f"comma-separated subset of {','.join(SCHEMES)}")
-    p.add_argument("--mcs", default=DEFAULT_MCS,
-                   help=f"LDPC rate and modulation of the digital schemes: {', '.join(mcs_names())} "
-                        f"(default {DEFAULT_MCS})")
-    p.add_argument("--filter", choices=("avgmax", "median", "none"), default="avgmax",
-                   help="analog map cleanup (default avgmax)")
+    p.add_argument(
+        "--schemes", type=_names, default=list(SCHEMES), help=f"comma-separated subset of {','.join(SCHEMES)}"
+    )
+    p.add_argument(
+        "--mcs",
+        default=DEFAULT_MCS,
+        help=f"LDPC rate and modulation of the digital schemes: {', '.join(mcs_names())} (default {DEFAULT_MCS})",
+    )
+    p.add_argument(
+        "--filter", choices=("avgmax", "median", "none"), default="avgmax", help="analog map cleanup (default avgmax)"
+    )
     p.add_argument("--images", type=int, help="the first N scenes of the split (default: all)")
-    p.add_argument("--batch-size", type=int, default=8,
-                   help="images per sampling batch (default 8; part of the seeding)")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="images per sampling batch (default 8; part of the seeding)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (reused to resume)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; on a shared machine 1 is "
-                                                "much faster for the LDPC decoder)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's; on a shared machine 1 is much faster for the LDPC decoder)",
+    )
     p.set_defaults(func=run)
 
 
@@ -67,11 +84,25 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = compare(args.data, out=args.out, model=args.model, snrs=args.snr, budgets=args.budget,
-                     schemes=args.schemes, mcs=args.mcs, images=args.images, view_snr=args.view_snr,
-                     cleanup=args.filter, seed=args.seed, batch_size=args.batch_size, data_root=args.data_root,
-                     device=args.device)
+    result = compare(
+        args.data,
+        out=args.out,
+        model=args.model,
+        snrs=args.snr,
+        budgets=args.budget,
+        schemes=args.schemes,
+        mcs=args.mcs,
+        images=args.images,
+        view_snr=args.view_snr,
+        cleanup=args.filter,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        data_root=args.data_root,
+        device=args.device,
+    )
     print(render(result))
-    print(f"wrote results.json, table.md, quality_vs_snr.png, quality_vs_budget.png and images/ in {args.out} "
-          f"({result['seconds']:.0f} s)")
+    print(
+        f"wrote results.json, table.md, quality_vs_snr.png, quality_vs_budget.png and images/ in {args.out} "
+        f"({result['seconds']:.0f} s)"
+    )
     return 0

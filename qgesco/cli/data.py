@@ -17,8 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument("path", help="the dataset's root folder")
     check.add_argument("--format", required=True, choices=("cityscapes", "camvid"), help="the folder layout")
-    check.add_argument("--split", action="append", choices=("train", "val", "test"),
-                       help="check only this split (repeatable; default: every split present)")
+    check.add_argument(
+        "--split",
+        action="append",
+        choices=("train", "val", "test"),
+        help="check only this split (repeatable; default: every split present)",
+    )
     check.set_defaults(func=run_check)
 
 

@@ -12,9 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="write an fp32 or quantized model as ONNX (QDQ nodes for the integer layers), checked in onnxruntime",
         description="Export a model file, bundled model or quantized checkpoint (qgesco quantize) to ONNX opset 21 with a "
-                    "dynamic batch: int8 weights behind DequantizeLinear, activation quantizers as QuantizeLinear/"
-                    "DequantizeLinear pairs. Then run it once in onnxruntime and print its difference to the PyTorch "
-                    "model (docs/runtime.md).",
+        "dynamic batch: int8 weights behind DequantizeLinear, activation quantizers as QuantizeLinear/"
+        "DequantizeLinear pairs. Then run it once in onnxruntime and print its difference to the PyTorch "
+        "model (docs/runtime.md).",
     )
     p.add_argument("model", help="model file, bundled model name (camvid-demo) or quantized checkpoint")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default onnx)")
@@ -24,10 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     import importlib.util
     import math
+    import os
     from pathlib import Path
 
     from qgesco import validate
@@ -36,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     needed = ["onnx", "onnxscript"] + ([] if args.no_check else ["onnxruntime"])
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(f"export needs the optional package(s) {', '.join(missing)}; install them with "
-                         "pip install 'qgesco[onnx]'")
+        raise ValueError(
+            f"export needs the optional package(s) {', '.join(missing)}; install them with pip install 'qgesco[onnx]'"
+        )
     from qgesco.runtime.onnx import export_onnx, load_for_export, onnx_agreement
 
     model = load_for_export(args.model)
@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
         if not math.isfinite(difference) or difference > 1e-2:
             for f in files:
                 Path(f).unlink(missing_ok=True)
-            raise ValueError(f"onnxruntime disagrees with PyTorch (relative L2 difference {difference:.3g}); "
-                             f"{', '.join(map(str, files))} removed: report this with the model file")
+            raise ValueError(
+                f"onnxruntime disagrees with PyTorch (relative L2 difference {difference:.3g}); "
+                f"{', '.join(map(str, files))} removed: report this with the model file"
+            )
         line += f"; onnxruntime vs PyTorch, relative L2 difference {difference:.2e}"
     print(line)
     return 0

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="parameters, fp32 size and FLOPs of a preset or model file (no weights loaded)",
-                       description="Print parameters, fp32 MB and FLOPs per forward / per guided step, computed on the meta device.")
-    p.add_argument("model", help="preset name (e.g. gesco-cityscapes-256, camvid-demo) or one of our .safetensors model files")
+    p = sub.add_parser(
+        "info",
+        help="parameters, fp32 size and FLOPs of a preset or model file (no weights loaded)",
+        description="Print parameters, fp32 MB and FLOPs per forward / per guided step, computed on the meta device.",
+    )
+    p.add_argument(
+        "model", help="preset name (e.g. gesco-cityscapes-256, camvid-demo) or one of our .safetensors model files"
+    )
     p.add_argument("--height", type=int, help="image height (default: the model's training size)")
     p.add_argument("--width", type=int, help="image width (default: the model's training size)")
     p.set_defaults(func=run)
@@ -31,7 +36,9 @@ def run(args) -> int:
         path = bundled_path(args.model) if args.model in BUNDLED else Path(args.model)
         meta = read_meta(path)
         if meta.get("kind") not in ("unet", "quantized-unet"):
-            raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a model; give a model file or preset")
+            raise ValueError(
+                f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a model; give a model file or preset"
+            )
         cfg = UNetConfig.from_dict(meta["config"])
     c = model_costs(cfg, args.height, args.width)
     print(f"model            {args.model}")

@@ -10,15 +10,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sample",
         help="regenerate images from received maps (the output of `qgesco transmit --out`)",
         description="Run the receiver: a fp32 model (our .safetensors or a bundled name) or a quantized one "
-                    "(from `qgesco quantize`) regenerates one PNG per received map.",
+        "(from `qgesco quantize`) regenerates one PNG per received map.",
     )
     p.add_argument("received", metavar="received.safetensors", help="written by `qgesco transmit --out`")
     p.add_argument("--model", default="camvid-demo", help="model file or bundled name (default camvid-demo)")
-    p.add_argument("--sampler", default=None, help="sampler family or spec (default: the receiver's, see docs/samplers.md)")
+    p.add_argument(
+        "--sampler", default=None, help="sampler family or spec (default: the receiver's, see docs/samplers.md)"
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the receiver's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale s (default 2)")
-    p.add_argument("--guidance-window", metavar="T_LO,T_HI",
-                   help="guide only these model timesteps, or 'all' (default: the receiver's, see docs/samplers.md)")
+    p.add_argument(
+        "--guidance-window",
+        metavar="T_LO,T_HI",
+        help="guide only these model timesteps, or 'all' (default: the receiver's, see docs/samplers.md)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="sample.png", help="PNG path; several maps get _0, _1, ... suffixes")
     p.set_defaults(func=run)
@@ -31,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from qgesco import validate
+    from qgesco.api import load_model
     from qgesco.diffusion import sampler_spec
     from qgesco.fileio import atomic_path, load_tensors
-    from qgesco.api import load_model
     from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, receiver_window, regenerate
     from qgesco.viz import images_to_uint8
 
@@ -43,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     validate.output_file("--out", args.out, (".png",))
     tensors, meta = load_tensors(args.received)
     if meta.get("kind", "received-maps") != "received-maps":
-        raise ValueError(f"{args.received}: holds a {meta['kind']!r} file, not received maps; make them with `qgesco transmit ... --out`")
+        raise ValueError(
+            f"{args.received}: holds a {meta['kind']!r} file, not received maps; make them with `qgesco transmit ... --out`"
+        )
     if "y" not in tensors:
         raise ValueError(f"{args.received}: no received map 'y' in it; make it with `qgesco transmit ... --out`")
     model = load_model(args.model)
@@ -52,11 +59,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.model}: runtime backend {model.runtime_backend[0]} ({model.runtime_backend[1]})")
     y = validate.maps(f"{args.received}: the received map", tensors["y"].float())
     if y.shape[1] != model.config.label_channels:
-        raise ValueError(f"{args.received}: the map has {y.shape[1]} channels but the model takes {model.config.label_channels}; "
-                         f"transmit with --num-classes {model.config.num_classes}" + ("" if model.config.no_instance else " and --instance"))
-    images = regenerate(model, y, sampler=spec, guidance=DEFAULT_GUIDANCE if args.guidance is None else args.guidance,
-                        guidance_window=receiver_window(args.guidance_window),
-                        generator=torch.Generator().manual_seed(args.seed), progress=True)
+        raise ValueError(
+            f"{args.received}: the map has {y.shape[1]} channels but the model takes {model.config.label_channels}; "
+            f"transmit with --num-classes {model.config.num_classes}"
+            + ("" if model.config.no_instance else " and --instance")
+        )
+    images = regenerate(
+        model,
+        y,
+        sampler=spec,
+        guidance=DEFAULT_GUIDANCE if args.guidance is None else args.guidance,
+        guidance_window=receiver_window(args.guidance_window),
+        generator=torch.Generator().manual_seed(args.seed),
+        progress=True,
+    )
     out = Path(args.out)
     paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
     for path, pixels in zip(paths, images_to_uint8(images)):

@@ -10,20 +10,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "transmit",
         help="send a label map over a noisy channel; write the received map",
         description="Encode LABEL.png as the model's one-hot map, send it over a noisy channel and save the "
-                    "received map (safetensors, key 'y' in the model's layout, 'labels' the clean class map).",
+        "received map (safetensors, key 'y' in the model's layout, 'labels' the clean class map).",
     )
     p.add_argument("label", metavar="LABEL.png", help="8/16-bit PNG of class indices")
     p.add_argument("--instance", metavar="INST.png", help="PNG of instance ids; adds the instance-edge channel")
-    p.add_argument("--num-classes", type=int, default=35, help="C, the model's class count (35 Cityscapes, 12 CamVid; default 35)")
-    p.add_argument("--ignore", metavar="VALUE[:CLASS]", action="append", default=[],
-                   help="map a label value outside 0..C-1 to CLASS, or to no class when CLASS is left out (repeatable)")
+    p.add_argument(
+        "--num-classes", type=int, default=35, help="C, the model's class count (35 Cityscapes, 12 CamVid; default 35)"
+    )
+    p.add_argument(
+        "--ignore",
+        metavar="VALUE[:CLASS]",
+        action="append",
+        default=[],
+        help="map a label value outside 0..C-1 to CLASS, or to no class when CLASS is left out (repeatable)",
+    )
     p.add_argument("--psnr", type=float, required=True, help="channel PSNR in dB (peak 1)")
     p.add_argument("--channel", choices=("awgn", "rayleigh"), default="awgn")
     p.add_argument("--block", type=int, help="rayleigh only: symbols per fading block (default: one fade per image)")
-    p.add_argument("--noise-table", choices=("exact", "gesco"), default="exact",
-                   help="exact: sigma = 10^(-PSNR/20); gesco: the published code's sigma per level")
-    p.add_argument("--filter", choices=("avgmax", "median", "none"), default="avgmax", help="receiver cleanup (default avgmax, as published)")
-    p.add_argument("--no-compress", action="store_true", help="send all C planes instead of the present classes' planes + a C-bit mask")
+    p.add_argument(
+        "--noise-table",
+        choices=("exact", "gesco"),
+        default="exact",
+        help="exact: sigma = 10^(-PSNR/20); gesco: the published code's sigma per level",
+    )
+    p.add_argument(
+        "--filter",
+        choices=("avgmax", "median", "none"),
+        default="avgmax",
+        help="receiver cleanup (default avgmax, as published)",
+    )
+    p.add_argument(
+        "--no-compress",
+        action="store_true",
+        help="send all C planes instead of the present classes' planes + a C-bit mask",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="received.safetensors")
     p.add_argument("--preview", metavar="received.png", help="clean map and argmax of the received map side by side")
@@ -45,11 +65,15 @@ def _read_ids(path: str, what: str):
     try:
         with Image.open(path) as im:
             if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise ValueError(f"{path}: {what} must be a single-channel PNG of integer ids, got mode {im.mode}; "
-                                 "convert colour-coded labels to indices first")
+                raise ValueError(
+                    f"{path}: {what} must be a single-channel PNG of integer ids, got mode {im.mode}; "
+                    "convert colour-coded labels to indices first"
+                )
             ids = np.asarray(im).astype(np.int64)
     except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: {what} cannot be read as an image ({e}); give a single-channel PNG of class ids") from None
+        raise ValueError(
+            f"{path}: {what} cannot be read as an image ({e}); give a single-channel PNG of class ids"
+        ) from None
     if ids.ndim != 2 or ids.size == 0:
         raise ValueError(f"{path}: {what} is empty or not a 2-D image; give a single-channel PNG of class ids")
     return ids
@@ -62,16 +86,18 @@ def _parse_ignore(items: list[str]) -> dict[int, int | None]:
         try:
             ignore[int(value)] = int(cls) if cls else None
         except ValueError:
-            raise ValueError(f"--ignore {item!r}: expected VALUE or VALUE:CLASS with integers, e.g. 255 or 255:0") from None
+            raise ValueError(
+                f"--ignore {item!r}: expected VALUE or VALUE:CLASS with integers, e.g. 255 or 255:0"
+            ) from None
     return ignore
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import numpy as np
     import torch
     from PIL import Image
-
-    from pathlib import Path
 
     from qgesco import channel as ch
     from qgesco import validate
@@ -103,14 +129,29 @@ def run(args: argparse.Namespace) -> int:
     classes = ch.class_indices(labels, C, ignore)
     present = ch.compress(y, C).presence[0].nonzero().flatten().tolist()
     agreement = (received[0, :C].argmax(0) == classes[0])[classes[0] >= 0].float().mean().item()
-    print(f"{link}: sigma {float(link.sigma):.4g}, {len(present)}/{C} classes present, "
-          f"argmax of the received map agrees with the label on {100 * agreement:.2f}% of pixels")
+    print(
+        f"{link}: sigma {float(link.sigma):.4g}, {len(present)}/{C} classes present, "
+        f"argmax of the received map agrees with the label on {100 * agreement:.2f}% of pixels"
+    )
 
     if args.out:
-        meta = {"kind": "received-maps", "source": str(args.label), "instance": args.instance, "num_classes": C, "label_channels": y.shape[1],
-                "channel": args.channel, "psnr_db": args.psnr, "noise_table": args.noise_table, "sigma": float(link.sigma),
-                "block": args.block, "cleanup": args.filter, "compress": not args.no_compress, "seed": args.seed,
-                "classes_present": present, "ignore": {str(k): v for k, v in ignore.items()}}
+        meta = {
+            "kind": "received-maps",
+            "source": str(args.label),
+            "instance": args.instance,
+            "num_classes": C,
+            "label_channels": y.shape[1],
+            "channel": args.channel,
+            "psnr_db": args.psnr,
+            "noise_table": args.noise_table,
+            "sigma": float(link.sigma),
+            "block": args.block,
+            "cleanup": args.filter,
+            "compress": not args.no_compress,
+            "seed": args.seed,
+            "classes_present": present,
+            "ignore": {str(k): v for k, v in ignore.items()},
+        }
         save_tensors(args.out, {"y": received, "labels": classes}, meta)
         print(f"wrote {args.out}: y {tuple(received.shape)}, labels {tuple(classes.shape)}")
     if args.preview:
@@ -125,21 +166,28 @@ def run(args: argparse.Namespace) -> int:
                 with Image.open(args.image) as im:
                     photo = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None]
             except (OSError, SyntaxError) as e:
-                raise ValueError(f"--image {args.image}: cannot be read as an image ({e}); give an RGB PNG or JPEG") from None
+                raise ValueError(
+                    f"--image {args.image}: cannot be read as an image ({e}); give an RGB PNG or JPEG"
+                ) from None
         b = ch.bandwidth(labels, C, instance, photo, jpeg_quality=args.jpeg_quality, ignore=ignore)[0]
         pixels = b.height * b.width
         rows = [
             ("full one-hot", f"{b.full_channel_uses:,} real channel uses", b.full_channel_uses / pixels),
-            ("presence-compressed", f"{b.compressed_channel_uses:,} real channel uses + {b.presence_bits} bits",
-             b.compressed_channel_uses / pixels),
+            (
+                "presence-compressed",
+                f"{b.compressed_channel_uses:,} real channel uses + {b.presence_bits} bits",
+                b.compressed_channel_uses / pixels,
+            ),
             ("label map as PNG", f"{b.label_png_bits:,} bits", b.label_png_bits / pixels),
         ]
         if b.instance_png_bits is not None:
             rows.append(("instance map as PNG", f"{b.instance_png_bits:,} bits", b.instance_png_bits / pixels))
         if b.jpeg_bits is not None:
             rows.append((f"photo as JPEG q={b.jpeg_quality}", f"{b.jpeg_bits:,} bits", b.jpeg_bits / pixels))
-        print(f"map {b.height}x{b.width}, {b.classes_present} of {b.num_classes} classes present"
-              f"{', with instance-edge plane' if b.edge_plane else ''}")
+        print(
+            f"map {b.height}x{b.width}, {b.classes_present} of {b.num_classes} classes present"
+            f"{', with instance-edge plane' if b.edge_plane else ''}"
+        )
         for name, amount, per_pixel in rows:
             print(f"  {name:<22} {amount:<44} {per_pixel:8.3f} per pixel")
     return 0

@@ -16,9 +16,9 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,12 +34,15 @@ Decoded = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
 class SceneArrays:
     """``images`` (N, h, w, 3) uint8, ``labels`` (N, h, w) uint8, ``instances`` (N, h, w) int32 or None."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, instances: np.ndarray | None, folder: Path | None = None):
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, instances: np.ndarray | None, folder: Path | None = None
+    ):
         self.images, self.labels, self.instances, self.folder = images, labels, instances, folder
 
     @classmethod
     def open(cls, folder: Path) -> SceneArrays:
         """Memory-map the arrays of a finished cache entry."""
+
         def load(name: str) -> np.ndarray | None:
             path = folder / f"{name}.npy"
             return np.load(path, mmap_mode="r") if path.is_file() else None
@@ -83,16 +86,27 @@ def cached_scene_arrays(
     except OSError:
         writable = False
     if not writable:
-        warnings.warn(f"cannot write the dataset cache folder {folder}; keeping decoded arrays in memory. "
-                      "Set QGESCO_CACHE to a writable folder to cache across runs.", stacklevel=3)
+        warnings.warn(
+            f"cannot write the dataset cache folder {folder}; keeping decoded arrays in memory. "
+            "Set QGESCO_CACHE to a writable folder to cache across runs.",
+            stacklevel=3,
+        )
         arrays = {name: np.empty(_shape(name, len(pairs), resize_hw), _DTYPES[name]) for name in names}
         _fill(arrays, pairs, decode)
         return SceneArrays(arrays["images"], arrays["labels"], arrays.get("instances"))
     with contextlib.ExitStack() as stack:
         tmp = {name: stack.enter_context(atomic_path(folder / f"{name}.npy")) for name in names}
         _fill_files(tmp, pairs, resize_hw, decode)
-    write_json(folder / "meta.json", {"version": CACHE_VERSION, "scenes": len(pairs), "resize_hw": list(resize_hw),
-                                      "first": str(pairs[0].image), "last": str(pairs[-1].image)})
+    write_json(
+        folder / "meta.json",
+        {
+            "version": CACHE_VERSION,
+            "scenes": len(pairs),
+            "resize_hw": list(resize_hw),
+            "first": str(pairs[0].image),
+            "last": str(pairs[-1].image),
+        },
+    )
     return SceneArrays.open(folder)
 
 
@@ -105,8 +119,10 @@ def _shape(name: str, n: int, hw: tuple[int, int]) -> tuple[int, ...]:
 
 def _fill_files(paths: dict[str, Path], pairs: Sequence[ScenePair], hw: tuple[int, int], decode) -> None:
     """Decode into fresh ``.npy`` memory maps; they close when this function returns."""
-    arrays = {name: np.lib.format.open_memmap(path, "w+", _DTYPES[name], _shape(name, len(pairs), hw))
-              for name, path in paths.items()}
+    arrays = {
+        name: np.lib.format.open_memmap(path, "w+", _DTYPES[name], _shape(name, len(pairs), hw))
+        for name, path in paths.items()
+    }
     _fill(arrays, pairs, decode)
     for array in arrays.values():
         array.flush()

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar, NamedTuple, Sequence
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -159,7 +160,11 @@ class FolderScenes(SceneDataset):
             image, label, instance = self._decode(self.pairs[index])
         else:
             a = self._arrays
-            image, label, instance = a.images[index], a.labels[index], None if a.instances is None else a.instances[index]
+            image, label, instance = (
+                a.images[index],
+                a.labels[index],
+                None if a.instances is None else a.instances[index],
+            )
         return image, label, instance, self.pairs[index].name
 
     def _decode(self, pair: ScenePair) -> Decoded:
@@ -198,8 +203,14 @@ def make_loader(
     dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([dataset.seed, epoch]).generate_state(1)[0]))
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
-        collate_fn=collate, generator=generator, worker_init_fn=_ignore_stop_signals,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        collate_fn=collate,
+        generator=generator,
+        worker_init_fn=_ignore_stop_signals,
     )
 
 

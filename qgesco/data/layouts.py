@@ -106,12 +106,23 @@ def _by_name(folder: Path, glob: str, suffix: str) -> dict[str, Path]:
 
 
 CAMVID = Layout(
-    "camvid", CAMVID_CLASSES, image_dir="{split}", label_dir="{split}annot", glob="*",
-    image_suffix=".png", label_suffix=".png",
+    "camvid",
+    CAMVID_CLASSES,
+    image_dir="{split}",
+    label_dir="{split}annot",
+    glob="*",
+    image_suffix=".png",
+    label_suffix=".png",
 )
 CITYSCAPES = Layout(
-    "cityscapes", CITYSCAPES_CLASSES, image_dir="leftImg8bit/{split}", label_dir="gtFine/{split}", glob="*/*",
-    image_suffix="_leftImg8bit.png", label_suffix="_gtFine_labelIds.png", instance_suffix="_gtFine_instanceIds.png",
+    "cityscapes",
+    CITYSCAPES_CLASSES,
+    image_dir="leftImg8bit/{split}",
+    label_dir="gtFine/{split}",
+    glob="*/*",
+    image_suffix="_leftImg8bit.png",
+    label_suffix="_gtFine_labelIds.png",
+    instance_suffix="_gtFine_instanceIds.png",
 )
 LAYOUTS: dict[str, Layout] = {layout.format: layout for layout in (CAMVID, CITYSCAPES)}
 
@@ -158,7 +169,9 @@ def read_instance(path: Path) -> np.ndarray:
 def _read_index_map(path: Path, what: str) -> np.ndarray:
     image = read_image(path)
     if image.mode not in _INDEX_MODES:
-        raise DataFileError(path, f"{what} has PIL mode {image.mode}; {what}s must hold one integer per pixel, not colours")
+        raise DataFileError(
+            path, f"{what} has PIL mode {image.mode}; {what}s must hold one integer per pixel, not colours"
+        )
     return np.asarray(image)
 
 
@@ -189,7 +202,9 @@ def read_pair(pair: ScenePair, num_classes: int) -> PairContents:
     if label is not None and (label.max() >= num_classes or label.min() < 0):
         bad = (label < 0) | (label >= num_classes)
         values = ", ".join(str(v) for v in np.unique(label[bad])[:8])
-        problems.append(Problem(pair.label, f"label values {values} outside 0..{num_classes - 1} ({int(bad.sum())} pixels)"))
+        problems.append(
+            Problem(pair.label, f"label values {values} outside 0..{num_classes - 1} ({int(bad.sum())} pixels)")
+        )
     # Sizes are compared with the image (or, if unreadable, the label), so one odd file is one problem.
     if image is not None:
         reference = ("image", (image.height, image.width))
@@ -197,7 +212,9 @@ def read_pair(pair: ScenePair, num_classes: int) -> PairContents:
         reference = ("label", None if label is None else label.shape)
     for what, path, array in (("label", pair.label, label), ("instance map", pair.instance, instance)):
         if array is not None and reference[1] is not None and what != reference[0] and array.shape != reference[1]:
-            problems.append(Problem(path, f"{what} is {_hw(array.shape)} but its {reference[0]} is {_hw(reference[1])}"))
+            problems.append(
+                Problem(path, f"{what} is {_hw(array.shape)} but its {reference[0]} is {_hw(reference[1])}")
+            )
     return PairContents(image, label, instance, problems)
 
 

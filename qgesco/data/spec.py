@@ -38,6 +38,7 @@ def open_dataset(
             raise ValueError(f"dataset spec {spec!r}: give the number of scenes, e.g. synthetic:100")
         if root is not None:
             raise ValueError("synthetic scenes are generated, not read: drop the root")
-        return SyntheticScenes(int(count), image_hw=image_hw, scheme=scheme or "camvid", train=train, seed=seed,
-                               crop_margin=crop_margin)
+        return SyntheticScenes(
+            int(count), image_hw=image_hw, scheme=scheme or "camvid", train=train, seed=seed, crop_margin=crop_margin
+        )
     raise ValueError(f"unknown dataset spec {spec!r}; use {SPEC_FORMS}")

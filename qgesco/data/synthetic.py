@@ -15,9 +15,10 @@ floor, remainder and comparisons, which IEEE arithmetic computes identically eve
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -242,12 +243,27 @@ def _shade(colour: Colour, factor: float) -> Colour:
 
 
 # Colours (RGB 0..255) the rendering draws from.
-_CAR_PAINTS = [(230, 230, 228), (25, 25, 30), (160, 162, 168), (150, 25, 25), (30, 50, 120), (90, 95, 100),
-               (40, 80, 50), (200, 170, 60)]
+_CAR_PAINTS = [
+    (230, 230, 228),
+    (25, 25, 30),
+    (160, 162, 168),
+    (150, 25, 25),
+    (30, 50, 120),
+    (90, 95, 100),
+    (40, 80, 50),
+    (200, 170, 60),
+]
 _CLOTHES = [(40, 40, 60), (120, 30, 40), (60, 80, 120), (200, 200, 190), (90, 70, 50), (30, 90, 70), (170, 120, 60)]
 _SKIN = [(230, 190, 160), (190, 140, 100), (120, 80, 55)]
-_FACADES = [(170, 120, 90), (200, 190, 170), (150, 150, 150), (120, 70, 55), (215, 205, 180), (100, 100, 110),
-            (185, 160, 120)]
+_FACADES = [
+    (170, 120, 90),
+    (200, 190, 170),
+    (150, 150, 150),
+    (120, 70, 55),
+    (215, 205, 180),
+    (100, 100, 110),
+    (185, 160, 120),
+]
 _GREENS = [(60, 110, 40), (45, 90, 35), (85, 120, 50), (70, 100, 60)]
 
 
@@ -261,7 +277,9 @@ def _compose(c: _Canvas) -> None:
         lanes=lanes,
         ego_lane=d.integer(0, lanes - 1) + d.uniform(0.3, 0.7),
         pavement={s: d.uniform(1.8, 4.5) for s in (-1, 1)},
-        sides={s: d.pick(["buildings", "buildings", "buildings", "buildings", "trees", "trees", "fence"]) for s in (-1, 1)},
+        sides={
+            s: d.pick(["buildings", "buildings", "buildings", "buildings", "trees", "trees", "fence"]) for s in (-1, 1)
+        },
     )
     z_far = d.uniform(70.0, 140.0) if d.chance(0.7) else None
     z_end = z_far if z_far is not None else 400.0
@@ -358,8 +376,15 @@ def _ground(c: _Canvas, street: _Street, light: float) -> None:
     c.paint(rows, cols, np.ones(x.shape, bool), part, colour)
 
 
-def _building_row(c: _Canvas, side: int, distance: float, z_range: tuple[float, float], light: float,
-                  heights: tuple[float, float], gap_chance: float) -> None:
+def _building_row(
+    c: _Canvas,
+    side: int,
+    distance: float,
+    z_range: tuple[float, float],
+    light: float,
+    heights: tuple[float, float],
+    gap_chance: float,
+) -> None:
     """Facades of varied height, width and colour along the street, with windows in perspective."""
     d = c.dice
     starts, tops, paints = [], [], []
@@ -399,8 +424,12 @@ def _piecewise_linear(knots: np.ndarray, values: np.ndarray, z: np.ndarray) -> n
 
 def _textured(c: _Canvas, base: Colour, spread: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A colour function for planes: ``base`` with per-pixel brightness noise (foliage, hedges)."""
+
     def colour(z: np.ndarray, v: np.ndarray) -> np.ndarray:
-        return np.asarray(base, np.float32) * (1 - spread + 2 * spread * c.dice.noise(z.shape)[..., None]).astype(np.float32)
+        return np.asarray(base, np.float32) * (1 - spread + 2 * spread * c.dice.noise(z.shape)[..., None]).astype(
+            np.float32
+        )
+
     return colour
 
 
@@ -411,8 +440,9 @@ def _far_buildings(c: _Canvas, z_far: float, light: float) -> None:
     x = -half_span - d.uniform(0, 10)
     while x < half_span:
         width = d.uniform(8, 22)
-        _Billboard(c, x + width / 2, z_far).rect(-width / 2, width / 2, 0, d.uniform(8, 30), Part.BUILDING,
-                                                  _shade(d.pick(_FACADES), light * 0.9))
+        _Billboard(c, x + width / 2, z_far).rect(
+            -width / 2, width / 2, 0, d.uniform(8, 30), Part.BUILDING, _shade(d.pick(_FACADES), light * 0.9)
+        )
         x += width + (d.uniform(2, 10) if d.chance(0.2) else 0.0)
 
 
@@ -427,21 +457,45 @@ def _side(c: _Canvas, side: int, street: _Street, z_end: float, light: float) ->
         if d.chance(0.3):
             z0 = d.uniform(2, 20)
             fence_h = d.uniform(0.8, 1.4)
-            c.vertical_plane(side, frontage - 0.3, (z0, z0 + d.uniform(8, 30)), lambda z: np.full_like(z, fence_h),
-                             Part.FENCE, _textured(c, _shade((110, 95, 80), light), 0.25))
+            c.vertical_plane(
+                side,
+                frontage - 0.3,
+                (z0, z0 + d.uniform(8, 30)),
+                lambda z: np.full_like(z, fence_h),
+                Part.FENCE,
+                _textured(c, _shade((110, 95, 80), light), 0.25),
+            )
     elif kind == "trees":
         knots = np.arange(0.0, z_end + 8.0, 4.0)
         crowns = np.array([d.uniform(6.0, 14.0) for _ in knots])
-        c.vertical_plane(side, frontage + d.uniform(3, 8), (1.0, z_end), partial(_piecewise_linear, knots, crowns),
-                         Part.VEGETATION, _textured(c, _shade(d.pick(_GREENS), light), 0.3))
+        c.vertical_plane(
+            side,
+            frontage + d.uniform(3, 8),
+            (1.0, z_end),
+            partial(_piecewise_linear, knots, crowns),
+            Part.VEGETATION,
+            _textured(c, _shade(d.pick(_GREENS), light), 0.3),
+        )
         if d.chance(0.5):
             hedge_h = d.uniform(0.8, 1.5)
-            c.vertical_plane(side, frontage + 0.3, (1.0, z_end), lambda z: np.full_like(z, hedge_h),
-                             Part.VEGETATION, _textured(c, _shade(d.pick(_GREENS), light * 0.9), 0.3))
+            c.vertical_plane(
+                side,
+                frontage + 0.3,
+                (1.0, z_end),
+                lambda z: np.full_like(z, hedge_h),
+                Part.VEGETATION,
+                _textured(c, _shade(d.pick(_GREENS), light * 0.9), 0.3),
+            )
     else:
         fence_h = d.uniform(1.0, 2.0)
-        c.vertical_plane(side, frontage + 0.2, (1.0, z_end), lambda z: np.full_like(z, fence_h),
-                         Part.FENCE, _textured(c, _shade((120, 120, 125), light), 0.25))
+        c.vertical_plane(
+            side,
+            frontage + 0.2,
+            (1.0, z_end),
+            lambda z: np.full_like(z, fence_h),
+            Part.FENCE,
+            _textured(c, _shade((120, 120, 125), light), 0.25),
+        )
 
 
 def _car(c: _Canvas, x: float, z: float, paint: Colour, width: float, height: float, light: float) -> None:
@@ -516,7 +570,13 @@ def _pole(c: _Canvas, x: float, z: float, kind: str, toward_road: int, sign_shap
 
 
 def _tree(
-    c: _Canvas, x: float, z: float, trunk: float, crown: list[tuple[float, float, float, float]], green: Colour, light: float
+    c: _Canvas,
+    x: float,
+    z: float,
+    trunk: float,
+    crown: list[tuple[float, float, float, float]],
+    green: Colour,
+    light: float,
 ) -> None:
     """A street tree: trunk and a crown of overlapping ellipses."""
     b = _Billboard(c, x, z, c.new_object())
@@ -541,7 +601,9 @@ def _traffic(c: _Canvas, objects: list, street: _Street, z_near: float, z_last: 
 
     def add_car(x: float, z: float) -> None:
         van = d.chance(0.15)
-        width, height = (d.uniform(1.9, 2.1), d.uniform(1.9, 2.3)) if van else (d.uniform(1.7, 1.9), d.uniform(1.35, 1.6))
+        width, height = (
+            (d.uniform(1.9, 2.1), d.uniform(1.9, 2.3)) if van else (d.uniform(1.7, 1.9), d.uniform(1.35, 1.6))
+        )
         objects.append((z, partial(_car, c, x, z, d.pick(_CAR_PAINTS), width, height, light)))
 
     for lane in range(street.lanes):
@@ -569,24 +631,67 @@ def _street_furniture(c: _Canvas, objects: list, street: _Street, z_near: float,
     for _ in range(d.integer(0, 6)):
         s = d.pick([-1, 1])
         x, z = s * (street.kerb(s) + d.uniform(0.4, street.pavement[s] - 0.3)), d.uniform(z_near + 1, 40.0)
-        objects.append((z, partial(_person, c, x, z, d.uniform(1.55, 1.9), d.pick(_CLOTHES), d.pick(_CLOTHES),
-                                   d.pick(_SKIN), d.uniform(0.0, 0.12), light)))
+        objects.append(
+            (
+                z,
+                partial(
+                    _person,
+                    c,
+                    x,
+                    z,
+                    d.uniform(1.55, 1.9),
+                    d.pick(_CLOTHES),
+                    d.pick(_CLOTHES),
+                    d.pick(_SKIN),
+                    d.uniform(0.0, 0.12),
+                    light,
+                ),
+            )
+        )
     for s in (-1, 1):
         z = z_near + d.uniform(0, 12)
         while z < z_last:
             kind = d.pick(["lamp", "lamp", "sign", "sign", "light"])
-            objects.append((z, partial(_pole, c, s * (street.kerb(s) + 0.35), z, kind, -s,
-                                       d.pick(["round", "triangle", "plate"]), light)))
+            objects.append(
+                (
+                    z,
+                    partial(
+                        _pole,
+                        c,
+                        s * (street.kerb(s) + 0.35),
+                        z,
+                        kind,
+                        -s,
+                        d.pick(["round", "triangle", "plate"]),
+                        light,
+                    ),
+                )
+            )
             z += d.uniform(12, 30)
         trees = street.sides[s] == "trees" or d.chance(0.5)
         spacing = (5.0, 9.0) if street.sides[s] == "trees" else (8.0, 16.0)
         offset = d.uniform(0.5, 2.0) if street.sides[s] == "trees" else -0.9
         z = z_near + d.uniform(0, 8)
         while trees and z < z_last:
-            crown = [(d.uniform(-0.8, 0.8), d.uniform(0.8, 2.2), d.uniform(1.2, 2.4), d.uniform(1.2, 2.2))
-                     for _ in range(d.integer(3, 5))]
-            objects.append((z, partial(_tree, c, s * (street.frontage(s) + offset), z, d.uniform(1.8, 3.0), crown,
-                                       d.pick(_GREENS), light)))
+            crown = [
+                (d.uniform(-0.8, 0.8), d.uniform(0.8, 2.2), d.uniform(1.2, 2.4), d.uniform(1.2, 2.2))
+                for _ in range(d.integer(3, 5))
+            ]
+            objects.append(
+                (
+                    z,
+                    partial(
+                        _tree,
+                        c,
+                        s * (street.frontage(s) + offset),
+                        z,
+                        d.uniform(1.8, 3.0),
+                        crown,
+                        d.pick(_GREENS),
+                        light,
+                    ),
+                )
+            )
             z += d.uniform(*spacing)
     for _ in range(d.integer(1, 3) if d.chance(0.5) else 0):
         s = d.pick([-1, 1])

@@ -14,5 +14,17 @@ from .samplers import (
     subsample,
 )
 
-__all__ = ["DDIMSampler", "DDPMSampler", "DPMSolverPPSampler", "GaussianDiffusion", "Sampler", "create_diffusion",
-           "get_named_beta_schedule", "make_sampler", "parse_guidance_window", "sampler_spec", "select_steps", "subsample"]
+__all__ = [
+    "DDIMSampler",
+    "DDPMSampler",
+    "DPMSolverPPSampler",
+    "GaussianDiffusion",
+    "Sampler",
+    "create_diffusion",
+    "get_named_beta_schedule",
+    "make_sampler",
+    "parse_guidance_window",
+    "sampler_spec",
+    "select_steps",
+    "subsample",
+]

@@ -40,10 +40,12 @@ def get_named_beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
 
 
 def betas_for_alpha_bar(num_timesteps: int, alpha_bar: Callable[[float], float], max_beta: float = 0.999) -> np.ndarray:
-    return np.array([
-        min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), max_beta)
-        for i in range(num_timesteps)
-    ])
+    return np.array(
+        [
+            min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), max_beta)
+            for i in range(num_timesteps)
+        ]
+    )
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
@@ -125,24 +127,44 @@ class GaussianDiffusion:
         """Sample x_t ~ q(x_t | x_0)."""
         if noise is None:
             noise = torch.randn_like(x_start)
-        return _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start + \
-            _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+        return (
+            _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
+            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+        )
 
     def q_posterior_mean_variance(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
         """Mean, variance and clipped log-variance of q(x_{t-1} | x_t, x_0)."""
-        mean = _extract(self.posterior_mean_coef1, t, x_t.shape) * x_start + _extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
-        return mean, _extract(self.posterior_variance, t, x_t.shape), _extract(self.posterior_log_variance_clipped, t, x_t.shape)
+        mean = (
+            _extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
+            + _extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+        )
+        return (
+            mean,
+            _extract(self.posterior_variance, t, x_t.shape),
+            _extract(self.posterior_log_variance_clipped, t, x_t.shape),
+        )
 
     def predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+        return (
+            _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+            - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+        )
 
     def predict_eps_from_xstart(self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor) -> torch.Tensor:
-        return (_extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart) / \
-            _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape)
+        return (_extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart) / _extract(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t.shape
+        )
 
     # --- reverse process ----------------------------------------------------------------
-    def model_output(self, model: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                     guidance: float = 1.0, batch_cfg: bool = False) -> torch.Tensor:
+    def model_output(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        guidance: float = 1.0,
+        batch_cfg: bool = False,
+    ) -> torch.Tensor:
         """The network output at step indices ``t``, with classifier-free guidance.
 
         ``eps = eps(x, t, 0) + s * (eps(x, t, y) - eps(x, t, 0))`` on the 3 eps channels;
@@ -160,13 +182,17 @@ class GaussianDiffusion:
         eps = out_zero[:, :3] + guidance * (out[:, :3] - out_zero[:, :3])
         return torch.cat([eps, out[:, 3:]], dim=1)
 
-    def p_mean_variance_from_output(self, output: torch.Tensor, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True) -> dict[str, torch.Tensor]:
+    def p_mean_variance_from_output(
+        self, output: torch.Tensor, x: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True
+    ) -> dict[str, torch.Tensor]:
         """Mean, (log-)variance and predicted x_0 of p(x_{t-1} | x_t) from a network output."""
         channels = x.shape[1]
         if self.variance == "learned_range":
             if output.shape[1] != 2 * channels:
-                raise ValueError(f"learned_range variance needs a {2 * channels}-channel model output, got {output.shape[1]}; "
-                                 "use variance='fixed_large' for models without learn_sigma")
+                raise ValueError(
+                    f"learned_range variance needs a {2 * channels}-channel model output, got {output.shape[1]}; "
+                    "use variance='fixed_large' for models without learn_sigma"
+                )
             eps, var_values = output.split(channels, dim=1)
             min_log = _extract(self.posterior_log_variance_clipped, t, x.shape)
             max_log = _extract(self.log_betas, t, x.shape)
@@ -174,38 +200,74 @@ class GaussianDiffusion:
             log_variance = frac * max_log + (1 - frac) * min_log
         else:
             eps = output[:, :channels]
-            table = self.log_fixed_large_variance if self.variance == "fixed_large" else self.posterior_log_variance_clipped
+            table = (
+                self.log_fixed_large_variance if self.variance == "fixed_large" else self.posterior_log_variance_clipped
+            )
             log_variance = _extract(table, t, x.shape).expand_as(x)
         pred_xstart = self.predict_xstart_from_eps(x, t, eps)
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
         mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
-        return {"mean": mean, "variance": torch.exp(log_variance), "log_variance": log_variance, "pred_xstart": pred_xstart}
+        return {
+            "mean": mean,
+            "variance": torch.exp(log_variance),
+            "log_variance": log_variance,
+            "pred_xstart": pred_xstart,
+        }
 
-    def p_mean_variance(self, model: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float = 1.0,
-                        clip_denoised: bool = True, batch_cfg: bool = False) -> dict[str, torch.Tensor]:
+    def p_mean_variance(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        guidance: float = 1.0,
+        clip_denoised: bool = True,
+        batch_cfg: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """p(x_{t-1} | x_t, y) for step indices ``t`` of this process."""
         output = self.model_output(model, x, t, y, guidance, batch_cfg)
         return self.p_mean_variance_from_output(output, x, t, clip_denoised)
 
-    def p_sample(self, model: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float = 1.0,
-                 clip_denoised: bool = True, generator: torch.Generator | None = None, batch_cfg: bool = False) -> dict[str, torch.Tensor]:
+    def p_sample(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        guidance: float = 1.0,
+        clip_denoised: bool = True,
+        generator: torch.Generator | None = None,
+        batch_cfg: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """One ancestral (DDPM) step: x_{t-1} ~ p(x_{t-1} | x_t, y)."""
         out = self.p_mean_variance(model, x, t, y, guidance, clip_denoised, batch_cfg)
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         nonzero = (t != 0).float().reshape(-1, *([1] * (x.dim() - 1)))
-        return {"sample": out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise, "pred_xstart": out["pred_xstart"]}
+        return {
+            "sample": out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise,
+            "pred_xstart": out["pred_xstart"],
+        }
 
-    def ddim_sample(self, model: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float = 1.0,
-                    eta: float = 0.0, clip_denoised: bool = True, generator: torch.Generator | None = None,
-                    batch_cfg: bool = False) -> dict[str, torch.Tensor]:
+    def ddim_sample(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        guidance: float = 1.0,
+        eta: float = 0.0,
+        clip_denoised: bool = True,
+        generator: torch.Generator | None = None,
+        batch_cfg: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """One DDIM step (Song et al.); ``eta=0`` is deterministic, ``eta=1`` matches DDPM's variance."""
         out = self.p_mean_variance(model, x, t, y, guidance, clip_denoised, batch_cfg)
         eps = self.predict_eps_from_xstart(x, t, out["pred_xstart"])
         a_bar = _extract(self.alphas_cumprod, t, x.shape)
         a_bar_prev = _extract(self.alphas_cumprod_prev, t, x.shape)
         sigma = eta * torch.sqrt((1 - a_bar_prev) / (1 - a_bar)) * torch.sqrt(1 - a_bar / a_bar_prev)
-        mean = out["pred_xstart"] * torch.sqrt(a_bar_prev) + torch.sqrt(1 - a_bar_prev - sigma ** 2) * eps
+        mean = out["pred_xstart"] * torch.sqrt(a_bar_prev) + torch.sqrt(1 - a_bar_prev - sigma**2) * eps
         if eta > 0:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             nonzero = (t != 0).float().reshape(-1, *([1] * (x.dim() - 1)))
@@ -213,7 +275,9 @@ class GaussianDiffusion:
         return {"sample": mean, "pred_xstart": out["pred_xstart"]}
 
     # --- training -----------------------------------------------------------------------
-    def vb_terms_bpd(self, output: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def vb_terms_bpd(
+        self, output: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """Per-sample VLB term in bits/dim: KL to the posterior, or the decoder NLL at t=0."""
         true_mean, _, true_log_var = self.q_posterior_mean_variance(x_start, x_t, t)
         out = self.p_mean_variance_from_output(output, x_t, t, clip_denoised=False)
@@ -221,8 +285,14 @@ class GaussianDiffusion:
         nll = -discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"])
         return torch.where(t == 0, mean_flat(nll) / math.log(2.0), kl)
 
-    def training_losses(self, model: Denoiser, x_start: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                        noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def training_losses(
+        self,
+        model: Denoiser,
+        x_start: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        noise: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The hybrid loss of Improved DDPM: eps MSE + (for learned variance) the VLB term,
         whose gradient reaches only the variance channels. Returns per-sample terms."""
         if noise is None:
@@ -232,10 +302,9 @@ class GaussianDiffusion:
         eps = output[:, : x_start.shape[1]]
         terms = {"mse": mean_flat((noise - eps) ** 2)}
         if self.variance == "learned_range":
-            frozen = torch.cat([eps.detach(), output[:, x_start.shape[1]:]], dim=1)
+            frozen = torch.cat([eps.detach(), output[:, x_start.shape[1] :]], dim=1)
             terms["vb"] = self.vb_terms_bpd(frozen, x_start, x_t, t)
             terms["loss"] = terms["mse"] + terms["vb"]
         else:
             terms["loss"] = terms["mse"]
         return terms
-

@@ -54,8 +54,10 @@ from tqdm.auto import tqdm
 from .gaussian import Denoiser, GaussianDiffusion, StepCallback
 
 SPACINGS = ("uniform", "quadratic", "logsnr")
-SPEC_FORMS = ("ddpmN, ddimN or dpm++N (N steps), with a trailing 'q' for quadratic or 'l' for logSNR spacing, "
-              "e.g. ddpm1000, ddim25, ddim25q, dpm++20, dpm++20l")
+SPEC_FORMS = (
+    "ddpmN, ddimN or dpm++N (N steps), with a trailing 'q' for quadratic or 'l' for logSNR spacing, "
+    "e.g. ddpm1000, ddim25, ddim25q, dpm++20, dpm++20l"
+)
 
 
 def select_steps(diffusion: GaussianDiffusion, steps: int, spacing: str = "uniform") -> list[int]:
@@ -68,7 +70,7 @@ def select_steps(diffusion: GaussianDiffusion, steps: int, spacing: str = "unifo
     if spacing == "uniform":
         return [k * length // steps for k in range(steps)]
     if spacing == "quadratic":
-        return _distinct([int((length - 1) * frac ** 2) for frac in np.linspace(0.0, 1.0, steps)], length)
+        return _distinct([int((length - 1) * frac**2) for frac in np.linspace(0.0, 1.0, steps)], length)
     log_snr = np.log(diffusion.alphas_cumprod.numpy()) - np.log1p(-diffusion.alphas_cumprod.numpy())
     targets = np.linspace(log_snr[0], log_snr[-1], steps)
     return _distinct([int(np.abs(log_snr - target).argmin()) for target in targets], length)
@@ -97,7 +99,9 @@ class Sampler(ABC):
     """The shared loop; subclasses define one step. Built from the full process (or any
     process: the steps are chosen among its own) and a step count."""
 
-    def __init__(self, diffusion: GaussianDiffusion, steps: int, *, spacing: str = "uniform", clip_denoised: bool = True):
+    def __init__(
+        self, diffusion: GaussianDiffusion, steps: int, *, spacing: str = "uniform", clip_denoised: bool = True
+    ):
         keep = select_steps(diffusion, steps, spacing)
         # All steps: reuse the process itself, so the guided-diffusion loops stay bit-exact.
         self.diffusion = diffusion if len(keep) == diffusion.num_timesteps else subsample(diffusion, keep)
@@ -116,10 +120,14 @@ class Sampler(ABC):
         try:
             lo, hi = (int(v) for v in guidance_window)
         except (TypeError, ValueError):
-            raise ValueError(f"guidance_window must be a pair (t_lo, t_hi) of model timesteps, got {guidance_window!r}") from None
+            raise ValueError(
+                f"guidance_window must be a pair (t_lo, t_hi) of model timesteps, got {guidance_window!r}"
+            ) from None
         if not 0 <= lo <= hi <= self.max_model_timestep:
-            raise ValueError(f"guidance_window {guidance_window!r} must satisfy 0 <= t_lo <= t_hi <= {self.max_model_timestep} "
-                             "(model timesteps); use None to guide every step")
+            raise ValueError(
+                f"guidance_window {guidance_window!r} must satisfy 0 <= t_lo <= t_hi <= {self.max_model_timestep} "
+                "(model timesteps); use None to guide every step"
+            )
         return lo, hi
 
     def num_evaluations(self, guidance: float = 2.0, guidance_window: tuple[int, int] | None = None) -> int:
@@ -127,9 +135,19 @@ class Sampler(ABC):
         lo, hi = self._window(guidance_window)
         return sum(2 if guidance > 1.0 and lo <= t <= hi else 1 for t in self.timesteps)
 
-    def sample(self, model: Denoiser, y: torch.Tensor, *, guidance: float = 2.0, noise: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, progress: bool = False, callback: StepCallback | None = None,
-               guidance_window: tuple[int, int] | None = None, batch_cfg: bool = False) -> torch.Tensor:
+    def sample(
+        self,
+        model: Denoiser,
+        y: torch.Tensor,
+        *,
+        guidance: float = 2.0,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        callback: StepCallback | None = None,
+        guidance_window: tuple[int, int] | None = None,
+        batch_cfg: bool = False,
+    ) -> torch.Tensor:
         """Images x_0 in [-1, 1] for maps ``y`` (N, C, H, W).
 
         ``noise`` is x_T (default: standard normal (N, 3, H, W) from ``generator``);
@@ -137,7 +155,11 @@ class Sampler(ABC):
         model timesteps (N,) and the current sample.
         """
         lo, hi = self._window(guidance_window)
-        x = noise if noise is not None else torch.randn((y.shape[0], 3, *y.shape[2:]), generator=generator, device=y.device)
+        x = (
+            noise
+            if noise is not None
+            else torch.randn((y.shape[0], 3, *y.shape[2:]), generator=generator, device=y.device)
+        )
         if x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
             raise ValueError(f"noise/shape {tuple(x.shape)} does not match the map batch and size {tuple(y.shape)}")
         timestep_map = self.diffusion.timestep_map.to(x.device)
@@ -153,8 +175,17 @@ class Sampler(ABC):
         return x
 
     @abstractmethod
-    def _step(self, model: Denoiser, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, guidance: float,
-              generator: torch.Generator | None, batch_cfg: bool, state: dict) -> torch.Tensor:
+    def _step(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor,
+        guidance: float,
+        generator: torch.Generator | None,
+        batch_cfg: bool,
+        state: dict,
+    ) -> torch.Tensor:
         """x at the next (less noisy) step; ``state`` persists across the steps of one run."""
 
 
@@ -169,22 +200,38 @@ class DDIMSampler(Sampler):
     """DDIM (Song et al.): ``eta=0`` is deterministic, ``eta=1`` over all steps is DDPM with the
     posterior variance (the learned variance channels are not used)."""
 
-    def __init__(self, diffusion: GaussianDiffusion, steps: int, *, eta: float = 0.0, spacing: str = "uniform",
-                 clip_denoised: bool = True):
+    def __init__(
+        self,
+        diffusion: GaussianDiffusion,
+        steps: int,
+        *,
+        eta: float = 0.0,
+        spacing: str = "uniform",
+        clip_denoised: bool = True,
+    ):
         if not eta >= 0:
             raise ValueError(f"DDIM eta must be >= 0 (0 deterministic, 1 DDPM-like), got {eta!r}")
         super().__init__(diffusion, steps, spacing=spacing, clip_denoised=clip_denoised)
         self.eta = eta
 
     def _step(self, model, x, t, y, guidance, generator, batch_cfg, state):
-        return self.diffusion.ddim_sample(model, x, t, y, guidance, self.eta, self.clip_denoised, generator, batch_cfg)["sample"]
+        return self.diffusion.ddim_sample(model, x, t, y, guidance, self.eta, self.clip_denoised, generator, batch_cfg)[
+            "sample"
+        ]
 
 
 class DPMSolverPPSampler(Sampler):
     """DPM-Solver++ multistep with data prediction: ``order=2`` is 2M, ``order=1`` equals DDIM (eta=0)."""
 
-    def __init__(self, diffusion: GaussianDiffusion, steps: int, *, order: int = 2, spacing: str = "uniform",
-                 clip_denoised: bool = True):
+    def __init__(
+        self,
+        diffusion: GaussianDiffusion,
+        steps: int,
+        *,
+        order: int = 2,
+        spacing: str = "uniform",
+        clip_denoised: bool = True,
+    ):
         if order not in (1, 2):
             raise ValueError(f"DPM-Solver++ order must be 1 or 2, got {order!r}")
         super().__init__(diffusion, steps, spacing=spacing, clip_denoised=clip_denoised)
@@ -218,6 +265,7 @@ def sampler_spec(sampler: str | None, steps: int | None, default: str) -> str:
     """A full spec from a family or spec plus a step count, each falling back to ``default``'s:
     ``("dpm++", 20, ..)`` -> ``dpm++20``, ``("ddimq", None, "ddim25")`` -> ``ddim25q``,
     ``(None, 50, "ddim25")`` -> ``ddim50``."""
+
     def parts(spec: str) -> tuple[str, str, str]:
         match = _SPEC.fullmatch(spec.strip().lower()) if isinstance(spec, str) else None
         if match is None:
@@ -241,7 +289,9 @@ def parse_guidance_window(text: str) -> tuple[int, int] | None:
     try:
         lo, hi = (int(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"guidance window {text!r}: give T_LO,T_HI in model timesteps (e.g. 500,999) or 'all'") from None
+        raise ValueError(
+            f"guidance window {text!r}: give T_LO,T_HI in model timesteps (e.g. 500,999) or 'all'"
+        ) from None
     if not 0 <= lo <= hi:
         raise ValueError(f"guidance window {text!r}: need 0 <= T_LO <= T_HI, e.g. 500,999; or 'all'")
     return lo, hi

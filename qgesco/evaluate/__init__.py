@@ -13,20 +13,38 @@ land on disk (resumable), and LPIPS, FID/KID, mIoU and PSNR/SSIM are computed fr
 from .models import EvalModel, describe, load_eval_model, tensor_bytes
 from .report import render, table_i, table_ii
 from .runner import (
-           METRICS,
-           EvalJob,
-           chunks,
-           evaluate,
-           image_path,
-           prepare,
-           regenerate_images,
-           score,
-           shard,
-           stream_seed,
-           write_report,
+    METRICS,
+    EvalJob,
+    chunks,
+    evaluate,
+    image_path,
+    prepare,
+    regenerate_images,
+    score,
+    shard,
+    stream_seed,
+    write_report,
 )
 from .settings import EvalSettings
 
-__all__ = ["METRICS", "EvalJob", "EvalModel", "EvalSettings", "chunks", "describe", "evaluate",
-           "image_path", "load_eval_model", "prepare", "regenerate_images", "render", "score", "shard", "stream_seed",
-           "table_i", "table_ii", "tensor_bytes", "write_report"]
+__all__ = [
+    "METRICS",
+    "EvalJob",
+    "EvalModel",
+    "EvalSettings",
+    "chunks",
+    "describe",
+    "evaluate",
+    "image_path",
+    "load_eval_model",
+    "prepare",
+    "regenerate_images",
+    "render",
+    "score",
+    "shard",
+    "stream_seed",
+    "table_i",
+    "table_ii",
+    "tensor_bytes",
+    "write_report",
+]

@@ -26,11 +26,11 @@ from typing import Any
 import torch
 
 from ..api import load_model
+from ..fileio import tensors_sha256
 from ..models.checkpoint import BUNDLED
 from ..models.config import UNetConfig
 from ..models.costs import model_costs
 from ..models.unet import UNetModel
-from ..fileio import tensors_sha256
 from ..runtime.costs import bit_scaled_flops
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -54,7 +54,9 @@ class EvalModel:
 
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED:
-        raise ValueError(f"model name {name!r}: use letters, digits and . _ + - (e.g. fp32, W8, W4A8), not {sorted(RESERVED)}")
+        raise ValueError(
+            f"model name {name!r}: use letters, digits and . _ + - (e.g. fp32, W8, W4A8), not {sorted(RESERVED)}"
+        )
     return name
 
 
@@ -72,8 +74,10 @@ def load_eval_model(name: str, source: Any, device: str | torch.device = "cpu") 
         model = source.to(device).eval() if isinstance(source, torch.nn.Module) else source
         origin = type(source).__name__
     if not isinstance(getattr(model, "config", None), UNetConfig):
-        raise ValueError(f"model {name!r} ({type(model).__name__}) has no UNetConfig `config`; evaluation reads the image size "
-                         "and the classes from it: load models with load_model / load_quantized")
+        raise ValueError(
+            f"model {name!r} ({type(model).__name__}) has no UNetConfig `config`; evaluation reads the image size "
+            "and the classes from it: load models with load_model / load_quantized"
+        )
     return EvalModel(name, model, describe(model, origin))
 
 

@@ -69,9 +69,15 @@ def table_i(result: dict[str, Any]) -> str:
     rows = []
     for name, info in models.items():
         own = name == result["settings"]["reference"]
-        rows.append([name, _change(info["weight_bits"], None if own else ref["weight_bits"], "{}"),
-                     _change(info["size_mb"], None if own else ref["size_mb"], "{:.2f}"),
-                     _change(info["tflops"], None if own else ref["tflops"], "{:.4g}"), *_metric_cells(result, name)])
+        rows.append(
+            [
+                name,
+                _change(info["weight_bits"], None if own else ref["weight_bits"], "{}"),
+                _change(info["size_mb"], None if own else ref["size_mb"], "{:.2f}"),
+                _change(info["tflops"], None if own else ref["tflops"], "{:.4g}"),
+                *_metric_cells(result, name),
+            ]
+        )
     return markdown_table(["Method", "Weight bits", "Size (MB)", "TFLOPs", *_metric_header(result)], rows)
 
 
@@ -80,8 +86,10 @@ def table_ii(result: dict[str, Any]) -> str | None:
     tagged = [(info["calibration"], name) for name, info in result["models"].items() if info.get("calibration")]
     if {tag for tag, _ in tagged} != set(CALIBRATION_LABELS):
         return None
-    rows = [[CALIBRATION_LABELS[tag], name, *_metric_cells(result, name)]
-            for tag, name in sorted(tagged, key=lambda tn: list(CALIBRATION_LABELS).index(tn[0]))]
+    rows = [
+        [CALIBRATION_LABELS[tag], name, *_metric_cells(result, name)]
+        for tag, name in sorted(tagged, key=lambda tn: list(CALIBRATION_LABELS).index(tn[0]))
+    ]
     return markdown_table(["Calibration", "Model", *_metric_header(result)], rows)
 
 
@@ -102,13 +110,20 @@ def comparison(result: dict[str, Any]) -> str | None:
             ratio = f"{mine['fid'] / theirs['fid']:.3f}" if "fid" in mine and theirs["fid"] > 0 else "–"
             miou = f"{(mine['miou'] - theirs['miou']) * 100:+.1f}" if "miou" in mine else "–"
             rows.append([name, p, delta, ratio, miou])
-    return markdown_table(["Model", "PSNR (dB)", f"ΔLPIPS vs {ref}", f"FID / FID({ref})", "ΔmIoU (points)"], rows) if rows else None
+    return (
+        markdown_table(["Model", "PSNR (dB)", f"ΔLPIPS vs {ref}", f"FID / FID({ref})", "ΔmIoU (points)"], rows)
+        if rows
+        else None
+    )
 
 
 def details(result: dict[str, Any]) -> str:
     keys = [k for k in COLUMNS if any(k in r for by_p in result["results"].values() for r in by_p.values())]
-    rows = [[name, p, *[cell(k, result["results"][name][p].get(k)) for k in keys]]
-            for name in result["models"] for p in _psnr_columns(result)]
+    rows = [
+        [name, p, *[cell(k, result["results"][name][p].get(k)) for k in keys]]
+        for name in result["models"]
+        for p in _psnr_columns(result)
+    ]
     return markdown_table(["Model", "PSNR (dB)", *[COLUMNS[k][0] for k in keys]], rows)
 
 
@@ -123,19 +138,26 @@ def render(result: dict[str, Any]) -> str:
         f"cleanup {s['cleanup']}, {'presence-compressed' if s['compress'] else 'all planes'}), seed {s['seed']}, "
         f"batch {s['batch_size']}. TFLOPs: one guided step (two forwards), bit-scaled for quantized models. "
         "FID and KID against the originals at the same size; FID as is (the paper prints FID / 10).\n",
-        "## Table I\n", table_i(result),
+        "## Table I\n",
+        table_i(result),
     ]
     ablation = table_ii(result)
     if ablation:
         parts += ["## Table II: calibration set\n", ablation]
     against = comparison(result)
     if against:
-        parts += [f"## Against {s['reference']}\n", "Paired over the same images (same received maps and x_T).\n", against]
+        parts += [
+            f"## Against {s['reference']}\n",
+            "Paired over the same images (same received maps and x_T).\n",
+            against,
+        ]
     parts += ["## All metrics\n", details(result)]
     if result.get("original"):
         o = result["original"]
-        parts.append(f"\nThe original images through the same segmentation network: mIoU {cell('miou', o['miou'])} %, "
-                     f"pixel accuracy {cell('pixel_accuracy', o['pixel_accuracy'])} % (the ceiling for the rows above).\n")
+        parts.append(
+            f"\nThe original images through the same segmentation network: mIoU {cell('miou', o['miou'])} %, "
+            f"pixel accuracy {cell('pixel_accuracy', o['pixel_accuracy'])} % (the ceiling for the rows above).\n"
+        )
     return "\n".join(parts)
 
 
@@ -146,7 +168,9 @@ def plot_metrics(result: dict[str, Any], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in ("lpips", "fid", "miou") if any(k in r for by_p in result["results"].values() for r in by_p.values())]
+    keys = [
+        k for k in ("lpips", "fid", "miou") if any(k in r for by_p in result["results"].values() for r in by_p.values())
+    ]
     if not keys:
         return
     psnrs = sorted(result["settings"]["psnrs"])
@@ -154,7 +178,13 @@ def plot_metrics(result: dict[str, Any], path: str | Path) -> None:
     for ax, key in zip(axes[0], keys):
         for name in result["models"]:
             scale = 100 if key in _PERCENT else 1
-            ax.plot(range(len(psnrs)), [scale * result["results"][name][f"{p:g}"][key] for p in psnrs], marker="o", lw=1, label=name)
+            ax.plot(
+                range(len(psnrs)),
+                [scale * result["results"][name][f"{p:g}"][key] for p in psnrs],
+                marker="o",
+                lw=1,
+                label=name,
+            )
         if key == "miou" and result.get("original"):
             ax.axhline(100 * result["original"]["miou"], color="gray", ls="--", lw=1, label="original")
         ax.set_xticks(range(len(psnrs)), [f"{p:g}" for p in psnrs])

@@ -38,6 +38,7 @@ import torch.distributed as dist
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .. import validate
 from ..channel import encode, make_channel, transmit
 from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
@@ -47,7 +48,6 @@ from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lp
 from ..metrics.perceptual import MIN_SIDE as LPIPS_MIN_SIDE
 from ..receiver import regenerate
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
-from .. import validate
 from . import report
 from .models import EvalModel, load_eval_model
 from .settings import IMAGE_SETTINGS, EvalSettings
@@ -118,8 +118,12 @@ class Scenes:
 
     def x_T(self, indices) -> torch.Tensor:
         shape = (3, *self.config.image_hw)
-        return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(self.s.seed, _X_T, i)))
-                            for i in indices])
+        return torch.stack(
+            [
+                torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(self.s.seed, _X_T, i)))
+                for i in indices
+            ]
+        )
 
 
 def _save_images(images: torch.Tensor, paths: list[Path]) -> None:
@@ -128,13 +132,19 @@ def _save_images(images: torch.Tensor, paths: list[Path]) -> None:
             save_png(Image.fromarray(array), path)
 
 
-def _regenerate_shard(models: list[EvalModel], scenes: Scenes, out: Path, my_chunks: list[range], device: torch.device,
-                      progress: bool) -> None:
+def _regenerate_shard(
+    models: list[EvalModel], scenes: Scenes, out: Path, my_chunks: list[range], device: torch.device, progress: bool
+) -> None:
     s = scenes.s
     for chunk in my_chunks:
-        _save_images(torch.stack([scenes.dataset[i].image for i in chunk]), [image_path(out, "original", i) for i in chunk])
-    todo = [(p, chunk, [m for m in models if not all(image_path(out, m.name, i, p).exists() for i in chunk)])
-            for p in s.psnrs for chunk in my_chunks]
+        _save_images(
+            torch.stack([scenes.dataset[i].image for i in chunk]), [image_path(out, "original", i) for i in chunk]
+        )
+    todo = [
+        (p, chunk, [m for m in models if not all(image_path(out, m.name, i, p).exists() for i in chunk)])
+        for p in s.psnrs
+        for chunk in my_chunks
+    ]
     todo = [(p, chunk, pending) for p, chunk, pending in todo if pending]
     samplers = {m.name: make_sampler(create_diffusion(learn_sigma=m.config.learn_sigma), s.sampler) for m in models}
     total = sum(len(chunk) * len(pending) for _, chunk, pending in todo)
@@ -144,8 +154,15 @@ def _regenerate_shard(models: list[EvalModel], scenes: Scenes, out: Path, my_chu
             for m in pending:
                 bar.set_postfix_str(f"{m.name} @ {psnr_label(p)} dB")
                 g = torch.Generator(device).manual_seed(stream_seed(s.seed, _STEPS, chunk.start))
-                images = regenerate(m.model, y, sampler=samplers[m.name], guidance=s.guidance,
-                                    guidance_window=s.guidance_window, generator=g, noise=noise)
+                images = regenerate(
+                    m.model,
+                    y,
+                    sampler=samplers[m.name],
+                    guidance=s.guidance,
+                    guidance_window=s.guidance_window,
+                    generator=g,
+                    noise=noise,
+                )
                 _save_images(images, [image_path(out, m.name, i, p) for i in chunk])
                 bar.update(len(chunk))
 
@@ -155,7 +172,9 @@ def _saved(path: Path, read):
     try:
         return read(path)
     except (OSError, SyntaxError) as e:
-        raise ValueError(f"{path}: a saved image of this run is damaged ({e}); delete it and rerun to regenerate it") from None
+        raise ValueError(
+            f"{path}: a saved image of this run is damaged ({e}); delete it and rerun to regenerate it"
+        ) from None
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -170,8 +189,9 @@ def _load(paths: list[Path], device: torch.device) -> torch.Tensor:
     return torch.stack([_saved(p, load_image) for p in paths]).to(device)
 
 
-def _score_shard(names: list[str], scenes: Scenes, out: Path, indices: list[int], metrics: tuple[str, ...],
-                 device: torch.device) -> dict[str, Any]:
+def _score_shard(
+    names: list[str], scenes: Scenes, out: Path, indices: list[int], metrics: tuple[str, ...], device: torch.device
+) -> dict[str, Any]:
     """Per-image values and confusion matrices of this rank's images."""
     sets = [(n, p) for n in names for p in scenes.s.psnrs] if {"lpips", "pixel", "miou"} & set(metrics) else []
     if "miou" in metrics:
@@ -181,7 +201,7 @@ def _score_shard(names: list[str], scenes: Scenes, out: Path, indices: list[int]
         acc: dict[str, Any] = {k: [] for k in _PER_IMAGE}
         confusion = ConfusionMatrix(len(CAMVID_CLASSES))
         for start in range(0, len(indices), _SCORE_BATCH):
-            batch = indices[start:start + _SCORE_BATCH]
+            batch = indices[start : start + _SCORE_BATCH]
             reference = _load([image_path(out, "original", i) for i in batch], device)
             image = reference if p is None else _load([image_path(out, name, i, p) for i in batch], device)
             if p is not None and "lpips" in metrics:
@@ -211,12 +231,22 @@ def _merge(parts: list[dict[str, Any]]) -> dict:
 def _miou_entry(matrix: np.ndarray) -> dict[str, Any]:
     cm = ConfusionMatrix(len(matrix))
     cm.matrix = matrix
-    return {"miou": cm.miou(), "pixel_accuracy": cm.pixel_accuracy(),
-            "iou": [None if np.isnan(v) else float(v) for v in cm.iou()]}
+    return {
+        "miou": cm.miou(),
+        "pixel_accuracy": cm.pixel_accuracy(),
+        "iou": [None if np.isnan(v) else float(v) for v in cm.iou()],
+    }
 
 
-def _summarise(merged: dict, names: list[str], psnrs: list[float], metrics: tuple[str, ...], count: int, out: Path,
-               device: torch.device) -> tuple[dict, dict, dict]:
+def _summarise(
+    merged: dict,
+    names: list[str],
+    psnrs: list[float],
+    metrics: tuple[str, ...],
+    count: int,
+    out: Path,
+    device: torch.device,
+) -> tuple[dict, dict, dict]:
     original = _miou_entry(merged[("original", None)]["confusion"]) if "miou" in metrics else {}
     real = folder_features(image_path(out, "original", 0).parent, device=device) if "fid" in metrics else None
     results: dict[str, dict] = {}
@@ -246,9 +276,13 @@ def _check_metrics(metrics, config, dataset) -> tuple[str, ...]:
     h, w = config.image_hw
     reasons = {
         "lpips": f"LPIPS needs images of at least {LPIPS_MIN_SIDE}x{LPIPS_MIN_SIDE} (AlexNet's pools), "
-        f"these are {h}x{w}" if min(h, w) < LPIPS_MIN_SIDE else None,
+        f"these are {h}x{w}"
+        if min(h, w) < LPIPS_MIN_SIDE
+        else None,
         "miou": f"the bundled segmentation network knows CamVid's {len(CAMVID_CLASSES)} classes, "
-        "the data has other classes" if tuple(dataset.class_names) != tuple(CAMVID_CLASSES) else None,
+        "the data has other classes"
+        if tuple(dataset.class_names) != tuple(CAMVID_CLASSES)
+        else None,
     }
     if metrics is None:
         return tuple(m for m in METRICS if not reasons.get(m))
@@ -270,8 +304,10 @@ def _check_models(models: list[EvalModel]) -> None:
     for m in models[1:]:
         c = m.config
         if (c.image_hw, c.num_classes, c.no_instance) != (first.image_hw, first.num_classes, first.no_instance):
-            raise ValueError(f"models {models[0].name!r} and {m.name!r} take different inputs (image size, classes or instance "
-                             "edges); evaluate models of one architecture together")
+            raise ValueError(
+                f"models {models[0].name!r} and {m.name!r} take different inputs (image size, classes or instance "
+                "edges); evaluate models of one architecture together"
+            )
 
 
 def _run_record(out: Path, settings: EvalSettings, models: list[EvalModel]) -> dict[str, Any]:
@@ -283,14 +319,20 @@ def _run_record(out: Path, settings: EvalSettings, models: list[EvalModel]) -> d
     if not path.is_file():
         return record
     old = json.loads(path.read_text())
-    changed = [f"{k} {old['settings'].get(k)!r} -> {v!r}" for k, v in record["settings"].items() if old["settings"].get(k) != v]
+    changed = [
+        f"{k} {old['settings'].get(k)!r} -> {v!r}" for k, v in record["settings"].items() if old["settings"].get(k) != v
+    ]
     if changed:
-        raise ValueError(f"{out} holds images made with other settings ({'; '.join(changed)}); use another --out, "
-                         "or the same settings to resume")
+        raise ValueError(
+            f"{out} holds images made with other settings ({'; '.join(changed)}); use another --out, "
+            "or the same settings to resume"
+        )
     for name, digest in record["models"].items():
         if old["models"].get(name) not in (None, digest) and digest is not None:
-            raise ValueError(f"{out} holds images of a model {name!r} with other weights; give this model another name, "
-                             "or use another --out")
+            raise ValueError(
+                f"{out} holds images of a model {name!r} with other weights; give this model another name, "
+                "or use another --out"
+            )
     return {"settings": record["settings"], "models": {**old["models"], **record["models"]}}
 
 
@@ -312,13 +354,30 @@ class EvalJob:
         return self.models[0].config
 
 
-def evaluate(models: Mapping[str, Any], data: str, *, out: str | os.PathLike, data_root: str | os.PathLike | None = None,
-             psnrs=(100.0, 20.0, 10.0), channel: str = "awgn", noise_table: str = "exact", cleanup: str = "avgmax",
-             compress: bool = True, sampler: str = "ddpm1000", guidance: float = 2.0,
-             guidance_window: tuple[int, int] | None = None, images: int | None = None,
-             batch_size: int = 8, seed: int = 0, metrics=None, reference: str | None = None,
-             grid_psnr: float | None = None, grid_images: int = 4, device: str = "auto",
-             progress: bool = True) -> dict[str, Any] | None:
+def evaluate(
+    models: Mapping[str, Any],
+    data: str,
+    *,
+    out: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    psnrs=(100.0, 20.0, 10.0),
+    channel: str = "awgn",
+    noise_table: str = "exact",
+    cleanup: str = "avgmax",
+    compress: bool = True,
+    sampler: str = "ddpm1000",
+    guidance: float = 2.0,
+    guidance_window: tuple[int, int] | None = None,
+    images: int | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    metrics=None,
+    reference: str | None = None,
+    grid_psnr: float | None = None,
+    grid_images: int = 4,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any] | None:
     """Regenerate ``images`` scenes of ``data`` (all by default) at every PSNR with every model
     and write ``metrics.json``, ``table.md``, ``metrics_vs_psnr.png`` and the sample grid to ``out``.
 
@@ -334,9 +393,23 @@ def evaluate(models: Mapping[str, Any], data: str, *, out: str | os.PathLike, da
     with closing_process_group():
         env = setup_distributed(device)
         settings = EvalSettings(
-            data=data, data_root=data_root, psnrs=psnrs, channel=channel, noise_table=noise_table, cleanup=cleanup,
-            compress=compress, sampler=sampler, guidance=guidance, guidance_window=guidance_window, images=images,
-            batch_size=batch_size, seed=seed, reference=reference, grid_psnr=grid_psnr, grid_images=grid_images)
+            data=data,
+            data_root=data_root,
+            psnrs=psnrs,
+            channel=channel,
+            noise_table=noise_table,
+            cleanup=cleanup,
+            compress=compress,
+            sampler=sampler,
+            guidance=guidance,
+            guidance_window=guidance_window,
+            images=images,
+            batch_size=batch_size,
+            seed=seed,
+            reference=reference,
+            grid_psnr=grid_psnr,
+            grid_images=grid_images,
+        )
         validate.output_dir("out", out)
         job = prepare(models, settings, metrics, env.device)
         record = _run_record(out, job.settings, job.models)
@@ -358,8 +431,10 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
     if not cfg.no_instance and not dataset.has_instances:
         raise ValueError(f"the models take an instance-edge plane but {data} has no instance maps")
     if dataset.num_classes != cfg.num_classes:
-        raise ValueError(f"{data} has {dataset.num_classes} classes but the models {cfg.num_classes}; "
-                         "evaluate on the models' dataset")
+        raise ValueError(
+            f"{data} has {dataset.num_classes} classes but the models {cfg.num_classes}; "
+            "evaluate on the models' dataset"
+        )
     count = len(dataset) if settings.images is None else settings.images
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(dataset):
         raise ValueError(f"images={settings.images!r}: {data} has {len(dataset)} scenes; ask for 1..{len(dataset)}")
@@ -416,8 +491,10 @@ def write_report(job: EvalJob, merged: dict, out: Path, env, started: float) -> 
     # rows spread over the split: its neighbouring images are frames of one video
     rows = np.linspace(0, count - 1, min(s.grid_images, count)).round().astype(int).tolist()
     scenes = Scenes(job.dataset, cfg, s)
-    columns = {"map": labels_to_uint8(scenes.labels(rows), cfg.num_classes),
-               "received": maps_to_uint8(scenes.received(rows, s.grid_psnr), cfg.num_classes)}
+    columns = {
+        "map": labels_to_uint8(scenes.labels(rows), cfg.num_classes),
+        "received": maps_to_uint8(scenes.received(rows, s.grid_psnr), cfg.num_classes),
+    }
     for name, p in [(n, s.grid_psnr) for n in names] + [("original", None)]:
         columns[name] = np.stack([_read_png(image_path(out, name, i, p)) for i in rows])
     save_png(grid(columns, scale=3), out / f"grid_psnr{psnr_label(s.grid_psnr)}.png")

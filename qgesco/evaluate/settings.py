@@ -12,8 +12,20 @@ from ..channel import CHANNELS, CLEANUPS, NOISE_TABLES, make_channel
 from ..diffusion import create_diffusion, make_sampler
 
 #: Settings that change the regenerated images; a run folder keeps them fixed.
-IMAGE_SETTINGS = ("data", "images", "image_hw", "batch_size", "sampler", "guidance", "guidance_window", "seed", "channel",
-                  "noise_table", "cleanup", "compress")
+IMAGE_SETTINGS = (
+    "data",
+    "images",
+    "image_hw",
+    "batch_size",
+    "sampler",
+    "guidance",
+    "guidance_window",
+    "seed",
+    "channel",
+    "noise_table",
+    "cleanup",
+    "compress",
+)
 
 
 @dataclass
@@ -56,11 +68,16 @@ class EvalSettings:
         if self.channel not in CHANNELS:
             raise ValueError(f"unknown channel {self.channel!r}; choose one of {', '.join(CHANNELS)}")
         if self.noise_table not in NOISE_TABLES or self.cleanup not in CLEANUPS:
-            raise ValueError(f"noise table {self.noise_table!r} / cleanup {self.cleanup!r}: "
-                             f"choose from {NOISE_TABLES} / {CLEANUPS}")
+            raise ValueError(
+                f"noise table {self.noise_table!r} / cleanup {self.cleanup!r}: choose from {NOISE_TABLES} / {CLEANUPS}"
+            )
         for p in self.psnrs:
-            make_channel(self.channel, p, table=self.noise_table)  # an unknown gesco-table level fails here, not hours later
-        make_sampler(create_diffusion(), self.sampler).num_evaluations(self.guidance, self.guidance_window)  # checks the window
+            make_channel(
+                self.channel, p, table=self.noise_table
+            )  # an unknown gesco-table level fails here, not hours later
+        make_sampler(create_diffusion(), self.sampler).num_evaluations(
+            self.guidance, self.guidance_window
+        )  # checks the window
         if not self.guidance >= 0:
             raise ValueError(f"guidance must be >= 0 (1 = conditional only, the paper's 2), got {self.guidance}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:

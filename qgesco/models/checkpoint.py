@@ -36,8 +36,10 @@ def _suspect_flags(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], cf
         hints.append(f"num_channels/channel_mult (checkpoint's first conv has {first[0]} channels)")
     spade = shape("middle_block.0.in_norm.mlp_shared.0.weight")
     if spade and spade[1] != cfg.label_channels:
-        hints.append(f"num_classes/no_instance (checkpoint's map has {spade[1]} channels; "
-                     f"num_classes + 1 edge channel unless no_instance=True)")
+        hints.append(
+            f"num_classes/no_instance (checkpoint's map has {spade[1]} channels; "
+            f"num_classes + 1 edge channel unless no_instance=True)"
+        )
     if spade and spade[0] != cfg.spade_hidden:
         hints.append(f"spade_hidden (checkpoint uses {spade[0]})")
     out = shape("out.2.weight")
@@ -46,7 +48,10 @@ def _suspect_flags(sd: dict[str, torch.Tensor], own: dict[str, torch.Tensor], cf
     n_in = len({k.split(".")[1] for k in sd if k.startswith("input_blocks.")})
     expected_in = 1 + len(cfg.channel_mult) * (cfg.num_res_blocks + 1) - 1
     if n_in and n_in != expected_in:
-        hints.append(f"num_res_blocks/channel_mult (checkpoint has {n_in} input blocks, these flags give {expected_in})")
+        hints.append(
+            f"num_res_blocks/channel_mult (checkpoint has {n_in} input blocks, these flags give {expected_in})"
+        )
+
     def attention_blocks(keys) -> list[str]:
         return sorted(k.rsplit(".", 3)[0] for k in keys if k.endswith(".qkv.weight"))
 
@@ -66,14 +71,21 @@ def load_state_dict_strict(model: UNetModel, sd: dict[str, torch.Tensor], source
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    misshaped = [f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    misshaped = [
+        f"{k} {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if missing or unexpected or misshaped:
         parts = [f"{source} does not fit the model built from these flags:"]
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
             if keys:
                 parts.append(f"  {len(keys)} {label}, first: {', '.join(keys[:3])}")
         hints = _suspect_flags(sd, own, model.config)
-        parts.append("  probably wrong flag(s): " + ("; ".join(hints) if hints else "check every architecture flag against the training command"))
+        parts.append(
+            "  probably wrong flag(s): "
+            + ("; ".join(hints) if hints else "check every architecture flag against the training command")
+        )
         raise ValueError("\n".join(parts))
     model.load_state_dict(sd, strict=True, assign=assign)
 
@@ -85,7 +97,9 @@ def skeleton(cfg: UNetConfig) -> UNetModel:
         return UNetModel(cfg)
 
 
-def load_official_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", **flags: Any) -> UNetModel:
+def load_official_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", **flags: Any
+) -> UNetModel:
     """Load a published GESCO/SDM ``.pt`` checkpoint given the flags it was trained with."""
     path = Path(path)
     if not path.is_file():
@@ -94,10 +108,12 @@ def load_official_checkpoint(path: str | os.PathLike, map_location: str | torch.
     try:  # memory-mapped: the pages are the parameters' storage (assign=True below)
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises several types for corrupt or non-tensor pickles
-        raise ValueError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(
+            f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ValueError(f"{path}: expected a state_dict (a dict of tensors)")
-    sd = {k[len("model."):] if k.startswith("model.") else k: v for k, v in sd.items()}
+    sd = {k[len("model.") :] if k.startswith("model.") else k: v for k, v in sd.items()}
     load_state_dict_strict(model, sd, str(path), assign=True)
     del sd
     return model.to(map_location)
@@ -115,7 +131,9 @@ def bundled_path(name: str) -> Path:
     if name not in BUNDLED:
         raise ValueError(f"{name!r} is not a bundled model; bundled: {', '.join(BUNDLED)}")
     if not BUNDLED[name].is_file():
-        raise FileNotFoundError(f"bundled weights for {name!r} are missing at {BUNDLED[name]}; reinstall qgesco from a full checkout")
+        raise FileNotFoundError(
+            f"bundled weights for {name!r} are missing at {BUNDLED[name]}; reinstall qgesco from a full checkout"
+        )
     return BUNDLED[name]
 
 
@@ -127,8 +145,10 @@ def _resolve(path_or_name: str | os.PathLike) -> Path:
     if name in BUNDLED:
         return bundled_path(name)
     if name in PRESETS:
-        raise ValueError(f"preset {name!r} has no bundled weights; build it untrained with create_model({name!r}), "
-                         "or load the published checkpoint with load_official_checkpoint(path, **flags)")
+        raise ValueError(
+            f"preset {name!r} has no bundled weights; build it untrained with create_model({name!r}), "
+            "or load the published checkpoint with load_official_checkpoint(path, **flags)"
+        )
     raise FileNotFoundError(f"{name}: no such file, and not a bundled model (bundled: {', '.join(BUNDLED)})")
 
 
@@ -137,16 +157,24 @@ def load_model_meta(path_or_name: str | os.PathLike) -> dict[str, Any]:
     path = _resolve(path_or_name)
     meta = read_meta(path)
     if meta.get("kind") == "quantized-unet":
-        raise ValueError(f"{path}: holds a quantized model, not a full-precision one; give the float model it was made "
-                         "from (quantized checkpoints load with qgesco.load_model / qgesco.quant.load_quantized)")
+        raise ValueError(
+            f"{path}: holds a quantized model, not a full-precision one; give the float model it was made "
+            "from (quantized checkpoints load with qgesco.load_model / qgesco.quant.load_quantized)"
+        )
     if meta.get("kind") != "unet":
-        raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a model; give a model file "
-                         "(from qgesco train) or a bundled name")
+        raise ValueError(
+            f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a model; give a model file "
+            "(from qgesco train) or a bundled name"
+        )
     return meta
 
 
-def load_float_model(path_or_name: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               channels_last: bool = True) -> UNetModel:
+def load_float_model(
+    path_or_name: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = True,
+) -> UNetModel:
     """Load one of our safetensors models (a path, or the name of a bundled model), in eval mode.
 
     ``channels_last`` is the default inference layout: it was the fastest eager layout on CPU

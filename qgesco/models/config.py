@@ -48,11 +48,34 @@ MODEL_FLAGS: dict[str, tuple[type, Any]] = {
 #: the network. ``from_official_flags`` accepts them so a whole flag set can be passed.
 NON_MODEL_FLAGS = frozenset(
     {
-        "diffusion_steps", "noise_schedule", "timestep_respacing", "use_kl", "predict_xstart",
-        "rescale_timesteps", "rescale_learned_sigmas", "data_dir", "dataset_mode", "batch_size",
-        "lr", "weight_decay", "lr_anneal_steps", "microbatch", "ema_rate", "drop_rate",
-        "log_interval", "save_interval", "resume_checkpoint", "fp16_scale_growth", "schedule_sampler",
-        "is_train", "clip_denoised", "num_samples", "use_ddim", "model_path", "results_path", "s",
+        "diffusion_steps",
+        "noise_schedule",
+        "timestep_respacing",
+        "use_kl",
+        "predict_xstart",
+        "rescale_timesteps",
+        "rescale_learned_sigmas",
+        "data_dir",
+        "dataset_mode",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "lr_anneal_steps",
+        "microbatch",
+        "ema_rate",
+        "drop_rate",
+        "log_interval",
+        "save_interval",
+        "resume_checkpoint",
+        "fp16_scale_growth",
+        "schedule_sampler",
+        "is_train",
+        "clip_denoised",
+        "num_samples",
+        "use_ddim",
+        "model_path",
+        "results_path",
+        "s",
         "use_checkpoint",
     }
 )
@@ -156,8 +179,11 @@ class UNetConfig:
             if ch != int(ch):
                 bad("channel_mult", f"num_channels*{m} = {ch} must be a whole number of channels")
             if int(ch) % self.norm_groups:
-                bad("norm_groups", f"{self.norm_groups} groups do not divide the width num_channels*{m} = {int(ch)}; "
-                    "choose num_channels and channel_mult whose widths norm_groups divides (or another norm_groups)")
+                bad(
+                    "norm_groups",
+                    f"{self.norm_groups} groups do not divide the width num_channels*{m} = {int(ch)}; "
+                    "choose num_channels and channel_mult whose widths norm_groups divides (or another norm_groups)",
+                )
         widths = {int(m * self.num_channels) for m in self.channel_mult}
         if self.num_head_channels > 0:
             for w in sorted(widths):
@@ -172,7 +198,10 @@ class UNetConfig:
         h, w = self.image_hw
         f = self.downsample_factor
         if h <= 0 or w <= 0 or h % f or w % f:
-            bad("image_hw", f"{h}x{w} must be positive multiples of {f} (the UNet downsamples {len(self.channel_mult) - 1} times)")
+            bad(
+                "image_hw",
+                f"{h}x{w} must be positive multiples of {f} (the UNet downsamples {len(self.channel_mult) - 1} times)",
+            )
 
     # --- (de)serialisation --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -182,7 +211,7 @@ class UNetConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "UNetConfig":
+    def from_dict(cls, d: dict[str, Any]) -> UNetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -193,11 +222,13 @@ class UNetConfig:
                 d[key] = tuple(d[key])
         return cls(**d)
 
-    def replace(self, **changes: Any) -> "UNetConfig":
+    def replace(self, **changes: Any) -> UNetConfig:
         return dataclasses.replace(self, **changes)
 
 
-def config_from_official_flags(*, spade_hidden: int = 128, image_hw: tuple[int, int] | None = None, **flags: Any) -> UNetConfig:
+def config_from_official_flags(
+    *, spade_hidden: int = 128, image_hw: tuple[int, int] | None = None, **flags: Any
+) -> UNetConfig:
     """Translate the published scripts' flags into a :class:`UNetConfig`.
 
     Unknown flag names raise ``ValueError`` naming them; diffusion/training flags of the
@@ -206,9 +237,14 @@ def config_from_official_flags(*, spade_hidden: int = 128, image_hw: tuple[int, 
     unknown = sorted(k for k in flags if k not in MODEL_FLAGS and k not in NON_MODEL_FLAGS)
     if unknown:
         raise ValueError(f"unknown flag(s) {unknown}; model flags are: {sorted(MODEL_FLAGS)}")
-    v = {name: _coerce(name, flags[name], kind) if name in flags else default for name, (kind, default) in MODEL_FLAGS.items()}
+    v = {
+        name: _coerce(name, flags[name], kind) if name in flags else default
+        for name, (kind, default) in MODEL_FLAGS.items()
+    }
     if not v["class_cond"]:
-        raise ValueError("flag class_cond=False: the semantic diffusion model is always conditioned on the map; pass class_cond=True")
+        raise ValueError(
+            "flag class_cond=False: the semantic diffusion model is always conditioned on the map; pass class_cond=True"
+        )
     if not v["one_hot_label"]:
         raise ValueError("flag one_hot_label=False is not supported: the map is sent one-hot; pass one_hot_label=True")
     size = v["image_size"]
@@ -225,7 +261,9 @@ def config_from_official_flags(*, spade_hidden: int = 128, image_hw: tuple[int, 
         try:
             mult = tuple(int(m) for m in v["channel_mult"].split(","))
         except ValueError:
-            raise ValueError(f"invalid model flag channel_mult={v['channel_mult']!r}: expected comma-separated integers like '1,1,2,2,4,4'") from None
+            raise ValueError(
+                f"invalid model flag channel_mult={v['channel_mult']!r}: expected comma-separated integers like '1,1,2,2,4,4'"
+            ) from None
     attention_ds = []
     for res in filter(None, (r.strip() for r in v["attention_resolutions"].split(","))):
         if not res.isdigit() or int(res) <= 0 or size % int(res):

@@ -47,10 +47,20 @@ def model_costs(cfg: UNetConfig, height: int | None = None, width: int | None = 
         hooks = []
         for name, module in model.named_modules():
             if name and next(module.children(), None) is None:
-                hooks.append(module.register_forward_pre_hook(
-                    lambda m, args, name=name: by_module.__setitem__(name, by_module.get(name, 0) - counter.get_total_flops())))
-                hooks.append(module.register_forward_hook(
-                    lambda m, args, out, name=name: by_module.__setitem__(name, by_module[name] + counter.get_total_flops())))
+                hooks.append(
+                    module.register_forward_pre_hook(
+                        lambda m, args, name=name: by_module.__setitem__(
+                            name, by_module.get(name, 0) - counter.get_total_flops()
+                        )
+                    )
+                )
+                hooks.append(
+                    module.register_forward_hook(
+                        lambda m, args, out, name=name: by_module.__setitem__(
+                            name, by_module[name] + counter.get_total_flops()
+                        )
+                    )
+                )
         with counter, torch.no_grad():
             model(torch.empty(1, 3, h, w), torch.zeros(1, dtype=torch.long), torch.empty(1, cfg.label_channels, h, w))
         for hook in hooks:

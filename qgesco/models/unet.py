@@ -106,19 +106,34 @@ class ResBlock(nn.Module):
     load with ``strict=True``, and left out of the computation exactly as published.
     """
 
-    def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
-                 use_scale_shift_norm: bool = False, up: bool = False, down: bool = False, spade_hidden: int = 128,
-                 norm_groups: int = 32):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = False,
+        up: bool = False,
+        down: bool = False,
+        spade_hidden: int = 128,
+        norm_groups: int = 32,
+    ):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.spade_norm = SPADEGroupNorm(channels, 3, spade_hidden, norm_groups)
-        self.in_layers = nn.Sequential(normalization(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            normalization(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.updown = up or down
         self.h_upd, self.x_upd = _resample(channels, up, down)
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
+        self.emb_layers = nn.Sequential(
+            nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels)
+        )
         self.out_layers = nn.Sequential(
-            normalization(out_channels, norm_groups), nn.SiLU(), nn.Dropout(p=dropout),
+            normalization(out_channels, norm_groups),
+            nn.SiLU(),
+            nn.Dropout(p=dropout),
             zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
         )
         self.skip_connection = _skip(channels, out_channels)
@@ -148,9 +163,19 @@ class SDMResBlock(nn.Module):
     quantization reads it to give the two channel groups their own quantizers.
     """
 
-    def __init__(self, channels: int, emb_channels: int, dropout: float, label_channels: int,
-                 out_channels: int | None = None, use_scale_shift_norm: bool = False,
-                 up: bool = False, down: bool = False, spade_hidden: int = 128, norm_groups: int = 32):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        label_channels: int,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = False,
+        up: bool = False,
+        down: bool = False,
+        spade_hidden: int = 128,
+        norm_groups: int = 32,
+    ):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
@@ -159,9 +184,13 @@ class SDMResBlock(nn.Module):
         self.in_layers = nn.Sequential(nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         self.h_upd, self.x_upd = _resample(channels, up, down)
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
+        self.emb_layers = nn.Sequential(
+            nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels)
+        )
         self.out_norm = SPADEGroupNorm(out_channels, label_channels, spade_hidden, norm_groups)
-        self.out_layers = nn.Sequential(nn.SiLU(), nn.Dropout(p=dropout), zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+        self.out_layers = nn.Sequential(
+            nn.SiLU(), nn.Dropout(p=dropout), zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        )
         self.skip_connection = _skip(channels, out_channels)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -211,8 +240,14 @@ class QKVAttention(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1, use_new_attention_order: bool = False,
-                 norm_groups: int = 32):
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        use_new_attention_order: bool = False,
+        norm_groups: int = 32,
+    ):
         super().__init__()
         heads = num_heads if num_head_channels == -1 else channels // num_head_channels
         self.norm = normalization(channels, norm_groups)
@@ -261,12 +296,29 @@ class UNetModel(nn.Module):
             return AttentionBlock(ch, heads, c.num_head_channels, c.use_new_attention_order, c.norm_groups)
 
         def res_block(ch: int, out: int, down: bool = False) -> ResBlock:
-            return ResBlock(ch, emb_dim, c.dropout, out, c.use_scale_shift_norm, down=down, spade_hidden=c.spade_hidden,
-                            norm_groups=c.norm_groups)
+            return ResBlock(
+                ch,
+                emb_dim,
+                c.dropout,
+                out,
+                c.use_scale_shift_norm,
+                down=down,
+                spade_hidden=c.spade_hidden,
+                norm_groups=c.norm_groups,
+            )
 
         def sdm_block(ch: int, out: int | None = None, up: bool = False) -> SDMResBlock:
-            return SDMResBlock(ch, emb_dim, c.dropout, c.label_channels, out, c.use_scale_shift_norm, up=up, spade_hidden=c.spade_hidden,
-                               norm_groups=c.norm_groups)
+            return SDMResBlock(
+                ch,
+                emb_dim,
+                c.dropout,
+                c.label_channels,
+                out,
+                c.use_scale_shift_norm,
+                up=up,
+                spade_hidden=c.spade_hidden,
+                norm_groups=c.norm_groups,
+            )
 
         self.time_embed = nn.Sequential(nn.Linear(ch_model, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         ch = input_ch = int(c.channel_mult[0] * ch_model)
@@ -283,7 +335,9 @@ class UNetModel(nn.Module):
                 self.input_blocks.append(EmbedSequential(*layers))
                 skip_chans.append(ch)
             if level != len(c.channel_mult) - 1:
-                self.input_blocks.append(EmbedSequential(res_block(ch, ch, down=True) if c.resblock_updown else Downsample(ch, True)))
+                self.input_blocks.append(
+                    EmbedSequential(res_block(ch, ch, down=True) if c.resblock_updown else Downsample(ch, True))
+                )
                 skip_chans.append(ch)
                 ds *= 2
 
@@ -304,7 +358,9 @@ class UNetModel(nn.Module):
                     ds //= 2
                 self.output_blocks.append(EmbedSequential(*layers))
 
-        self.out = nn.Sequential(normalization(ch, c.norm_groups), nn.SiLU(), zero_module(nn.Conv2d(input_ch, c.out_channels, 3, padding=1)))
+        self.out = nn.Sequential(
+            normalization(ch, c.norm_groups), nn.SiLU(), zero_module(nn.Conv2d(input_ch, c.out_channels, 3, padding=1))
+        )
         if c.use_fp16:
             self.convert_to_fp16()
 

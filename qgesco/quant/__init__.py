@@ -19,7 +19,20 @@ from .quantizers import ActQuantizer, AdaRound, fake_quantize, scale_zero_point,
 from .reconstruct import block_units
 
 __all__ = [
-    "PAPER_PSNRS", "ActQuantizer", "AdaRound", "CalibrationSet", "QuantLayer", "QuantQKVAttention", "block_units",
-    "build_calibration_set", "fake_quantize", "load_quantized", "pack_int4", "quantize", "save_quantized",
-    "scale_zero_point", "search_range", "unpack_int4",
+    "PAPER_PSNRS",
+    "ActQuantizer",
+    "AdaRound",
+    "CalibrationSet",
+    "QuantLayer",
+    "QuantQKVAttention",
+    "block_units",
+    "build_calibration_set",
+    "fake_quantize",
+    "load_quantized",
+    "pack_int4",
+    "quantize",
+    "save_quantized",
+    "scale_zero_point",
+    "search_range",
+    "unpack_int4",
 ]

@@ -33,13 +33,19 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _calibration(calib: CalibrationSet | str | os.PathLike | None, model: UNetModel, act_bits: int | None, iters: int) -> CalibrationSet | None:
+def _calibration(
+    calib: CalibrationSet | str | os.PathLike | None, model: UNetModel, act_bits: int | None, iters: int
+) -> CalibrationSet | None:
     if calib is None:
         if act_bits is not None:
-            raise ValueError(f"act_bits={act_bits} needs a calibration set: activation ranges are measured on it; "
-                             "build one with `qgesco calibrate` or build_calibration_set()")
+            raise ValueError(
+                f"act_bits={act_bits} needs a calibration set: activation ranges are measured on it; "
+                "build one with `qgesco calibrate` or build_calibration_set()"
+            )
         if iters:
-            raise ValueError(f"iters={iters} (AdaRound) needs a calibration set; pass one, or iters=0 for data-free nearest rounding")
+            raise ValueError(
+                f"iters={iters} (AdaRound) needs a calibration set; pass one, or iters=0 for data-free nearest rounding"
+            )
         return None
     if not isinstance(calib, CalibrationSet):
         calib = CalibrationSet.load(calib)
@@ -47,13 +53,31 @@ def _calibration(calib: CalibrationSet | str | os.PathLike | None, model: UNetMo
     return calib
 
 
-def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None = None, weight_bits: int = 8,
-             act_bits: int | None = None, iters: int = DEFAULT_ITERS, *, symmetric: bool = False, weight_init: str = "lp",
-             lp_norm: float = 2.4, split: bool = True, keep_fp: Iterable[str] = (), quantize_attention: bool = False,
-             learn_act_scale: bool = True, batch_size: int = 8, lr: float = 1e-3, act_lr: float = 4e-5,
-             reg_weight: float = 0.01, beta: tuple[float, float] = (20.0, 2.0), warmup: float = 0.2,
-             cache_mb: float = 1024.0, seed: int = 0, resume: str | os.PathLike | None = None,
-             progress: bool = True) -> UNetModel:
+def quantize(
+    model: UNetModel,
+    calib: CalibrationSet | str | os.PathLike | None = None,
+    weight_bits: int = 8,
+    act_bits: int | None = None,
+    iters: int = DEFAULT_ITERS,
+    *,
+    symmetric: bool = False,
+    weight_init: str = "lp",
+    lp_norm: float = 2.4,
+    split: bool = True,
+    keep_fp: Iterable[str] = (),
+    quantize_attention: bool = False,
+    learn_act_scale: bool = True,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    act_lr: float = 4e-5,
+    reg_weight: float = 0.01,
+    beta: tuple[float, float] = (20.0, 2.0),
+    warmup: float = 0.2,
+    cache_mb: float = 1024.0,
+    seed: int = 0,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> UNetModel:
     """A quantized copy of ``model``: every Conv/Linear (SPADE convs included) swapped for a
     :class:`~qgesco.quant.layers.QuantLayer` with per-output-channel ``weight_bits`` weights.
 
@@ -81,12 +105,32 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
         raise ValueError("the model is already quantized; quantize the full-precision model it was made from")
     validate.finite_weights("the model", model)
     if calib is not None and not isinstance(calib, (CalibrationSet, str, os.PathLike)):
-        raise ValueError(f"calib must be a CalibrationSet (qgesco.build_calibration_set) or the path of one, "
-                         f"got {type(calib).__name__}")
-    config = QuantConfig(weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric, split=split, keep_fp=tuple(keep_fp),
-                         quantize_attention=quantize_attention, weight_init=weight_init, lp_norm=lp_norm)
-    settings = ReconstructionSettings(iters=iters, batch_size=batch_size, lr=lr, act_lr=act_lr, learn_act_scale=learn_act_scale,
-                                      reg_weight=reg_weight, beta=tuple(beta), warmup=warmup, cache_mb=cache_mb, seed=seed)
+        raise ValueError(
+            f"calib must be a CalibrationSet (qgesco.build_calibration_set) or the path of one, "
+            f"got {type(calib).__name__}"
+        )
+    config = QuantConfig(
+        weight_bits=weight_bits,
+        act_bits=act_bits,
+        symmetric=symmetric,
+        split=split,
+        keep_fp=tuple(keep_fp),
+        quantize_attention=quantize_attention,
+        weight_init=weight_init,
+        lp_norm=lp_norm,
+    )
+    settings = ReconstructionSettings(
+        iters=iters,
+        batch_size=batch_size,
+        lr=lr,
+        act_lr=act_lr,
+        learn_act_scale=learn_act_scale,
+        reg_weight=reg_weight,
+        beta=tuple(beta),
+        warmup=warmup,
+        cache_mb=cache_mb,
+        seed=seed,
+    )
     config.check_init()
     calib = _calibration(calib, model, config.act_bits, settings.iters)
     started = time.perf_counter()
@@ -101,14 +145,17 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
         if calib is not None:
             store = None
             if resume is not None:
-                run_id = fingerprint({"plan": plan, "options": options, "model": model_sha256,
-                                      "calibration": calib.digest()})
+                run_id = fingerprint(
+                    {"plan": plan, "options": options, "model": model_sha256, "calibration": calib.digest()}
+                )
                 store = ResumeStore(Path(resume), run_id)
             blocks = reconstruct(qmodel, fp_model, calib, plan, settings, store, progress)
             diverged = [b["block"] for b in blocks if not math.isfinite(b["error"])]
             if diverged:
-                raise ValueError(f"calibration error is NaN/inf in block(s) {diverged[:3]}: the calibration set or the "
-                                 "model holds extreme values; re-create the calibration set (qgesco calibrate)")
+                raise ValueError(
+                    f"calibration error is NaN/inf in block(s) {diverged[:3]}: the calibration set or the "
+                    "model holds extreme values; re-create the calibration set (qgesco calibrate)"
+                )
     for _, layer in quant_layers(qmodel):
         layer.finish()
     for _, quantizer in act_quantizers(qmodel):
@@ -118,11 +165,20 @@ def quantize(model: UNetModel, calib: CalibrationSet | str | os.PathLike | None 
     return qmodel
 
 
-def _report(plan: dict[str, Any], options: dict[str, Any], model_sha256: str, calib: CalibrationSet | None,
-            blocks: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+def _report(
+    plan: dict[str, Any],
+    options: dict[str, Any],
+    model_sha256: str,
+    calib: CalibrationSet | None,
+    blocks: list[dict[str, Any]],
+    seconds: float,
+) -> dict[str, Any]:
     learned = [b for b in blocks if b["rounding"] == "learned"]
     return {
-        "weight_bits": plan["weight_bits"], "act_bits": plan["act_bits"], "symmetric": plan["symmetric"], **options,
+        "weight_bits": plan["weight_bits"],
+        "act_bits": plan["act_bits"],
+        "symmetric": plan["symmetric"],
+        **options,
         "model_sha256": model_sha256,
         "calibration": calib.summary() if calib is not None else None,
         "blocks": blocks,

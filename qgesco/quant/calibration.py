@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..channel import AWGN, encode, transmit
 from .. import validate
+from ..channel import AWGN, encode, transmit
 from ..diffusion import DDIMSampler, create_diffusion
 from ..fileio import load_tensors, read_meta, save_tensors, tensors_sha256
 from ..models.config import UNetConfig
@@ -59,7 +59,9 @@ class CalibrationSet:
         if self.x.dim() != 4 or self.x.shape[1] != 3:
             problems.append(f"x must be (N, 3, H, W), got {tuple(self.x.shape)}")
         if self.maps.dim() != 4 or self.maps.shape[2:] != self.x.shape[2:]:
-            problems.append(f"maps {tuple(self.maps.shape)} must be (M, C, H, W) at the size of x {tuple(self.x.shape)}")
+            problems.append(
+                f"maps {tuple(self.maps.shape)} must be (M, C, H, W) at the size of x {tuple(self.x.shape)}"
+            )
         if self.t.shape != (n,) or self.map_index.shape != (n,):
             problems.append(f"t {tuple(self.t.shape)} and map_index {tuple(self.map_index.shape)} must both be ({n},)")
         elif n and not (0 <= int(self.map_index.min()) and int(self.map_index.max()) < m):
@@ -101,7 +103,8 @@ class CalibrationSet:
         """What a quantized checkpoint records about the set it was calibrated on."""
         settings = self.info.get("settings", {})
         return {
-            "samples": len(self), "maps": self.maps.shape[0],
+            "samples": len(self),
+            "maps": self.maps.shape[0],
             "psnr_db": sorted(set(self.psnr_db.tolist())) if self.psnr_db is not None else None,
             "timestep_only": self.psnr_db is None,
             "timesteps": sorted(set(self.t.tolist())),
@@ -122,9 +125,13 @@ class CalibrationSet:
     def load(cls, path: str | os.PathLike) -> CalibrationSet:
         meta = read_meta(path)
         if meta.get("kind") != KIND:
-            raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a calibration set; make one with qgesco calibrate")
+            raise ValueError(
+                f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a calibration set; make one with qgesco calibrate"
+            )
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: calibration set format {meta.get('format_version')!r}, this qgesco reads {FORMAT_VERSION}; re-create it")
+            raise ValueError(
+                f"{path}: calibration set format {meta.get('format_version')!r}, this qgesco reads {FORMAT_VERSION}; re-create it"
+            )
         tensors, _ = load_tensors(path)
         missing = sorted({"x", "t", "map_index", "maps"} - set(tensors))
         if missing:
@@ -132,10 +139,16 @@ class CalibrationSet:
         for name in ("x", "maps"):
             t = tensors[name]
             if not bool(torch.isfinite(t).all()) or (t.numel() and float(t.abs().max()) > PLAUSIBLE):
-                raise ValueError(f"{path}: calibration tensor {name!r} holds NaN/inf or values beyond +-{PLAUSIBLE:g} "
-                                 "that no sampling trajectory produces; re-create it with qgesco calibrate")
-        if tensors["map_index"].numel() and not 0 <= int(tensors["map_index"].min()) <= int(tensors["map_index"].max()) < len(tensors["maps"]):
-            raise ValueError(f"{path}: calibration map_index points outside its maps; re-create it with qgesco calibrate")
+                raise ValueError(
+                    f"{path}: calibration tensor {name!r} holds NaN/inf or values beyond +-{PLAUSIBLE:g} "
+                    "that no sampling trajectory produces; re-create it with qgesco calibrate"
+                )
+        if tensors["map_index"].numel() and not 0 <= int(tensors["map_index"].min()) <= int(
+            tensors["map_index"].max()
+        ) < len(tensors["maps"]):
+            raise ValueError(
+                f"{path}: calibration map_index points outside its maps; re-create it with qgesco calibrate"
+            )
         info = {k: v for k, v in meta.items() if k not in ("kind", "format_version", "sha256")}
         return cls(tensors["x"], tensors["t"], tensors["map_index"], tensors["maps"], tensors.get("psnr_db"), info)
 
@@ -151,7 +164,9 @@ def _clean_maps(model: UNetModel, maps, num_maps: int, generator: torch.Generato
         y, names = maps[chosen].float(), [f"map_{i}" for i in chosen]
     else:
         if maps.num_classes != cfg.num_classes:
-            raise ValueError(f"the dataset has {maps.num_classes} classes but the model {cfg.num_classes}; calibrate on the model's dataset")
+            raise ValueError(
+                f"the dataset has {maps.num_classes} classes but the model {cfg.num_classes}; calibrate on the model's dataset"
+            )
         if not cfg.no_instance and not maps.has_instances:
             raise ValueError("the model expects an instance-edge channel but the dataset has no instance maps")
         samples = [maps[i] for i in chosen]
@@ -160,8 +175,10 @@ def _clean_maps(model: UNetModel, maps, num_maps: int, generator: torch.Generato
         y, names = encode(labels, cfg.num_classes, instance), [s.name for s in samples]
     validate.finite_tensor("maps", y)
     if y.dim() != 4 or y.shape[1] != cfg.label_channels or tuple(y.shape[2:]) != tuple(cfg.image_hw):
-        raise ValueError(f"maps of shape {tuple(y.shape[1:])} do not fit the model, which takes "
-                         f"({cfg.label_channels}, {cfg.image_hw[0]}, {cfg.image_hw[1]}): open the data at image_hw={cfg.image_hw}")
+        raise ValueError(
+            f"maps of shape {tuple(y.shape[1:])} do not fit the model, which takes "
+            f"({cfg.label_channels}, {cfg.image_hw[0]}, {cfg.image_hw[1]}): open the data at image_hw={cfg.image_hw}"
+        )
     return y, names
 
 
@@ -178,11 +195,26 @@ def _check_recipe(num_maps: int, psnrs, steps: int, every: int, batch_size: int,
         validate.finite_number("psnrs", p)
 
 
-def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=PAPER_PSNRS, timestep_only: bool = False,
-                          steps: int = 100, every: int = 25, guidance: float = 2.0, eta: float = 0.0,
-                          noise_table: str = "exact", cleanup: str = "avgmax", compress: bool = True,
-                          batch_size: int = 8, seed: int = 0, resume: str | os.PathLike | None = None,
-                          progress: bool = True, provenance: dict[str, Any] | None = None) -> CalibrationSet:
+def build_calibration_set(
+    model: UNetModel,
+    maps,
+    *,
+    num_maps: int = 64,
+    psnrs=PAPER_PSNRS,
+    timestep_only: bool = False,
+    steps: int = 100,
+    every: int = 25,
+    guidance: float = 2.0,
+    eta: float = 0.0,
+    noise_table: str = "exact",
+    cleanup: str = "avgmax",
+    compress: bool = True,
+    batch_size: int = 8,
+    seed: int = 0,
+    resume: str | os.PathLike | None = None,
+    progress: bool = True,
+    provenance: dict[str, Any] | None = None,
+) -> CalibrationSet:
     """Record ``(x_t, t, y)`` from ``model``'s DDIM trajectories on ``num_maps`` maps.
 
     ``maps`` is a dataset (:mod:`qgesco.data`) or a tensor of clean one-hot maps. Map ``j``
@@ -194,30 +226,53 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
     maps and an interrupted run continues.
     """
     if not isinstance(model, UNetModel):
-        raise ValueError(f"build_calibration_set takes a qgesco UNetModel, got {type(model).__name__}; "
-                         "load one with qgesco.load_model")
+        raise ValueError(
+            f"build_calibration_set takes a qgesco UNetModel, got {type(model).__name__}; "
+            "load one with qgesco.load_model"
+        )
     validate.finite_weights("the model", model)
     _check_recipe(num_maps, None if timestep_only else psnrs, steps, every, batch_size, guidance)
     if not isinstance(maps, torch.Tensor) and not hasattr(maps, "num_classes"):
-        raise ValueError(f"maps must be a dataset (qgesco.data.open_dataset) or an (M, C, H, W) tensor of one-hot maps, "
-                         f"got {type(maps).__name__}")
+        raise ValueError(
+            f"maps must be a dataset (qgesco.data.open_dataset) or an (M, C, H, W) tensor of one-hot maps, "
+            f"got {type(maps).__name__}"
+        )
     started = time.perf_counter()
     cfg = model.config
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     clean, names = _clean_maps(model, maps, num_maps, g)
     phase = (torch.arange(num_maps) % every)[torch.randperm(num_maps, generator=g)]
-    psnr = None if timestep_only else torch.tensor([float(psnrs[j * len(psnrs) // num_maps]) for j in range(num_maps)], dtype=torch.float64)
+    psnr = (
+        None
+        if timestep_only
+        else torch.tensor([float(psnrs[j * len(psnrs) // num_maps]) for j in range(num_maps)], dtype=torch.float64)
+    )
     sampler = DDIMSampler(create_diffusion(learn_sigma=cfg.learn_sigma), steps, eta=eta)
-    settings = {"num_maps": num_maps, "psnrs": None if timestep_only else [float(p) for p in psnrs], "timestep_only": timestep_only,
-                "steps": steps, "every": every, "guidance": guidance, "eta": eta, "noise_table": noise_table,
-                "cleanup": cleanup, "compress": compress, "batch_size": batch_size, "seed": seed}
-    run_id = fingerprint({"settings": settings, "model": tensors_sha256(model.state_dict()), "maps": tensors_sha256({"y": clean})})
+    settings = {
+        "num_maps": num_maps,
+        "psnrs": None if timestep_only else [float(p) for p in psnrs],
+        "timestep_only": timestep_only,
+        "steps": steps,
+        "every": every,
+        "guidance": guidance,
+        "eta": eta,
+        "noise_table": noise_table,
+        "cleanup": cleanup,
+        "compress": compress,
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    run_id = fingerprint(
+        {"settings": settings, "model": tensors_sha256(model.state_dict()), "maps": tensors_sha256({"y": clean})}
+    )
     parts, done = _resume_partial(resume, run_id)
     batches = range(0, num_maps, batch_size)
     was_training = model.training
     model.eval()
-    bar = tqdm(total=len(batches) * steps, initial=done * steps, desc="calibration set", unit="step", disable=not progress)
+    bar = tqdm(
+        total=len(batches) * steps, initial=done * steps, desc="calibration set", unit="step", disable=not progress
+    )
     try:
         for b, start in enumerate(batches):
             if b < done:
@@ -225,7 +280,9 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
             rows = torch.arange(start, min(start + batch_size, num_maps))
             gb = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b + 1)
             channel = AWGN(100, table="gesco") if timestep_only else AWGN(psnr[rows], table=noise_table)
-            y = transmit(clean[rows].to(device), channel, cfg.num_classes, cleanup=cleanup, compress=compress, generator=gb)
+            y = transmit(
+                clean[rows].to(device), channel, cfg.num_classes, cleanup=cleanup, compress=compress, generator=gb
+            )
             noise = torch.randn((len(rows), 3, *cfg.image_hw), generator=gb, device=device)
             recorded = []
 
@@ -241,13 +298,20 @@ def build_calibration_set(model: UNetModel, maps, *, num_maps: int = 64, psnrs=P
             parts["map_index"].append(torch.cat([r[2] for r in recorded]))
             parts["maps"].append(y.cpu())
             if resume is not None:
-                save_tensors(resume, {k: torch.cat(v) for k, v in parts.items()}, {"kind": "calibration-partial", "run": run_id, "batches_done": b + 1})
+                save_tensors(
+                    resume,
+                    {k: torch.cat(v) for k, v in parts.items()},
+                    {"kind": "calibration-partial", "run": run_id, "batches_done": b + 1},
+                )
     finally:
         bar.close()
         model.train(was_training)
     tensors = {k: torch.cat(v) for k, v in parts.items()}
-    info = {"config": cfg.to_dict(), "settings": settings,
-            "provenance": {"map_names": names, "seconds": round(time.perf_counter() - started, 1), **(provenance or {})}}
+    info = {
+        "config": cfg.to_dict(),
+        "settings": settings,
+        "provenance": {"map_names": names, "seconds": round(time.perf_counter() - started, 1), **(provenance or {})},
+    }
     info = json.loads(json.dumps(info))  # the form it has after save/load
     return CalibrationSet(tensors["x"], tensors["t"], tensors["map_index"], tensors["maps"], psnr, info)
 
@@ -259,8 +323,10 @@ def _resume_partial(resume: str | os.PathLike | None, run_id: str) -> tuple[dict
         return parts, 0
     tensors, meta = load_tensors(resume)
     if meta.get("kind") != "calibration-partial" or meta.get("run") != run_id:
-        raise ValueError(f"{resume}: holds the partial state of another calibration run (other model, maps or settings); "
-                         "delete it to start afresh")
+        raise ValueError(
+            f"{resume}: holds the partial state of another calibration run (other model, maps or settings); "
+            "delete it to start afresh"
+        )
     for key in parts:
         parts[key].append(tensors[key])
     return parts, int(meta["batches_done"])

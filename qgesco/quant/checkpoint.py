@@ -26,8 +26,18 @@ KIND = "quantized-unet"
 FORMAT_VERSION = 1
 #: Weights of at most this many bits are stored two per byte.
 PACKED_BITS = 4
-_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-           "I8": torch.int8, "U8": torch.uint8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64, "BOOL": torch.bool}
+_DTYPES = {
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F64": torch.float64,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "BOOL": torch.bool,
+}
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -50,7 +60,9 @@ def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any
     plan = qmodel.quant_plan
     if plan is None:
         raise ValueError("not a quantized model: make one with qgesco.quant.quantize() or load_quantized()")
-    unfinished = [name for name, layer in quant_layers(qmodel) if layer.float_weight is not None or layer.rounding is not None]
+    unfinished = [
+        name for name, layer in quant_layers(qmodel) if layer.float_weight is not None or layer.rounding is not None
+    ]
     if unfinished:
         raise ValueError(f"layers {unfinished[:3]} are still being calibrated; save the model quantize() returns")
     tensors = dict(qmodel.state_dict())
@@ -62,11 +74,16 @@ def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any
             tensors[f"{name}.qweight"] = pack_int4(layer.qweight)
         layers[name] = {**plan["layers"][name], "bits": layer.bits, "packed": packed}
     meta = {
-        "kind": KIND, "format_version": FORMAT_VERSION, "config": qmodel.config.to_dict(),
-        **{k: plan[k] for k in PLAN_KEYS}, "layers": layers,
+        "kind": KIND,
+        "format_version": FORMAT_VERSION,
+        "config": qmodel.config.to_dict(),
+        **{k: plan[k] for k in PLAN_KEYS},
+        "layers": layers,
         "split_layers": {name: entry["split"] for name, entry in layers.items() if entry["split"] is not None},
         "act_quantizers": [name for name, _ in act_quantizers(qmodel)],
-        "activation": None if plan["act_bits"] is None else {"bits": plan["act_bits"], "granularity": "per-tensor", "symmetric": False},
+        "activation": None
+        if plan["act_bits"] is None
+        else {"bits": plan["act_bits"], "granularity": "per-tensor", "symmetric": False},
         "provenance": {**(qmodel.quant_report or {}), **provenance},
     }
     save_tensors(path, tensors, meta)
@@ -80,7 +97,9 @@ def _skeleton(meta: dict[str, Any], path: str | os.PathLike) -> tuple[UNetModel,
         with torch.device("meta"):
             model = apply_plan(UNetModel(config), plan, fit=False)
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: incomplete quantized-checkpoint metadata ({type(e).__name__}: {e}); re-create the file") from None
+        raise ValueError(
+            f"{path}: incomplete quantized-checkpoint metadata ({type(e).__name__}: {e}); re-create the file"
+        ) from None
     return model, plan
 
 
@@ -89,10 +108,15 @@ def _check_header(path: str | os.PathLike, expected: dict[str, tuple[tuple[int, 
         found = {k: (tuple(f.get_slice(k).get_shape()), _DTYPES.get(f.get_slice(k).get_dtype())) for k in f.keys()}
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    wrong = [f"{k} {found[k][0]} {found[k][1]} (expected {shape} {dtype})"
-             for k, (shape, dtype) in expected.items() if k in found and found[k] != (shape, dtype)]
+    wrong = [
+        f"{k} {found[k][0]} {found[k][1]} (expected {shape} {dtype})"
+        for k, (shape, dtype) in expected.items()
+        if k in found and found[k] != (shape, dtype)
+    ]
     if missing or unexpected or wrong:
-        parts = [f"{path}: tensors do not match the network its metadata describes (tampered with, or written by another tool):"]
+        parts = [
+            f"{path}: tensors do not match the network its metadata describes (tampered with, or written by another tool):"
+        ]
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape/dtype", wrong)):
             if keys:
                 parts.append(f"  {len(keys)} {label}, first: {', '.join(keys[:3])}")
@@ -101,6 +125,7 @@ def _check_header(path: str | os.PathLike, expected: dict[str, tuple[tuple[int, 
 
 def _check_values(model: UNetModel, tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """Integers inside their grids, scales positive and finite."""
+
     def bad(key: str, why: str) -> None:
         raise ValueError(f"{path}: {key} {why}; the file was not written by save_quantized")
 
@@ -127,10 +152,14 @@ def read_quantized(path: str | os.PathLike) -> tuple[UNetModel, dict[str, torch.
     """
     meta = read_meta(path)
     if meta.get("kind") != KIND:
-        raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a quantized model; "
-                         "full-precision models load with qgesco.models.checkpoint.load_float_model")
+        raise ValueError(
+            f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a quantized model; "
+            "full-precision models load with qgesco.models.checkpoint.load_float_model"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: quantized-checkpoint format {meta.get('format_version')!r}; this qgesco reads {FORMAT_VERSION}")
+        raise ValueError(
+            f"{path}: quantized-checkpoint format {meta.get('format_version')!r}; this qgesco reads {FORMAT_VERSION}"
+        )
     model, plan = _skeleton(meta, path)
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     for name, layer in quant_layers(model):

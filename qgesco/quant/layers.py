@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.unet import QKVAttention
-from .quantizers import AdaRound, ActQuantizer, check_bits, int_range, quantize_int, scale_zero_point, search_range
+from .quantizers import ActQuantizer, AdaRound, check_bits, int_range, quantize_int, scale_zero_point, search_range
 
 #: The float layers we swap, by the name the checkpoint metadata uses for their operation.
 FLOAT_OPS: dict[type, str] = {nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d"}
@@ -33,8 +33,18 @@ class QuantLayer(nn.Module):
     ``qweight``; :meth:`harden` writes the learned rounding back into ``qweight``.
     """
 
-    def __init__(self, op: str, weight_shape: tuple[int, ...], *, bias: bool, bits: int, symmetric: bool,
-                 split: int | None = None, act_bits: int | None = None, conv: dict | None = None):
+    def __init__(
+        self,
+        op: str,
+        weight_shape: tuple[int, ...],
+        *,
+        bias: bool,
+        bits: int,
+        symmetric: bool,
+        split: int | None = None,
+        act_bits: int | None = None,
+        conv: dict | None = None,
+    ):
         super().__init__()
         if op not in FLOAT_OPS.values():
             raise ValueError(f"unknown layer op {op!r}; expected one of {sorted(FLOAT_OPS.values())}")
@@ -54,28 +64,50 @@ class QuantLayer(nn.Module):
         self.register_buffer("float_weight", None, persistent=False)
 
     @classmethod
-    def like(cls, layer: nn.Module, *, bits: int, symmetric: bool, split: int | None = None,
-             act_bits: int | None = None) -> "QuantLayer":
+    def like(
+        cls, layer: nn.Module, *, bits: int, symmetric: bool, split: int | None = None, act_bits: int | None = None
+    ) -> QuantLayer:
         """An empty quantized layer with ``layer``'s shape and convolution settings."""
         op = FLOAT_OPS[type(layer)]
         conv = {}
         if op != "linear":
             if layer.padding_mode != "zeros":
-                raise ValueError(f"cannot quantize a convolution with padding_mode={layer.padding_mode!r}; only 'zeros'")
+                raise ValueError(
+                    f"cannot quantize a convolution with padding_mode={layer.padding_mode!r}; only 'zeros'"
+                )
             conv = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups)
-        return cls(op, tuple(layer.weight.shape), bias=layer.bias is not None, bits=bits, symmetric=symmetric,
-                   split=split, act_bits=act_bits, conv=conv).to(layer.weight.device)
+        return cls(
+            op,
+            tuple(layer.weight.shape),
+            bias=layer.bias is not None,
+            bits=bits,
+            symmetric=symmetric,
+            split=split,
+            act_bits=act_bits,
+            conv=conv,
+        ).to(layer.weight.device)
 
     @classmethod
-    def from_float(cls, layer: nn.Module, *, bits: int, symmetric: bool, split: int | None = None,
-                   act_bits: int | None = None, method: str = "lp", p: float = 2.4) -> "QuantLayer":
+    def from_float(
+        cls,
+        layer: nn.Module,
+        *,
+        bits: int,
+        symmetric: bool,
+        split: int | None = None,
+        act_bits: int | None = None,
+        method: str = "lp",
+        p: float = 2.4,
+    ) -> QuantLayer:
         """``layer`` quantized with nearest rounding, its float weight kept for AdaRound."""
         q = cls.like(layer, bits=bits, symmetric=symmetric, split=split, act_bits=act_bits)
         w = layer.weight.detach().float()
         q.float_weight = w.clone()
         if layer.bias is not None:
             q.bias.data.copy_(layer.bias.detach().float())
-        ranges = [search_range(w[:, a:b].reshape(w.shape[0], -1), bits, symmetric, method, p) for a, b in q.input_groups()]
+        ranges = [
+            search_range(w[:, a:b].reshape(w.shape[0], -1), bits, symmetric, method, p) for a, b in q.input_groups()
+        ]
         scale, zero = zip(*(scale_zero_point(lo, hi, bits, symmetric) for lo, hi in ranges))
         q.scale.copy_(torch.stack(scale).reshape(q.scale.shape))
         q.zero_point.copy_(torch.stack(zero).reshape(q.zero_point.shape).to(torch.int8))
@@ -91,7 +123,9 @@ class QuantLayer(nn.Module):
         """A per-(group, output channel) tensor laid out to broadcast against the weight."""
         out_ch, tail = self.qweight.shape[0], [1] * (self.qweight.dim() - 2)
         t = t.float().reshape(-1, out_ch)
-        parts = [t[g].reshape(out_ch, 1, *tail).expand(out_ch, b - a, *tail) for g, (a, b) in enumerate(self.input_groups())]
+        parts = [
+            t[g].reshape(out_ch, 1, *tail).expand(out_ch, b - a, *tail) for g, (a, b) in enumerate(self.input_groups())
+        ]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     @property
@@ -143,7 +177,7 @@ class QuantQKVAttention(QKVAttention):
         self.q_quant, self.k_quant, self.v_quant, self.probs_quant = (ActQuantizer(act_bits) for _ in range(4))
 
     @classmethod
-    def like(cls, attention: QKVAttention, act_bits: int) -> "QuantQKVAttention":
+    def like(cls, attention: QKVAttention, act_bits: int) -> QuantQKVAttention:
         return cls(attention.num_heads, attention.legacy, act_bits)
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:

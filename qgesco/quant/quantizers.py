@@ -33,8 +33,10 @@ SEARCH_SAMPLE = 1 << 18
 
 def check_bits(what: str, bits: int) -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
-        raise ValueError(f"{what}={bits!r} is not supported: choose an integer from {SUPPORTED_BITS.start} to "
-                         f"{SUPPORTED_BITS.stop - 1} (8 = int8, 4 = two values per byte)")
+        raise ValueError(
+            f"{what}={bits!r} is not supported: choose an integer from {SUPPORTED_BITS.start} to "
+            f"{SUPPORTED_BITS.stop - 1} (8 = int8, 4 = two values per byte)"
+        )
     return bits
 
 
@@ -48,7 +50,9 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (x.round() - x).detach()
 
 
-def scale_zero_point(lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def scale_zero_point(
+    lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and (integer-valued, float) zero point that map ``[lo, hi]`` onto the grid.
 
     The asymmetric range is widened to contain 0 so that 0 is exactly representable:
@@ -76,13 +80,17 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     return (q - zero_point) * scale
 
 
-def _lp_error(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool, p: float) -> torch.Tensor:
+def _lp_error(
+    x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int, symmetric: bool, p: float
+) -> torch.Tensor:
     scale, zero = scale_zero_point(lo, hi, bits, symmetric)
     q = quantize_int(x, scale[:, None], zero[:, None], bits)
     return ((q - zero[:, None]) * scale[:, None] - x).abs_().pow_(p).sum(dim=1)
 
 
-def search_range(x: torch.Tensor, bits: int, symmetric: bool, method: str = "lp", p: float = 2.4) -> tuple[torch.Tensor, torch.Tensor]:
+def search_range(
+    x: torch.Tensor, bits: int, symmetric: bool, method: str = "lp", p: float = 2.4
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipping range ``(lo, hi)`` per row of the 2-D ``x``.
 
     ``minmax`` takes each row's extremes; ``lp`` shrinks them by a ratio (coarse grid, then

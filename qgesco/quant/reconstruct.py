@@ -47,7 +47,9 @@ def block_units(model: UNetModel) -> list[tuple[str, nn.Module]]:
     names += [f"output_blocks.{i}.{j}" for i, block in enumerate(model.output_blocks) for j in range(len(block))]
     names.append("out")
     units = [(name, model.get_submodule(name)) for name in names]
-    return [(name, unit) for name, unit in units if any(isinstance(m, (QuantLayer, ActQuantizer)) for m in unit.modules())]
+    return [
+        (name, unit) for name, unit in units if any(isinstance(m, (QuantLayer, ActQuantizer)) for m in unit.modules())
+    ]
 
 
 class _Stop(Exception):
@@ -86,8 +88,15 @@ class BlockData:
     pass, recomputing the prefix of both models (slower, bounded memory).
     """
 
-    def __init__(self, qmodel: nn.Module, fp_model: nn.Module, name: str, calib: CalibrationSet,
-                 batch_size: int, cache_bytes: float):
+    def __init__(
+        self,
+        qmodel: nn.Module,
+        fp_model: nn.Module,
+        name: str,
+        calib: CalibrationSet,
+        batch_size: int,
+        cache_bytes: float,
+    ):
         self.qmodel, self.fp_model = qmodel, fp_model
         self.q_unit, self.fp_unit = qmodel.get_submodule(name), fp_model.get_submodule(name)
         self.calib, self.batch_size = calib, batch_size
@@ -118,7 +127,7 @@ class BlockData:
     def batches(self) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:
         for inputs, target in self.chunks():
             for a in range(0, target.shape[0], self.batch_size):
-                yield [v[a:a + self.batch_size] for v in inputs], target[a:a + self.batch_size]
+                yield [v[a : a + self.batch_size] for v in inputs], target[a : a + self.batch_size]
 
 
 def block_error(unit: nn.Module, data: BlockData) -> float:
@@ -137,8 +146,15 @@ def _beta(step: int, settings: ReconstructionSettings, warm: int) -> float:
     return end + (start - end) * max(0.0, 1 - (step - warm) / max(1, settings.iters - warm))
 
 
-def reconstruct_block(name: str, unit: nn.Module, trainable: list[QuantLayer], data: BlockData,
-                      settings: ReconstructionSettings, generator: torch.Generator, progress: bool) -> dict[str, Any]:
+def reconstruct_block(
+    name: str,
+    unit: nn.Module,
+    trainable: list[QuantLayer],
+    data: BlockData,
+    settings: ReconstructionSettings,
+    generator: torch.Generator,
+    progress: bool,
+) -> dict[str, Any]:
     """Calibrate one block's activation ranges, learn its rounding, keep the better rounding."""
     started = time.perf_counter()
     acts = [a for _, a in act_quantizers(unit)]
@@ -165,8 +181,16 @@ def reconstruct_block(name: str, unit: nn.Module, trainable: list[QuantLayer], d
     return report
 
 
-def _learn(unit: nn.Module, layers: list[QuantLayer], acts: list[ActQuantizer], data: BlockData,
-           settings: ReconstructionSettings, generator: torch.Generator, progress: bool, name: str) -> None:
+def _learn(
+    unit: nn.Module,
+    layers: list[QuantLayer],
+    acts: list[ActQuantizer],
+    data: BlockData,
+    settings: ReconstructionSettings,
+    generator: torch.Generator,
+    progress: bool,
+    name: str,
+) -> None:
     """AdaRound (+ LSQ) on the block, then hard rounding."""
     for layer in layers:
         layer.start_adaround()
@@ -189,7 +213,7 @@ def _learn(unit: nn.Module, layers: list[QuantLayer], acts: list[ActQuantizer], 
             chunk_end = chunk_start + target.shape[0]
             quota = round(chunk_end * settings.iters / n) - round(chunk_start * settings.iters / n)
             for _ in range(quota):
-                idx = torch.randperm(target.shape[0], generator=generator)[:settings.batch_size].to(target.device)
+                idx = torch.randperm(target.shape[0], generator=generator)[: settings.batch_size].to(target.device)
                 with torch.enable_grad():
                     out = unit(*(v[idx] for v in inputs))
                     loss = (out.float() - target[idx]).pow(2).sum(1).mean()
@@ -226,8 +250,10 @@ class ResumeStore:
             raise ValueError(f"resume={folder}: expected a folder for per-block state, found a file")
         for path in sorted(self.folder.glob("block-*.safetensors")) if self.folder.is_dir() else []:
             if read_meta(path).get("run") != run_id:
-                raise ValueError(f"{self.folder} holds the state of another quantization run (other model, calibration set "
-                                 "or settings); delete it, or resume with the same settings")
+                raise ValueError(
+                    f"{self.folder} holds the state of another quantization run (other model, calibration set "
+                    "or settings); delete it, or resume with the same settings"
+                )
 
     def _path(self, index: int, name: str) -> Path:
         return self.folder / f"block-{index:03d}-{name}.safetensors"
@@ -240,11 +266,22 @@ class ResumeStore:
         return tensors, meta["report"]
 
     def save(self, index: int, name: str, unit: nn.Module, report: dict[str, Any]) -> None:
-        save_tensors(self._path(index, name), unit.state_dict(), {"kind": "quantize-resume", "run": self.run_id, "report": report})
+        save_tensors(
+            self._path(index, name),
+            unit.state_dict(),
+            {"kind": "quantize-resume", "run": self.run_id, "report": report},
+        )
 
 
-def reconstruct(qmodel: UNetModel, fp_model: UNetModel, calib: CalibrationSet, plan: dict[str, Any],
-                settings: ReconstructionSettings, resume: ResumeStore | None = None, progress: bool = True) -> list[dict[str, Any]]:
+def reconstruct(
+    qmodel: UNetModel,
+    fp_model: UNetModel,
+    calib: CalibrationSet,
+    plan: dict[str, Any],
+    settings: ReconstructionSettings,
+    resume: ResumeStore | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Calibrate and reconstruct every block of ``qmodel`` in order; returns one report per block."""
     units = block_units(qmodel)
     for _, a in act_quantizers(qmodel):
@@ -259,8 +296,9 @@ def reconstruct(qmodel: UNetModel, fp_model: UNetModel, calib: CalibrationSet, p
             for _, a in act_quantizers(unit):
                 a.enabled = True
         else:
-            trainable = [layer for sub, layer in quant_layers(unit)
-                         if plan["layers"][f"{name}.{sub}" if sub else name]["called"]]
+            trainable = [
+                layer for sub, layer in quant_layers(unit) if plan["layers"][f"{name}.{sub}" if sub else name]["called"]
+            ]
             data = BlockData(qmodel, fp_model, name, calib, settings.batch_size, settings.cache_mb * 2**20)
             generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + index)
             report = reconstruct_block(name, unit, trainable, data, settings, generator, progress)

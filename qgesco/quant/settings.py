@@ -39,13 +39,24 @@ class QuantConfig:
 
     def plan_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`qgesco.quant.swap.make_plan`."""
-        return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "symmetric": self.symmetric, "split": self.split,
-                "keep_fp": self.keep_fp, "quantize_attention": self.quantize_attention}
+        return {
+            "weight_bits": self.weight_bits,
+            "act_bits": self.act_bits,
+            "symmetric": self.symmetric,
+            "split": self.split,
+            "keep_fp": self.keep_fp,
+            "quantize_attention": self.quantize_attention,
+        }
 
     def report_options(self) -> dict[str, Any]:
         """The settings the quantization report records beside the plan's bits."""
-        return {"weight_init": self.weight_init, "lp_norm": self.lp_norm, "split": self.split, "keep_fp": list(self.keep_fp),
-                "quantize_attention": self.quantize_attention}
+        return {
+            "weight_init": self.weight_init,
+            "lp_norm": self.lp_norm,
+            "split": self.split,
+            "keep_fp": list(self.keep_fp),
+            "quantize_attention": self.quantize_attention,
+        }
 
 
 #: AdaRound iterations per block unless asked otherwise: 1/20 of the paper's, enough for W8 (docs/quantization.md).
@@ -75,7 +86,9 @@ class ReconstructionSettings:
         if not (self.lr > 0 and self.act_lr > 0 and self.reg_weight >= 0 and self.cache_mb > 0):
             raise ValueError("lr, act_lr and cache_mb must be > 0 and reg_weight >= 0")
         if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is the fraction of iterations without the rounding regulariser, in [0, 1); got {self.warmup}")
+            raise ValueError(
+                f"warmup is the fraction of iterations without the rounding regulariser, in [0, 1); got {self.warmup}"
+            )
         if not self.beta[0] >= self.beta[1] > 0:
             raise ValueError(f"beta=(start, end) is annealed downwards: need start >= end > 0, got {self.beta}")
 

@@ -11,7 +11,8 @@ describe another network than the one calibrated.
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -35,12 +36,18 @@ def called_layers(model: UNetModel) -> set[str]:
     param = next(model.parameters())
     side = 2 * model.config.downsample_factor  # GroupNorm needs more than one value per group
     called: set[str] = set()
-    hooks = [m.register_forward_hook(lambda *_, name=name: called.add(name))
-             for name, m in model.named_modules() if type(m) in FLOAT_OPS]
+    hooks = [
+        m.register_forward_hook(lambda *_, name=name: called.add(name))
+        for name, m in model.named_modules()
+        if type(m) in FLOAT_OPS
+    ]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, side, side, device=param.device), torch.zeros(1, dtype=torch.long, device=param.device),
-                  torch.zeros(1, model.config.label_channels, side, side, device=param.device))
+            model(
+                torch.zeros(1, 3, side, side, device=param.device),
+                torch.zeros(1, dtype=torch.long, device=param.device),
+                torch.zeros(1, model.config.label_channels, side, side, device=param.device),
+            )
     finally:
         for h in hooks:
             h.remove()
@@ -68,19 +75,31 @@ def _kept_in_fp(names: Iterable[str], patterns: Iterable[str]) -> set[str]:
     for pattern in patterns:
         hits = {n for n in names if fnmatch.fnmatchcase(n, pattern) or n.startswith(pattern + ".")}
         if not hits:
-            raise ValueError(f"keep_fp pattern {pattern!r} matches no Conv/Linear layer; "
-                             f"layer names look like {names[0]!r} or 'output_blocks.*.skip_connection'")
+            raise ValueError(
+                f"keep_fp pattern {pattern!r} matches no Conv/Linear layer; "
+                f"layer names look like {names[0]!r} or 'output_blocks.*.skip_connection'"
+            )
         kept |= hits
     return kept
 
 
-def make_plan(model: UNetModel, *, weight_bits: int, act_bits: int | None, symmetric: bool, split: bool = True,
-              keep_fp: Iterable[str] = (), quantize_attention: bool = False) -> dict[str, Any]:
+def make_plan(
+    model: UNetModel,
+    *,
+    weight_bits: int,
+    act_bits: int | None,
+    symmetric: bool,
+    split: bool = True,
+    keep_fp: Iterable[str] = (),
+    quantize_attention: bool = False,
+) -> dict[str, Any]:
     check_bits("weight_bits", weight_bits)
     if act_bits is not None:
         check_bits("act_bits", act_bits)
     if quantize_attention and act_bits is None:
-        raise ValueError("quantize_attention quantizes the attention matmul inputs and softmax output: it needs act_bits")
+        raise ValueError(
+            "quantize_attention quantizes the attention matmul inputs and softmax output: it needs act_bits"
+        )
     layers = {name: m for name, m in model.named_modules() if type(m) in FLOAT_OPS}
     kept = _kept_in_fp(layers, keep_fp)
     called = called_layers(model)
@@ -89,14 +108,25 @@ def make_plan(model: UNetModel, *, weight_bits: int, act_bits: int | None, symme
     for name, m in layers.items():
         if name in kept:
             continue
-        entry = {"op": FLOAT_OPS[type(m)], "weight_shape": list(m.weight.shape), "split": splits.get(name),
-                 "called": name in called, "act": act_bits is not None and name in called}
+        entry = {
+            "op": FLOAT_OPS[type(m)],
+            "weight_shape": list(m.weight.shape),
+            "split": splits.get(name),
+            "called": name in called,
+            "act": act_bits is not None and name in called,
+        }
         if entry["op"] != "linear":
             entry["conv"] = {k: list(getattr(m, k)) for k in ("stride", "padding", "dilation")} | {"groups": m.groups}
         entries[name] = entry
     attention = sorted(n for n, m in model.named_modules() if isinstance(m, QKVAttention)) if quantize_attention else []
-    return {"weight_bits": weight_bits, "act_bits": act_bits, "symmetric": bool(symmetric), "layers": entries,
-            "attention": attention, "fp_layers": sorted(kept)}
+    return {
+        "weight_bits": weight_bits,
+        "act_bits": act_bits,
+        "symmetric": bool(symmetric),
+        "layers": entries,
+        "attention": attention,
+        "fp_layers": sorted(kept),
+    }
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -104,8 +134,9 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def apply_plan(model: UNetModel, plan: dict[str, Any], *, fit: bool, method: str = "lp", p: float = 2.4,
-               progress: bool = False) -> UNetModel:
+def apply_plan(
+    model: UNetModel, plan: dict[str, Any], *, fit: bool, method: str = "lp", p: float = 2.4, progress: bool = False
+) -> UNetModel:
     """Swap the plan's layers in place: fitted from the float weights (``fit``) or empty, to be loaded."""
     for name, entry in tqdm(plan["layers"].items(), desc="fitting weight ranges", unit="layer", disable=not progress):
         try:
@@ -113,11 +144,21 @@ def apply_plan(model: UNetModel, plan: dict[str, Any], *, fit: bool, method: str
         except AttributeError:
             layer = None
         if type(layer) not in FLOAT_OPS or list(layer.weight.shape) != list(entry["weight_shape"]):
-            raise ValueError(f"quantization plan names layer {name} with weight {entry['weight_shape']}, "
-                             "which this model does not have: the plan was made for another architecture")
-        kwargs = dict(bits=plan["weight_bits"], symmetric=plan["symmetric"], split=entry["split"],
-                      act_bits=plan["act_bits"] if entry["act"] else None)
-        _replace(model, name, QuantLayer.from_float(layer, **kwargs, method=method, p=p) if fit else QuantLayer.like(layer, **kwargs))
+            raise ValueError(
+                f"quantization plan names layer {name} with weight {entry['weight_shape']}, "
+                "which this model does not have: the plan was made for another architecture"
+            )
+        kwargs = dict(
+            bits=plan["weight_bits"],
+            symmetric=plan["symmetric"],
+            split=entry["split"],
+            act_bits=plan["act_bits"] if entry["act"] else None,
+        )
+        _replace(
+            model,
+            name,
+            QuantLayer.from_float(layer, **kwargs, method=method, p=p) if fit else QuantLayer.like(layer, **kwargs),
+        )
     for name in plan["attention"]:
         attention = model.get_submodule(name)
         if not isinstance(attention, QKVAttention):

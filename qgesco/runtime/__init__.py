@@ -14,5 +14,13 @@ from .int8 import Int8Layer, pairs_saturate
 from .load import BACKENDS, backend_line, default_backend, load_runtime, to_int8
 from .weight_only import PackedQuantLayer
 
-__all__ = ["BACKENDS", "Int8Layer", "PackedQuantLayer", "backend_line", "default_backend", "load_runtime", "pairs_saturate",
-           "to_int8"]
+__all__ = [
+    "BACKENDS",
+    "Int8Layer",
+    "PackedQuantLayer",
+    "backend_line",
+    "default_backend",
+    "load_runtime",
+    "pairs_saturate",
+    "to_int8",
+]

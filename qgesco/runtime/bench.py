@@ -73,12 +73,21 @@ def machine() -> dict:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "isa": torch.backends.cpu.get_cpu_capability(),
-            "int8_pairs_saturate": pairs_saturate(), "torch": torch.__version__, "python": platform.python_version()}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "int8_pairs_saturate": pairs_saturate(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import onnxruntime
 
@@ -89,6 +98,7 @@ def machine() -> dict:
 
 
 # --- inputs and models ---------------------------------------------------------------------------
+
 
 def random_maps(cfg, n: int, seed: int) -> torch.Tensor:
     """``n`` blocky random one-hot maps (+ edges if the model takes them): inputs of the right shape."""
@@ -122,7 +132,9 @@ def float_model(source: str, seed: int):
     return load_float_model(source)
 
 
-def write_checkpoints(model, modes: tuple[Mode, ...], folder: Path, calib_maps: int, calib_steps: int) -> dict[str, Path]:
+def write_checkpoints(
+    model, modes: tuple[Mode, ...], folder: Path, calib_maps: int, calib_steps: int
+) -> dict[str, Path]:
     """The fp32 file and one quantized file per mode, in ``folder``."""
     from ..models.checkpoint import save_model
     from ..quant import build_calibration_set, quantize, save_quantized
@@ -134,10 +146,24 @@ def write_checkpoints(model, modes: tuple[Mode, ...], folder: Path, calib_maps: 
         if mode.weight_bits is None or mode.name in files:
             continue
         if mode.act_bits is not None and calib is None:
-            calib = build_calibration_set(model, random_maps(model.config, calib_maps, seed=1), num_maps=calib_maps,
-                                          psnrs=(100.0,), steps=calib_steps, every=1, progress=False)
-        qmodel = quantize(model, calib if mode.act_bits else None, weight_bits=mode.weight_bits, act_bits=mode.act_bits,
-                          iters=0, symmetric=mode.symmetric, progress=False)
+            calib = build_calibration_set(
+                model,
+                random_maps(model.config, calib_maps, seed=1),
+                num_maps=calib_maps,
+                psnrs=(100.0,),
+                steps=calib_steps,
+                every=1,
+                progress=False,
+            )
+        qmodel = quantize(
+            model,
+            calib if mode.act_bits else None,
+            weight_bits=mode.weight_bits,
+            act_bits=mode.act_bits,
+            iters=0,
+            symmetric=mode.symmetric,
+            progress=False,
+        )
         files[mode.name] = folder / f"{mode.name}.safetensors"
         save_quantized(qmodel, files[mode.name], note="qgesco bench: nearest rounding")
     return files
@@ -155,6 +181,7 @@ def load_mode(mode: Mode, path: Path, threads: int):
 
 
 # --- the measuring subprocess --------------------------------------------------------------------
+
 
 def peak_rss_mb() -> float:
     """This process's peak resident set. ``VmHWM`` where there is ``/proc``: ``ru_maxrss`` keeps the
@@ -229,8 +256,21 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def spawn(task: str, args: argparse.Namespace, mode: Mode | None = None, file: Path | None = None, cfg=None) -> dict:
-    cmd = [sys.executable, "-m", __name__, "--worker", task, "--threads", str(args.threads), "--reps", str(args.reps),
-           "--warmup", str(args.warmup), "--sample-steps", str(args.sample_steps)]
+    cmd = [
+        sys.executable,
+        "-m",
+        __name__,
+        "--worker",
+        task,
+        "--threads",
+        str(args.threads),
+        "--reps",
+        str(args.reps),
+        "--warmup",
+        str(args.warmup),
+        "--sample-steps",
+        str(args.sample_steps),
+    ]
     if mode is not None:
         cmd += ["--mode", mode.name, "--file", str(file), "--config", json.dumps(cfg.to_dict())]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -242,19 +282,23 @@ def spawn(task: str, args: argparse.Namespace, mode: Mode | None = None, file: P
 
 # --- agreement with the simulated (fake-quant) model ---------------------------------------------
 
+
 def agreement(files: dict[str, Path], cfg, threads: int) -> list[dict]:
     """Relative L2 output differences on one batch (4 maps, timesteps spread, conditional): each
     runtime against the fake-quant model of its file, and the fake-quant model against fp32 and
     against itself on another memory layout / one sample at a time (its own float-rounding spread)."""
     from ..models.checkpoint import load_float_model
     from ..quant import load_quantized
-    from .load import load_runtime
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
         return ((a - b).norm() / b.norm()).item()
 
     g = torch.Generator().manual_seed(5)
-    x, t, y = torch.randn(4, 3, *cfg.image_hw, generator=g), torch.tensor([50, 300, 600, 900]), random_maps(cfg, 4, seed=6)
+    x, t, y = (
+        torch.randn(4, 3, *cfg.image_hw, generator=g),
+        torch.tensor([50, 300, 600, 900]),
+        random_maps(cfg, 4, seed=6),
+    )
     rows = []
     with torch.no_grad():
         fp = load_float_model(files["fp32"])(x, t, y)
@@ -266,30 +310,62 @@ def agreement(files: dict[str, Path], cfg, threads: int) -> list[dict]:
             expected = sim(x, t, y)
             got = load_mode(mode, files[mode.name], threads)(x, t, y)
             cl = [v.contiguous(memory_format=torch.channels_last) for v in (x, y)]
-            rows.append({"mode": mode.label, "runtime_vs_sim": rel(got, expected), "sim_vs_fp32": rel(expected, fp),
-                         "runtime_vs_fp32": rel(got, fp), "sim_channels_last_vs_sim": rel(sim(cl[0], t, cl[1]), expected),
-                         "sim_per_sample_vs_sim": rel(torch.cat([sim(x[i:i + 1], t[i:i + 1], y[i:i + 1]) for i in range(4)]), expected)})
+            rows.append(
+                {
+                    "mode": mode.label,
+                    "runtime_vs_sim": rel(got, expected),
+                    "sim_vs_fp32": rel(expected, fp),
+                    "runtime_vs_fp32": rel(got, fp),
+                    "sim_channels_last_vs_sim": rel(sim(cl[0], t, cl[1]), expected),
+                    "sim_per_sample_vs_sim": rel(
+                        torch.cat([sim(x[i : i + 1], t[i : i + 1], y[i : i + 1]) for i in range(4)]), expected
+                    ),
+                }
+            )
     return rows
 
 
 # --- the int8 kernel choice, on one demo-sized layer ---------------------------------------------
 
-def _qdq_conv_graph(q: torch.Tensor, w_scale: torch.Tensor, act_scale: float, act_zero: int, out_scale: float, unsigned: bool,
-                    shape: tuple[int, ...]) -> bytes:
+
+def _qdq_conv_graph(
+    q: torch.Tensor,
+    w_scale: torch.Tensor,
+    act_scale: float,
+    act_zero: int,
+    out_scale: float,
+    unsigned: bool,
+    shape: tuple[int, ...],
+) -> bytes:
     """A QuantizeLinear -> QLinearConv -> DequantizeLinear graph (weights int8, or uint8 = int8 + 128)."""
     from onnx import TensorProto, helper, numpy_helper
 
     w = (q.to(torch.int16) + 128).to(torch.uint8) if unsigned else q
     w_zero = torch.full((q.shape[0],), 128 if unsigned else 0, dtype=w.dtype)
-    inits = [numpy_helper.from_array(v, k) for k, v in {
-        "xs": torch.tensor(act_scale).numpy(), "xz": torch.tensor(act_zero + U8_SHIFT, dtype=torch.uint8).numpy(),
-        "w": w.numpy(), "ws": w_scale.numpy(), "wz": w_zero.numpy(),
-        "ys": torch.tensor(out_scale).numpy(), "yz": torch.tensor(U8_SHIFT, dtype=torch.uint8).numpy()}.items()]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["yq"], pads=[1, 1, 1, 1]),
-             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
-    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    inits = [
+        numpy_helper.from_array(v, k)
+        for k, v in {
+            "xs": torch.tensor(act_scale).numpy(),
+            "xz": torch.tensor(act_zero + U8_SHIFT, dtype=torch.uint8).numpy(),
+            "w": w.numpy(),
+            "ws": w_scale.numpy(),
+            "wz": w_zero.numpy(),
+            "ys": torch.tensor(out_scale).numpy(),
+            "yz": torch.tensor(U8_SHIFT, dtype=torch.uint8).numpy(),
+        }.items()
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["yq"], pads=[1, 1, 1, 1]),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "layer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]).SerializeToString()
 
 
@@ -314,10 +390,12 @@ def kernel_rows(threads: int, reps: int) -> list[dict]:
     halves = pairs_saturate()
     candidates = {
         "fp32 conv (PyTorch / oneDNN), on the dequantized input": lambda: F.conv2d(x_hat, w_hat, padding=1),
-        "oneDNN u8 x s8, one kernel" + ("" if halves else ours): _Group("conv2d", args, q, w_scale, zero, None, act_scale, act_zero, 8,
-                                                                          halves=False),
-        "oneDNN u8 x s8, two 7-bit halves" + (ours if halves else ""): _Group("conv2d", args, q, w_scale, zero, None, act_scale,
-                                                                                act_zero, 8, halves=True),
+        "oneDNN u8 x s8, one kernel" + ("" if halves else ours): _Group(
+            "conv2d", args, q, w_scale, zero, None, act_scale, act_zero, 8, halves=False
+        ),
+        "oneDNN u8 x s8, two 7-bit halves" + (ours if halves else ""): _Group(
+            "conv2d", args, q, w_scale, zero, None, act_scale, act_zero, 8, halves=True
+        ),
     }
     try:
         import onnxruntime as ort
@@ -326,8 +404,11 @@ def kernel_rows(threads: int, reps: int) -> list[dict]:
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         out_scale = float(exact.abs().max()) / 127
         for unsigned in (False, True):
-            session = ort.InferenceSession(_qdq_conv_graph(q, w_scale, act_scale, act_zero, out_scale, unsigned, tuple(x.shape)),
-                                           options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(
+                _qdq_conv_graph(q, w_scale, act_scale, act_zero, out_scale, unsigned, tuple(x.shape)),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
             name = f"onnxruntime QLinearConv u8 x {'u8' if unsigned else 's8'} (output requantized to uint8)"
             candidates[name] = lambda s=session: torch.from_numpy(s.run(None, {"x": x.numpy()})[0])
     except ImportError:
@@ -342,11 +423,14 @@ def kernel_rows(threads: int, reps: int) -> list[dict]:
                 start = time.perf_counter()
                 call()
                 times.append(1000 * (time.perf_counter() - start))
-            rows.append({"kernel": name, "ms": statistics.median(times), "error": ((out - exact).norm() / exact.norm()).item()})
+            rows.append(
+                {"kernel": name, "ms": statistics.median(times), "error": ((out - exact).norm() / exact.norm()).item()}
+            )
     return rows
 
 
 # --- the report ----------------------------------------------------------------------------------
+
 
 def analytic(cfg) -> dict:
     from ..models.costs import model_costs
@@ -358,8 +442,14 @@ def analytic(cfg) -> dict:
     for mode in MODES[1:]:
         skeleton = quant_skeleton(cfg, mode.weight_bits, mode.act_bits, mode.symmetric)
         rows[mode.name] = {"bytes": quantized_bytes(skeleton), "bitops": bit_ops(costs, skeleton.quant_plan)}
-    return {"params": costs.params, "fp32_bytes": costs.fp32_bytes, "flops_forward": costs.flops_forward,
-            "flops_guided_step": costs.flops_guided_step, "bitops_fp32": fp_bitops, "modes": rows}
+    return {
+        "params": costs.params,
+        "fp32_bytes": costs.fp32_bytes,
+        "flops_forward": costs.flops_forward,
+        "flops_guided_step": costs.flops_guided_step,
+        "bitops_fp32": fp_bitops,
+        "modes": rows,
+    }
 
 
 def flops(n: int) -> str:
@@ -372,47 +462,82 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def report(name: str, result: dict) -> str:
     a = result["analytic"]
-    lines = [f"### Receiver costs: {name}", "",
-             f"{a['params']:,} parameters, {a['fp32_bytes'] / 1e6:,.1f} MB fp32; {flops(a['flops_forward'])} per forward, "
-             f"{flops(a['flops_guided_step'])} per guided step; fp32 bit-ops {a['bitops_fp32'] / 1e12:,.2f} Tbit-op per forward.", "",
-             "| mode | file MB | file / fp32 | bit-ops / fp32 | step ms, median (p10-p90) | step / fp32 | model held MB | peak RSS MB | RSS - baseline MB | (RSS - baseline) / fp32 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### Receiver costs: {name}",
+        "",
+        f"{a['params']:,} parameters, {a['fp32_bytes'] / 1e6:,.1f} MB fp32; {flops(a['flops_forward'])} per forward, "
+        f"{flops(a['flops_guided_step'])} per guided step; fp32 bit-ops {a['bitops_fp32'] / 1e12:,.2f} Tbit-op per forward.",
+        "",
+        "| mode | file MB | file / fp32 | bit-ops / fp32 | step ms, median (p10-p90) | step / fp32 | model held MB | peak RSS MB | RSS - baseline MB | (RSS - baseline) / fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     rows = result["rows"]
     fp = rows.get("fp32", {})
     for key, r in rows.items():
         mb = r.get("file_bytes", r.get("bytes"))
-        lines.append("| " + " | ".join([
-            r["label"], f"{mb / 1e6:,.2f}" if mb else "", ratio(mb, fp.get("file_bytes", fp.get("bytes"))),
-            ratio(r.get("bitops"), a["bitops_fp32"]) if r.get("bitops") else "",
-            f"{r['step_ms']:.1f} ({r['step_ms_p10']:.0f}-{r['step_ms_p90']:.0f})" if "step_ms" in r else "",
-            ratio(r.get("step_ms"), fp.get("step_ms")),
-            f"{r['model_mb']:.2f}" if "model_mb" in r else "",
-            f"{r['peak_rss_mb']:.1f}" if "peak_rss_mb" in r else "",
-            f"{r['rss_above_baseline_mb']:.1f}" if "rss_above_baseline_mb" in r else "",
-            ratio(r.get("rss_above_baseline_mb"), fp.get("rss_above_baseline_mb"))]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["label"],
+                    f"{mb / 1e6:,.2f}" if mb else "",
+                    ratio(mb, fp.get("file_bytes", fp.get("bytes"))),
+                    ratio(r.get("bitops"), a["bitops_fp32"]) if r.get("bitops") else "",
+                    f"{r['step_ms']:.1f} ({r['step_ms_p10']:.0f}-{r['step_ms_p90']:.0f})" if "step_ms" in r else "",
+                    ratio(r.get("step_ms"), fp.get("step_ms")),
+                    f"{r['model_mb']:.2f}" if "model_mb" in r else "",
+                    f"{r['peak_rss_mb']:.1f}" if "peak_rss_mb" in r else "",
+                    f"{r['rss_above_baseline_mb']:.1f}" if "rss_above_baseline_mb" in r else "",
+                    ratio(r.get("rss_above_baseline_mb"), fp.get("rss_above_baseline_mb")),
+                ]
+            )
+            + " |"
+        )
     s = result["settings"]
     if result.get("measured"):
-        lines += ["", f"Step: median (p10-p90) of {s['rounds']} x {s['reps']} guided DDIM steps, batch 2 (cond + uncond), {s['threads']} "
-                      f"thread(s); each round runs every mode in turn in a fresh process ({s['warmup']} warm-up steps untimed). "
-                      "Peak RSS: a fresh process loads the file and samples "
-                      f"one map with DDIM {s['sample_steps']} (guidance 2); baseline (same imports, no model) {result['baseline_rss_mb']:.1f} MB.",
-                  "", "| target (fraction of fp32) | goal | reached | met |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"Step: median (p10-p90) of {s['rounds']} x {s['reps']} guided DDIM steps, batch 2 (cond + uncond), {s['threads']} "
+            f"thread(s); each round runs every mode in turn in a fresh process ({s['warmup']} warm-up steps untimed). "
+            "Peak RSS: a fresh process loads the file and samples "
+            f"one map with DDIM {s['sample_steps']} (guidance 2); baseline (same imports, no model) {result['baseline_rss_mb']:.1f} MB.",
+            "",
+            "| target (fraction of fp32) | goal | reached | met |",
+            "|---|---|---|---|",
+        ]
         for key, (goal, value) in result["targets"].items():
-            lines.append(f"| {key} | <= {goal} | {'' if value is None else f'{value:.3f}'} | "
-                         f"{'' if value is None else ('yes' if value <= goal else 'no')} |")
-        lines += ["", "int8 kernels: one decoder-sized layer (batch 2, 64 -> 64 channels, 3x3, 24x32), full-range int8 weights, "
-                      f"median of {s['reps']} calls, error against exact integer arithmetic:", "",
-                  "| kernel | ms | relative error |", "|---|---|---|"]
+            lines.append(
+                f"| {key} | <= {goal} | {'' if value is None else f'{value:.3f}'} | "
+                f"{'' if value is None else ('yes' if value <= goal else 'no')} |"
+            )
+        lines += [
+            "",
+            "int8 kernels: one decoder-sized layer (batch 2, 64 -> 64 channels, 3x3, 24x32), full-range int8 weights, "
+            f"median of {s['reps']} calls, error against exact integer arithmetic:",
+            "",
+            "| kernel | ms | relative error |",
+            "|---|---|---|",
+        ]
         lines += [f"| {k['kernel']} | {k['ms']:.3f} | {k['error']:.1e} |" for k in result["kernels"]]
-        lines += ["", "Agreement, relative L2 difference of one forward (4 maps, t = 50, 300, 600, 900): runtime vs the fake-quant "
-                      "model of the same file (sim), and the sim's own spread under another memory layout / one sample at a time:", "",
-                  "| mode | runtime vs sim | sim vs fp32 | runtime vs fp32 | sim channels_last vs sim | sim per sample vs sim |",
-                  "|---|---|---|---|---|---|"]
-        lines += [f"| {r['mode']} | {r['runtime_vs_sim']:.2e} | {r['sim_vs_fp32']:.2e} | {r['runtime_vs_fp32']:.2e} | "
-                  f"{r['sim_channels_last_vs_sim']:.2e} | {r['sim_per_sample_vs_sim']:.2e} |" for r in result["agreement"]]
+        lines += [
+            "",
+            "Agreement, relative L2 difference of one forward (4 maps, t = 50, 300, 600, 900): runtime vs the fake-quant "
+            "model of the same file (sim), and the sim's own spread under another memory layout / one sample at a time:",
+            "",
+            "| mode | runtime vs sim | sim vs fp32 | runtime vs fp32 | sim channels_last vs sim | sim per sample vs sim |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['mode']} | {r['runtime_vs_sim']:.2e} | {r['sim_vs_fp32']:.2e} | {r['runtime_vs_fp32']:.2e} | "
+            f"{r['sim_channels_last_vs_sim']:.2e} | {r['sim_per_sample_vs_sim']:.2e} |"
+            for r in result["agreement"]
+        ]
     else:
-        lines += ["", "Analytic only (`--analytic-only`, or a model too large to run here): file sizes are the tensor "
-                      "payloads of the checkpoints `save_quantized` writes, header excluded."]
+        lines += [
+            "",
+            "Analytic only (`--analytic-only`, or a model too large to run here): file sizes are the tensor "
+            "payloads of the checkpoints `save_quantized` writes, header excluded.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -421,23 +546,33 @@ def targets(rows: dict) -> dict:
         a, b = rows.get(mode, {}).get(key), rows["fp32"].get(key)
         return a / b if a is not None and b else None
 
-    return {"W8 file": (TARGETS["w8_file"], frac("w8", "file_bytes")), "W4 file": (TARGETS["w4_file"], frac("w4", "file_bytes")),
-            "W8A8 step latency": (TARGETS["w8a8_step"], frac("w8a8", "step_ms")),
-            "W8 receiver RSS above baseline": (TARGETS["w8_rss"], frac("w8", "rss_above_baseline_mb"))}
+    return {
+        "W8 file": (TARGETS["w8_file"], frac("w8", "file_bytes")),
+        "W4 file": (TARGETS["w4_file"], frac("w4", "file_bytes")),
+        "W8A8 step latency": (TARGETS["w8a8_step"], frac("w8a8", "step_ms")),
+        "W8 receiver RSS above baseline": (TARGETS["w8_rss"], frac("w8", "rss_above_baseline_mb")),
+    }
 
 
 def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
     """Run everything; returns (name, JSON payload, markdown)."""
-    from ..models.config import UNetConfig
     from ..models.checkpoint import load_model_meta
+    from ..models.config import UNetConfig
     from ..models.presets import PRESETS, get_preset
 
     torch.set_num_threads(1)  # preparing the files: many small ops, which a second thread on a busy CPU only slows
     is_preset = args.model in PRESETS and not Path(args.model).is_file()
     cfg = get_preset(args.model) if is_preset else UNetConfig.from_dict(load_model_meta(args.model)["config"])
     name = Path(args.model).stem if Path(args.model).is_file() else args.model
-    result = {"model": args.model, "analytic": analytic(cfg), "machine": machine(),
-              "settings": {k: getattr(args, k) for k in ("threads", "reps", "rounds", "warmup", "sample_steps", "calib_maps", "calib_steps", "seed")}}
+    result = {
+        "model": args.model,
+        "analytic": analytic(cfg),
+        "machine": machine(),
+        "settings": {
+            k: getattr(args, k)
+            for k in ("threads", "reps", "rounds", "warmup", "sample_steps", "calib_maps", "calib_steps", "seed")
+        },
+    }
     rows = {m.name: {"label": m.label, **result["analytic"]["modes"][m.name]} for m in MODES}
     measured = not args.analytic_only and args.model not in ANALYTIC_ONLY
     result["measured"] = measured
@@ -453,7 +588,9 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
 
                 for mode in ONNX_MODES:
                     files[mode.name] = folder / f"{mode.name}.onnx"
-                    export_onnx(load_for_export(files["fp32" if mode.weight_bits is None else "w8a8"]), files[mode.name])
+                    export_onnx(
+                        load_for_export(files["fp32" if mode.weight_bits is None else "w8a8"]), files[mode.name]
+                    )
             del model
             result["agreement"] = agreement(files, cfg, args.threads)
             result["baseline_rss_mb"] = spawn("baseline", args)["peak_rss_mb"]
@@ -475,17 +612,42 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="camvid-demo", help="preset (seeded random weights) or model file / bundled name (default camvid-demo)")
-    p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads in every measuring process (default 2)")
-    p.add_argument("--reps", type=int, default=20, help="timed guided steps per process (default 20; the median over all rounds is reported)")
+    p.add_argument(
+        "--model",
+        default="camvid-demo",
+        help="preset (seeded random weights) or model file / bundled name (default camvid-demo)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch / onnxruntime threads in every measuring process (default 2)"
+    )
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=20,
+        help="timed guided steps per process (default 20; the median over all rounds is reported)",
+    )
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first in every process (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="fresh processes per mode, modes taking turns (default 3)")
-    p.add_argument("--sample-steps", type=int, default=5, help="DDIM steps of the receiver run whose peak RSS is measured (default 5)")
+    p.add_argument(
+        "--sample-steps",
+        type=int,
+        default=5,
+        help="DDIM steps of the receiver run whose peak RSS is measured (default 5)",
+    )
     p.add_argument("--calib-maps", type=int, default=2, help="random maps of the W8A8 calibration set (default 2)")
-    p.add_argument("--calib-steps", type=int, default=2, help="DDIM steps per calibration map, every step recorded (default 2)")
+    p.add_argument(
+        "--calib-steps", type=int, default=2, help="DDIM steps per calibration map, every step recorded (default 2)"
+    )
     p.add_argument("--seed", type=int, default=0, help="weights seed for presets (default 0)")
-    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True, help="also time the fp32 and QDQ ONNX graphs in onnxruntime")
-    p.add_argument("--analytic-only", action="store_true", help="only the analytic figures (always so for gesco-cityscapes-256)")
+    p.add_argument(
+        "--onnx",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the fp32 and QDQ ONNX graphs in onnxruntime",
+    )
+    p.add_argument(
+        "--analytic-only", action="store_true", help="only the analytic figures (always so for gesco-cityscapes-256)"
+    )
     p.add_argument("--keep", metavar="DIR", help="keep the checkpoints and ONNX files in DIR")
 
 
@@ -493,8 +655,11 @@ def save(out: Path, name: str, result: dict, text: str, command: str) -> None:
     result = {**result, "command": command}
     write_json(out / f"receiver_{name}.json", result)
     m = result["machine"]
-    write_text(out / f"receiver_{name}.md", f"{text}\nMachine: {m['cpu']}, {m['cores']} cores, {m['isa']}, torch {m['torch']}"
-                                          f"{', onnxruntime ' + m['onnxruntime'] if 'onnxruntime' in m else ''}. Command: `{command}`\n")
+    write_text(
+        out / f"receiver_{name}.md",
+        f"{text}\nMachine: {m['cpu']}, {m['cores']} cores, {m['isa']}, torch {m['torch']}"
+        f"{', onnxruntime ' + m['onnxruntime'] if 'onnxruntime' in m else ''}. Command: `{command}`\n",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,9 @@ from ..quant.swap import apply_plan, make_plan, quant_layers
 FP_BITS = 32
 
 
-def quant_skeleton(cfg: UNetConfig, weight_bits: int, act_bits: int | None = None, symmetric: bool = False) -> UNetModel:
+def quant_skeleton(
+    cfg: UNetConfig, weight_bits: int, act_bits: int | None = None, symmetric: bool = False
+) -> UNetModel:
     """The quantized network ``quantize`` would make (every Conv/Linear, split scales), on the meta device."""
     with torch.device("meta"):
         model = UNetModel(cfg.replace(use_fp16=False))

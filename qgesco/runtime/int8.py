@@ -51,24 +51,41 @@ def _kernel_args(op: str, conv: dict) -> tuple:
     if op == "linear":
         return ()
     dims = 1 if op == "conv1d" else 2
-    return tuple([list(conv[k]) if isinstance(conv[k], (list, tuple)) else [conv[k]] * dims
-                  for k in ("stride", "padding", "dilation")]) + (conv["groups"],)
+    return tuple(
+        [
+            list(conv[k]) if isinstance(conv[k], (list, tuple)) else [conv[k]] * dims
+            for k in ("stride", "padding", "dilation")
+        ]
+    ) + (conv["groups"],)
 
 
-def _prepack(op: str, w: torch.Tensor, w_scale: torch.Tensor, x_scale: float, x_zero: int, conv_args: tuple) -> torch.Tensor:
+def _prepack(
+    op: str, w: torch.Tensor, w_scale: torch.Tensor, x_scale: float, x_zero: int, conv_args: tuple
+) -> torch.Tensor:
     if op == "linear":
         return torch.ops.onednn.qlinear_prepack(w, None)
     return torch.ops.onednn.qconv_prepack(w, w_scale, x_scale, x_zero, *conv_args, None)
 
 
-def _run(op: str, u: torch.Tensor, x_scale: float, x_zero: int, packed: torch.Tensor, w_scale: torch.Tensor,
-         w_zero: torch.Tensor, bias: torch.Tensor | None, conv_args: tuple) -> torch.Tensor:
+def _run(
+    op: str,
+    u: torch.Tensor,
+    x_scale: float,
+    x_zero: int,
+    packed: torch.Tensor,
+    w_scale: torch.Tensor,
+    w_zero: torch.Tensor,
+    bias: torch.Tensor | None,
+    conv_args: tuple,
+) -> torch.Tensor:
     """fp32 ``s_x * s_w * sum((u - x_zero) * w) + bias``, per output channel."""
     if op == "linear":
-        return torch.ops.onednn.qlinear_pointwise(u, x_scale, x_zero, packed, w_scale, w_zero, bias, 1.0, 0,
-                                                  torch.float32, "none", [], "")
-    return torch.ops.onednn.qconv_pointwise(u, x_scale, x_zero, packed, w_scale, w_zero, bias, *conv_args, 1.0, 0,
-                                            torch.float32, "none", [], "")
+        return torch.ops.onednn.qlinear_pointwise(
+            u, x_scale, x_zero, packed, w_scale, w_zero, bias, 1.0, 0, torch.float32, "none", [], ""
+        )
+    return torch.ops.onednn.qconv_pointwise(
+        u, x_scale, x_zero, packed, w_scale, w_zero, bias, *conv_args, 1.0, 0, torch.float32, "none", [], ""
+    )
 
 
 @functools.cache
@@ -93,8 +110,17 @@ def dynamic_bits() -> int:
 class _Group(nn.Module):
     """One input group of a layer: its activation grid (the file's, or found per call), packed weights and correction."""
 
-    def __init__(self, op: str, conv_args: tuple, q: torch.Tensor, w_scale: torch.Tensor, w_zero: torch.Tensor,
-                 bias: torch.Tensor | None, act: tuple[float, int, int] | None, halves: bool):
+    def __init__(
+        self,
+        op: str,
+        conv_args: tuple,
+        q: torch.Tensor,
+        w_scale: torch.Tensor,
+        w_zero: torch.Tensor,
+        bias: torch.Tensor | None,
+        act: tuple[float, int, int] | None,
+        halves: bool,
+    ):
         super().__init__()
         out_ch = q.shape[0]
         self.op, self.conv_args, self.out_ch, self.halves = op, conv_args, out_ch, halves
@@ -139,7 +165,7 @@ class _Group(nn.Module):
         u = torch.div(x, scale).round_().add_(zero).clamp_(self.u_min, self.u_max).to(torch.uint8)  # one buffer
         y = _run(self.op, u, scale, zero, self.packed, self.w_scale, self.w_zero, self.bias, self.conv_args)
         n = self.out_ch
-        out = y[:, :n] + y[:, n:2 * n] if self.halves else y[:, :n]
+        out = y[:, :n] + y[:, n : 2 * n] if self.halves else y[:, :n]
         if self.corrected:
             out = torch.addcmul(out, y[:, -1:], self.neg_offset)
         return out.contiguous()  # GroupNorm, next in line, is ~15x slower on channels_last here
@@ -160,15 +186,28 @@ class Int8Layer(nn.Module):
         self.bounds = [(0, in_ch)] if layer.split is None else [(0, layer.split), (layer.split, in_ch)]
         scales, zeros = layer.scale.reshape(-1, out_ch), layer.zero_point.reshape(-1, out_ch)
         conv_args = _kernel_args(layer.op, layer.conv)
-        acts = [None] * len(self.bounds) if layer.input_quant is None else [
-            (float(a.scale), int(a.zero_point), a.bits) for a in layer.input_quant]
+        acts = (
+            [None] * len(self.bounds)
+            if layer.input_quant is None
+            else [(float(a.scale), int(a.zero_point), a.bits) for a in layer.input_quant]
+        )
         groups = []
         for g, ((a, b), act) in enumerate(zip(self.bounds, acts)):
             q = weights[:, a:b]
             u_max = 2 ** dynamic_bits() - 1 if act is None else int_range(act[2])[1] + U8_SHIFT
             worst = 2 * u_max * int(q.to(torch.int16).abs().max())  # int8 abs(-128) wraps
-            groups.append(_Group(layer.op, conv_args, q, scales[g], zeros[g], layer.bias if g == 0 else None, act,
-                                 halves=pairs_saturate() and worst > INT16_MAX))
+            groups.append(
+                _Group(
+                    layer.op,
+                    conv_args,
+                    q,
+                    scales[g],
+                    zeros[g],
+                    layer.bias if g == 0 else None,
+                    act,
+                    halves=pairs_saturate() and worst > INT16_MAX,
+                )
+            )
         self.groups = nn.ModuleList(groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..fileio import read_meta
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
-from ..fileio import read_meta
 from ..quant.checkpoint import KIND, PACKED_BITS, read_quantized
 from ..quant.swap import quant_layers
 from .int8 import Int8Layer
@@ -34,7 +34,9 @@ def _check_config(found: UNetConfig, expected: UNetConfig, path: str | os.PathLi
     if found != expected:
         a, b = asdict(found), asdict(expected)
         diff = ", ".join(f"{k}={a[k]!r} (expected {b[k]!r})" for k in a if a[k] != b[k])
-        raise ValueError(f"{path}: quantized for another model configuration: {diff}; quantize this receiver's model instead")
+        raise ValueError(
+            f"{path}: quantized for another model configuration: {diff}; quantize this receiver's model instead"
+        )
 
 
 #: Layers left weight-only by :func:`to_int8`: the input conv (3 input channels, K = 27: too
@@ -77,8 +79,9 @@ def backend_line(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return f"{Path(path).name}: runtime backend {backend} ({why}); backend='weight-only' computes the simulated model exactly"
 
 
-def load_runtime(path: str | os.PathLike, backend: str = "auto", device: str | torch.device = "cpu",
-                 config: UNetConfig | None = None) -> UNetModel:
+def load_runtime(
+    path: str | os.PathLike, backend: str = "auto", device: str | torch.device = "cpu", config: UNetConfig | None = None
+) -> UNetModel:
     """The quantized model in ``path`` with low-bit weights in memory, in eval mode; ``model(x, t, y)`` as usual.
 
     ``config``: the receiver's model configuration; a checkpoint quantized from another

@@ -73,8 +73,18 @@ class QDQLayer(nn.Module):
     @property
     def weight(self) -> torch.Tensor:
         ops, (qmin, qmax) = torch.ops.quantized_decomposed, int_range(self.bits)
-        ws = [ops.dequantize_per_channel(getattr(self, f"qweight{g}"), getattr(self, f"scale{g}"), getattr(self, f"zero_point{g}"),
-                                         0, qmin, qmax, torch.int8) for g in range(len(self.groups))]
+        ws = [
+            ops.dequantize_per_channel(
+                getattr(self, f"qweight{g}"),
+                getattr(self, f"scale{g}"),
+                getattr(self, f"zero_point{g}"),
+                0,
+                qmin,
+                qmax,
+                torch.int8,
+            )
+            for g in range(len(self.groups))
+        ]
         return ws[0] if len(ws) == 1 else torch.cat(ws, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,8 +120,9 @@ def load_for_export(source: str | os.PathLike) -> UNetModel:
 PROTOBUF_LIMIT = 2**31 - 2**26
 
 
-def export_onnx(model: UNetModel, path: str | os.PathLike, opset: int = 21,
-                external_data: bool | None = None) -> list[Path]:
+def export_onnx(
+    model: UNetModel, path: str | os.PathLike, opset: int = 21, external_data: bool | None = None
+) -> list[Path]:
     """Write ``model`` (fp32, or after :func:`to_qdq`) as ONNX, atomically; returns the files written.
 
     ``external_data`` (default: only above protobuf's 2 GiB limit) puts the weights in
@@ -120,8 +131,11 @@ def export_onnx(model: UNetModel, path: str | os.PathLike, opset: int = 21,
         raise ValueError("the model still holds fake-quant layers; pass it through to_qdq() (load_for_export does)")
     cfg = model.config
     g = torch.Generator().manual_seed(0)
-    args = (torch.randn(2, 3, *cfg.image_hw, generator=g), torch.tensor([10, 500]),
-            torch.rand(2, cfg.label_channels, *cfg.image_hw, generator=g))
+    args = (
+        torch.randn(2, 3, *cfg.image_hw, generator=g),
+        torch.tensor([10, 500]),
+        torch.rand(2, cfg.label_channels, *cfg.image_hw, generator=g),
+    )
     batch = torch.export.Dim("batch", min=1, max=1024)
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
@@ -129,9 +143,17 @@ def export_onnx(model: UNetModel, path: str | os.PathLike, opset: int = 21,
         warnings.simplefilter("ignore")  # the exporter's deprecation notes
         exporter_log.setLevel(logging.ERROR)  # and its registry chatter (torchvision ops it skips)
         try:
-            program = torch.onnx.export(model.eval(), args, dynamo=True, opset_version=opset, input_names=INPUT_NAMES,
-                                        output_names=["out"], dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
-                                        external_data=False, verbose=False)
+            program = torch.onnx.export(
+                model.eval(),
+                args,
+                dynamo=True,
+                opset_version=opset,
+                input_names=INPUT_NAMES,
+                output_names=["out"],
+                dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
+                external_data=False,
+                verbose=False,
+            )
         finally:
             exporter_log.setLevel(level)
     if external_data is None:

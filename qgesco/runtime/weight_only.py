@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -24,12 +24,20 @@ class PackedQuantLayer(QuantLayer):
     """A :class:`QuantLayer` whose ``qweight`` holds ``ceil(numel / 2)`` packed bytes between calls."""
 
     @classmethod
-    def like(cls, layer: QuantLayer) -> "PackedQuantLayer":
+    def like(cls, layer: QuantLayer) -> PackedQuantLayer:
         """An empty packed layer shaped like ``layer`` (on ``layer``'s device: meta while loading)."""
         act_bits = layer.input_quant[0].bits if layer.input_quant is not None else None
         with torch.device(layer.qweight.device):
-            new = cls(layer.op, tuple(layer.qweight.shape), bias=layer.bias is not None, bits=layer.bits,
-                      symmetric=layer.symmetric, split=layer.split, act_bits=act_bits, conv=layer.conv)
+            new = cls(
+                layer.op,
+                tuple(layer.qweight.shape),
+                bias=layer.bias is not None,
+                bits=layer.bits,
+                symmetric=layer.symmetric,
+                split=layer.split,
+                act_bits=act_bits,
+                conv=layer.conv,
+            )
             new.weight_shape = tuple(layer.qweight.shape)
             new.qweight = torch.zeros(math.ceil(layer.qweight.numel() / 2), dtype=torch.uint8)
         return new
@@ -56,4 +64,5 @@ class PackedQuantLayer(QuantLayer):
 
     def extra_repr(self) -> str:
         return f"{self.op}, {self.weight_shape}, bits={self.bits} packed, symmetric={self.symmetric}" + (
-            f", split={self.split}" if self.split is not None else "")
+            f", split={self.split}" if self.split is not None else ""
+        )

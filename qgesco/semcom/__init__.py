@@ -10,5 +10,17 @@ from .link import DEFAULT_MCS, DigitalLink, capacity, mcs_names
 from .runner import compare
 from .schemes import SCHEMES, AnalogMap, DigitalImage, DigitalMap, IdealImage, IdealMap, make_schemes
 
-__all__ = ["DEFAULT_MCS", "SCHEMES", "AnalogMap", "DigitalImage", "DigitalLink", "DigitalMap", "IdealImage", "IdealMap",
-           "capacity", "compare", "make_schemes", "mcs_names"]
+__all__ = [
+    "DEFAULT_MCS",
+    "SCHEMES",
+    "AnalogMap",
+    "DigitalImage",
+    "DigitalLink",
+    "DigitalMap",
+    "IdealImage",
+    "IdealMap",
+    "capacity",
+    "compare",
+    "make_schemes",
+    "mcs_names",
+]

@@ -29,7 +29,7 @@ JPEG_QUALITIES = range(95, 0, -1)
 
 def downsample_labels(labels: torch.Tensor, factor: int) -> torch.Tensor:
     """Every ``factor``-th label of an (H, W) map, taken at the cell centres."""
-    return labels[factor // 2::factor, factor // 2::factor].contiguous()
+    return labels[factor // 2 :: factor, factor // 2 :: factor].contiguous()
 
 
 def upsample(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -64,21 +64,21 @@ def _jpeg(image: torch.Tensor, quality: int) -> bytes:
 def _header_length(jpeg: bytes) -> int:
     """Bytes up to the end of the start-of-scan segment."""
     sos = jpeg.index(b"\xff\xda")
-    return sos + 2 + int.from_bytes(jpeg[sos + 2:sos + 4], "big")
+    return sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
 
 
 def image_payload(image: torch.Tensor, factor: int, quality: int) -> bytes:
     """The JPEG scan of a (3, H, W) uint8 photo downsampled by ``factor``, coded at ``quality``."""
     h, w = image.shape[1:]
     jpeg = _jpeg(image if factor == 1 else _resize(image, (h // factor, w // factor)), quality)
-    return jpeg[_header_length(jpeg):-2]
+    return jpeg[_header_length(jpeg) : -2]
 
 
 def decode_image(data: bytes, hw: tuple[int, int], factor: int, quality: int) -> torch.Tensor:
     """The photo back from its scan: the header both ends know, the scan, the end-of-image marker."""
     small = (hw[0] // factor, hw[1] // factor)
     blank = _jpeg(torch.zeros((3, *small), dtype=torch.uint8), quality)
-    with Image.open(io.BytesIO(blank[:_header_length(blank)] + data + b"\xff\xd9")) as im:
+    with Image.open(io.BytesIO(blank[: _header_length(blank)] + data + b"\xff\xd9")) as im:
         image = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
     return image if factor == 1 else _resize(image, hw)
 

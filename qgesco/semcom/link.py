@@ -103,11 +103,16 @@ class DigitalLink:
                 from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
                 from sionna.phy.mapping import Demapper, Mapper
             except ImportError:
-                raise RuntimeError("the digital schemes need Sionna: pip install 'qgesco[semcom]' "
-                                   "(or pip install sionna-no-rt)") from None
+                raise RuntimeError(
+                    "the digital schemes need Sionna: pip install 'qgesco[semcom]' (or pip install sionna-no-rt)"
+                ) from None
             encoder = LDPC5GEncoder(self.k, self.n)
-            self._parts = (encoder, LDPC5GDecoder(encoder, hard_out=True, num_iter=_DECODER_ITERATIONS),
-                           Mapper("qam", self.bits_per_symbol), Demapper("app", "qam", self.bits_per_symbol))
+            self._parts = (
+                encoder,
+                LDPC5GDecoder(encoder, hard_out=True, num_iter=_DECODER_ITERATIONS),
+                Mapper("qam", self.bits_per_symbol),
+                Demapper("app", "qam", self.bits_per_symbol),
+            )
         return self._parts
 
     @torch.no_grad()
@@ -117,13 +122,13 @@ class DigitalLink:
         bits = np.unpackbits(np.frombuffer(payload, np.uint8))
         blocks = self.codewords(len(bits))
         sent = np.zeros(blocks * self.k, np.float32)
-        sent[:len(bits)] = bits
+        sent[: len(bits)] = bits
         info = torch.from_numpy(sent.reshape(blocks, self.k))
         symbols = mapper(encoder(info))  # unit average energy per complex symbol: 1/2 per real use
         sigma = noise_sigma(float(psnr_db))
         noise = torch.randn((*symbols.shape, 2), generator=generator) * sigma / math.sqrt(2)
         received = symbols + torch.complex(noise[..., 0], noise[..., 1])
-        decoded = decoder(demapper(received, torch.tensor(sigma ** 2)))  # scaled by 1/sqrt(2): N0 = sigma^2
+        decoded = decoder(demapper(received, torch.tensor(sigma**2)))  # scaled by 1/sqrt(2): N0 = sigma^2
         errors = int((decoded != info).any(1).sum())
-        data = np.packbits(decoded.reshape(-1)[:len(bits)].round().to(torch.uint8).numpy()).tobytes()
+        data = np.packbits(decoded.reshape(-1)[: len(bits)].round().to(torch.uint8).numpy()).tobytes()
         return Delivery(data, errors == 0, errors, blocks)

@@ -16,8 +16,10 @@ _TITLES = {"lpips": "LPIPS ↓", "miou": "mIoU % ↑"}
 
 def render(result: dict[str, Any]) -> str:
     s = result["settings"]
-    parts = [f"# Semantic vs digital transmission: {s['data']}, {result['images']['count']} images, "
-             f"code/modulation {s['mcs']}, receiver {s['receiver']['sampler']}\n"]
+    parts = [
+        f"# Semantic vs digital transmission: {s['data']}, {result['images']['count']} images, "
+        f"code/modulation {s['mcs']}, receiver {s['receiver']['sampler']}\n"
+    ]
     metrics = ["LPIPS ↓", "mIoU % ↑", "FID ↓", "KID ↓"]
     header = ["scheme", "SNR dB", "cpp used", "failed %", "map f / JPEG q", *metrics]
     for budget in map(lambda b: f"{b:g}", s["budgets"]):
@@ -27,17 +29,35 @@ def render(result: dict[str, Any]) -> str:
                 content = "/".join(map(str, r["factors"]))
                 if r["jpeg_quality"]:
                     content += " q" + "/".join(map(str, r["jpeg_quality"]))
-                rows.append([name, snr, f"{r['cpp_used']:.3f}", f"{100 * r['failure_rate']:.0f}", content,
-                             *[cell(k, r[k]) for k in _KEYS]])
+                rows.append(
+                    [
+                        name,
+                        snr,
+                        f"{r['cpp_used']:.3f}",
+                        f"{100 * r['failure_rate']:.0f}",
+                        content,
+                        *[cell(k, r[k]) for k in _KEYS],
+                    ]
+                )
         parts.append(f"\n## Budget {budget} real channel uses per pixel\n\n" + markdown_table(header, rows))
     o = result["original"]
     parts.append(f"\nOriginal photos: mIoU {cell('miou', o['miou'])} % (the segmentation network's ceiling).\n")
-    rows = [[f, f"{c['analog_cpp']:.3f}", f"{c['map_bits_per_pixel']:.3f}",
-             f"{c['digital_cpp']:.3f}" if "digital_cpp" in c else "–", *[cell(k, c[k]) for k in _KEYS]]
-            for f, c in result["map_cost"].items()]
-    parts.append("\n## What a cheaper map costs (exact map at 1/f resolution, regenerated)\n\n" + markdown_table(
-        ["map downsampling f", "analog cpp", "deflated map bit/pixel", f"digital cpp ({s['mcs']})", *metrics],
-        rows))
+    rows = [
+        [
+            f,
+            f"{c['analog_cpp']:.3f}",
+            f"{c['map_bits_per_pixel']:.3f}",
+            f"{c['digital_cpp']:.3f}" if "digital_cpp" in c else "–",
+            *[cell(k, c[k]) for k in _KEYS],
+        ]
+        for f, c in result["map_cost"].items()
+    ]
+    parts.append(
+        "\n## What a cheaper map costs (exact map at 1/f resolution, regenerated)\n\n"
+        + markdown_table(
+            ["map downsampling f", "analog cpp", "deflated map bit/pixel", f"digital cpp ({s['mcs']})", *metrics], rows
+        )
+    )
     return "".join(parts)
 
 

@@ -27,12 +27,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .. import validate
 from ..channel import CLEANUPS
 from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
 from ..evaluate.models import load_eval_model
 from ..evaluate.runner import psnr_key, psnr_label, stream_seed
-from .. import validate
 from ..fileio import write_json, write_text
 from ..metrics import ConfusionMatrix, InceptionFeatures, fid, kid, load_image, lpips, segment, weights
 from ..receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate
@@ -56,8 +56,9 @@ def budget_label(cpp: float) -> str:
     return f"{cpp:g}"
 
 
-def check_settings(snrs, budgets, schemes, images, view_snr, mcs: str = DEFAULT_MCS, cleanup: str = "avgmax",
-                   batch_size: int = 8) -> None:
+def check_settings(
+    snrs, budgets, schemes, images, view_snr, mcs: str = DEFAULT_MCS, cleanup: str = "avgmax", batch_size: int = 8
+) -> None:
     """One-line refusals for settings that cannot make a comparison, before anything loads."""
     parse_mcs(mcs)
     if cleanup not in CLEANUPS:
@@ -79,10 +80,24 @@ def check_settings(snrs, budgets, schemes, images, view_snr, mcs: str = DEFAULT_
         raise ValueError(f"the budget view's SNR {view_snr:g} dB is not among the SNRs {list(snrs)}")
 
 
-def compare(data: str, *, out, model: Any = "camvid-demo", snrs=(0.0, 5.0, 10.0, 20.0), budgets=(10.0, 1.0),
-            schemes=SCHEMES, mcs: str = DEFAULT_MCS, images: int | None = None, view_snr: float | None = None,
-            cleanup: str = "avgmax", seed: int = 0, batch_size: int = 8, data_root=None, device: str = "cpu",
-            progress: bool = True) -> dict[str, Any]:
+def compare(
+    data: str,
+    *,
+    out,
+    model: Any = "camvid-demo",
+    snrs=(0.0, 5.0, 10.0, 20.0),
+    budgets=(10.0, 1.0),
+    schemes=SCHEMES,
+    mcs: str = DEFAULT_MCS,
+    images: int | None = None,
+    view_snr: float | None = None,
+    cleanup: str = "avgmax",
+    seed: int = 0,
+    batch_size: int = 8,
+    data_root=None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Send ``images`` scenes of ``data`` with every scheme at every budget (real channel uses per pixel)
     and PSNR, regenerate the maps with ``model``, score, and write ``results.json``, ``table.md`` and the
     two plots to ``out``."""
@@ -94,8 +109,9 @@ def compare(data: str, *, out, model: Any = "camvid-demo", snrs=(0.0, 5.0, 10.0,
     m = load_eval_model("receiver", model, device)
     cfg = m.config
     if not cfg.no_instance:
-        raise ValueError("compare sends label maps only; give a model without an instance-edge plane "
-                         "(e.g. camvid-demo)")
+        raise ValueError(
+            "compare sends label maps only; give a model without an instance-edge plane (e.g. camvid-demo)"
+        )
     made = make_schemes(schemes, cfg.num_classes, mcs, cleanup)
     dataset = open_dataset(data, data_root, image_hw=cfg.image_hw)
     if dataset.num_classes != cfg.num_classes or tuple(dataset.class_names) != tuple(CAMVID_CLASSES):
@@ -106,11 +122,24 @@ def compare(data: str, *, out, model: Any = "camvid-demo", snrs=(0.0, 5.0, 10.0,
     for name in ("lpips-alex", "inception-fid"):
         weights.verified_path(name)
     h, w = cfg.image_hw
-    s = dict(data=data, model=str(model), model_sha256=m.info["sha256"], images=count, snrs=snrs, budgets=budgets,
-             schemes=list(made), mcs=mcs, cleanup=cleanup, seed=seed, batch_size=batch_size, view_snr=view_snr,
-             receiver=dict(sampler=DEFAULT_SAMPLER, guidance=DEFAULT_GUIDANCE,
-                           guidance_window=list(DEFAULT_GUIDANCE_WINDOW)),
-             image_hw=[h, w])
+    s = dict(
+        data=data,
+        model=str(model),
+        model_sha256=m.info["sha256"],
+        images=count,
+        snrs=snrs,
+        budgets=budgets,
+        schemes=list(made),
+        mcs=mcs,
+        cleanup=cleanup,
+        seed=seed,
+        batch_size=batch_size,
+        view_snr=view_snr,
+        receiver=dict(
+            sampler=DEFAULT_SAMPLER, guidance=DEFAULT_GUIDANCE, guidance_window=list(DEFAULT_GUIDANCE_WINDOW)
+        ),
+        image_hw=[h, w],
+    )
     _check_run(out, s)
     samples = [dataset[i] for i in range(count)]
     photos = [torch.from_numpy(images_to_uint8(x.image[None])[0]).permute(2, 0, 1) for x in samples]
@@ -156,9 +185,11 @@ def _refuse_small_budgets(made, samples, photos, budgets, snrs, pixels) -> None:
                 for i, (x, photo) in enumerate(zip(samples, photos)):
                     if scheme.plan(x.label, photo, uses, p) is None:
                         need = smallest_budget(scheme, x.label, photo, p) / pixels
-                        raise ValueError(f"budget {cpp:g} channel uses per pixel is too small for {name} on image "
-                                         f"{i} ({x.name}) at {p:g} dB: it needs at least {need:.3g}; "
-                                         "raise the smallest --budget")
+                        raise ValueError(
+                            f"budget {cpp:g} channel uses per pixel is too small for {name} on image "
+                            f"{i} ({x.name}) at {p:g} dB: it needs at least {need:.3g}; "
+                            "raise the smallest --budget"
+                        )
 
 
 def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
@@ -188,9 +219,22 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
                         else:
                             path = _key_path(out, outcome.key, i)
                             regen.setdefault(outcome.key, {})[i] = outcome.y
-                        records.append(dict(scheme=name, budget=cpp, snr=p, index=i, budget_uses=budget, uses=plan.uses,
-                                            factor=plan.factor, quality=plan.quality, bits=plan.bits,
-                                            failed=outcome.failed, path=str(path), **detail))
+                        records.append(
+                            dict(
+                                scheme=name,
+                                budget=cpp,
+                                snr=p,
+                                index=i,
+                                budget_uses=budget,
+                                uses=plan.uses,
+                                factor=plan.factor,
+                                quality=plan.quality,
+                                bits=plan.bits,
+                                failed=outcome.failed,
+                                path=str(path),
+                                **detail,
+                            )
+                        )
                         bar.update()
     return records, regen
 
@@ -212,7 +256,7 @@ def _regenerate(model, regen, out: Path, s, device, progress: bool) -> None:
     todo = []
     for key, maps in sorted(regen.items(), key=lambda kv: repr(kv[0])):
         pending = [i for i in sorted(maps) if not _key_path(out, key, i).exists()]
-        todo += [(key, pending[j:j + s["batch_size"]], maps) for j in range(0, len(pending), s["batch_size"])]
+        todo += [(key, pending[j : j + s["batch_size"]], maps) for j in range(0, len(pending), s["batch_size"])]
     sampler = make_sampler(create_diffusion(learn_sigma=model.config.learn_sigma), DEFAULT_SAMPLER)
     shape = (3, *s["image_hw"])
     with tqdm(total=sum(len(c) for _, c, _ in todo), desc="regenerating", unit="img", disable=not progress) as bar:
@@ -234,7 +278,7 @@ def _score(paths: list[str], device, progress: bool) -> dict[str, dict[str, Any]
     scores = {}
     with tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), _SCORE_BATCH):
-            batch = paths[start:start + _SCORE_BATCH]
+            batch = paths[start : start + _SCORE_BATCH]
             images = torch.stack([load_image(p) for p in batch]).to(device)
             features = extractor(images).numpy()
             labels = segment(images).cpu()
@@ -261,12 +305,21 @@ class _Lpips:
 def _set_scores(paths_by_index, labels, scores, lp: _Lpips, real) -> dict[str, Any]:
     lps = [lp(path, i) for i, path in paths_by_index]
     confusion = ConfusionMatrix(len(CAMVID_CLASSES))
-    confusion.update(torch.stack([scores[path]["labels"] for _, path in paths_by_index]),
-                     torch.stack([labels[i] for i, _ in paths_by_index]))
+    confusion.update(
+        torch.stack([scores[path]["labels"] for _, path in paths_by_index]),
+        torch.stack([labels[i] for i, _ in paths_by_index]),
+    )
     features = np.stack([scores[path]["features"] for _, path in paths_by_index])
     k, k_std = kid(features, real)
-    return {"lpips": float(np.mean(lps)), "lpips_std": float(np.std(lps)), "miou": confusion.miou(),
-            "pixel_accuracy": confusion.pixel_accuracy(), "fid": fid(features, real), "kid": k, "kid_std": k_std}
+    return {
+        "lpips": float(np.mean(lps)),
+        "lpips_std": float(np.std(lps)),
+        "miou": confusion.miou(),
+        "pixel_accuracy": confusion.pixel_accuracy(),
+        "fid": fid(features, real),
+        "kid": k,
+        "kid_std": k_std,
+    }
 
 
 def _summarise(records, clean, scores, samples, originals, made, s, device) -> dict[str, Any]:
@@ -283,10 +336,14 @@ def _summarise(records, clean, scores, samples, originals, made, s, device) -> d
                 rows = [r for r in records if r["scheme"] == name and r["budget"] == cpp and r["snr"] == p]
                 entry = _set_scores([(r["index"], r["path"]) for r in rows], labels, scores, lp, real)
                 qualities = sorted({r["quality"] for r in rows if r["quality"] is not None})
-                entry.update(n=len(rows), failure_rate=float(np.mean([r["failed"] for r in rows])),
-                             cpp_budget=rows[0]["budget_uses"] / pixels,
-                             cpp_used=float(np.mean([r["uses"] for r in rows])) / pixels,
-                             factors=sorted({r["factor"] for r in rows}), jpeg_quality=[int(q) for q in qualities])
+                entry.update(
+                    n=len(rows),
+                    failure_rate=float(np.mean([r["failed"] for r in rows])),
+                    cpp_budget=rows[0]["budget_uses"] / pixels,
+                    cpp_used=float(np.mean([r["uses"] for r in rows])) / pixels,
+                    factors=sorted({r["factor"] for r in rows}),
+                    jpeg_quality=[int(q) for q in qualities],
+                )
                 results[name][budget_label(cpp)][psnr_label(p)] = entry
     original = _set_scores([(i, str(p)) for i, p in enumerate(originals)], labels, scores, lp, real)
     map_cost = {}
@@ -297,9 +354,15 @@ def _summarise(records, clean, scores, samples, originals, made, s, device) -> d
         entry["analog_cpp"] = float(np.mean([analog.uses(x.label, f) for x in samples])) / pixels
         entry["map_bits_per_pixel"] = float(np.mean([8 * len(map_payload(x.label, f)) for x in samples])) / pixels
         if digital is not None:
-            entry["digital_cpp"] = float(np.mean([digital.charge(map_payload(x.label, f), 10 ** 12, 0.0)
-                                                  for x in samples])) / pixels
+            entry["digital_cpp"] = (
+                float(np.mean([digital.charge(map_payload(x.label, f), 10**12, 0.0) for x in samples])) / pixels
+            )
         map_cost[str(f)] = entry
-    return {"settings": s, "results": results, "original": original, "map_cost": map_cost,
-            "images": {"count": len(samples), "names": [x.name for x in samples]},
-            "per_image": [{k: v for k, v in r.items() if k != "path"} for r in records]}
+    return {
+        "settings": s,
+        "results": results,
+        "original": original,
+        "map_cost": map_cost,
+        "images": {"count": len(samples), "names": [x.name for x in samples]},
+        "per_image": [{k: v for k, v in r.items() if k != "path"} for r in records],
+    }

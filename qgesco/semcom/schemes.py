@@ -185,8 +185,12 @@ def make_schemes(names, num_classes: int, mcs: str, cleanup: str = "avgmax") -> 
     if unknown or not names:
         raise ValueError(f"unknown scheme(s) {unknown or names}; choose from {', '.join(SCHEMES)}")
     link = DigitalLink(mcs)
-    digital = {"digital-map": DigitalMap, "digital-image": DigitalImage, "ideal-map": IdealMap,
-               "ideal-image": IdealImage}
+    digital = {
+        "digital-map": DigitalMap,
+        "digital-image": DigitalImage,
+        "ideal-map": IdealMap,
+        "ideal-image": IdealImage,
+    }
     return {n: AnalogMap(num_classes, cleanup) if n == "analog-map" else digital[n](num_classes, link) for n in names}
 
 
@@ -196,4 +200,4 @@ def smallest_budget(scheme: Scheme, labels: torch.Tensor, image: torch.Tensor, p
         return scheme.uses(labels, FACTORS[-1])
     coarsest = FACTORS[-1]
     payload = map_payload(labels, coarsest) if isinstance(scheme, DigitalMap) else image_payload(image, coarsest, 1)
-    return scheme.charge(payload, 10 ** 12, psnr_db)
+    return scheme.charge(payload, 10**12, psnr_db)

@@ -33,7 +33,9 @@ class CheckpointDir:
             return None
         folder = self.root / pointer.read_text().strip()
         if not (folder / "state.pt").is_file():
-            raise ValueError(f"{pointer} points to {folder}, which is incomplete; delete the pointer to use an older checkpoint")
+            raise ValueError(
+                f"{pointer} points to {folder}, which is incomplete; delete the pointer to use an older checkpoint"
+            )
         return folder
 
     def save(self, step: int, model: UNetModel, ema: UNetModel, state: dict[str, Any], keep: int) -> Path:
@@ -60,12 +62,16 @@ class CheckpointDir:
         state_file = folder / "state.pt"
         fix = f"delete {folder} and {self.root / 'latest'} to resume from an older checkpoint, or start a new run"
         if metas["model"].get("state_sha256") not in (None, sha256_file(state_file)):
-            raise ValueError(f"{state_file}: does not match the checksum saved with the checkpoint (modified or corrupted); {fix}")
+            raise ValueError(
+                f"{state_file}: does not match the checksum saved with the checkpoint (modified or corrupted); {fix}"
+            )
         try:
             state = torch.load(state_file, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for damaged or non-tensor pickles
             raise ValueError(f"{state_file}: not a readable training state ({type(e).__name__}); {fix}") from None
-        missing = sorted({"step", "optimizer", "schedule", "config", "world_size"} - set(state if isinstance(state, dict) else ()))
+        missing = sorted(
+            {"step", "optimizer", "schedule", "config", "world_size"} - set(state if isinstance(state, dict) else ())
+        )
         if missing:
             raise ValueError(f"{state_file}: training state lacks {missing}; {fix}")
         return state

@@ -155,10 +155,14 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
-            raise ValueError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e}); "
-                             "a training config is lines of `field: value`") from None
+            raise ValueError(
+                f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or e}); "
+                "a training config is lines of `field: value`"
+            ) from None
         except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: cannot be read as a text file ({type(e).__name__}); give a YAML config") from None
+            raise ValueError(
+                f"{path}: cannot be read as a text file ({type(e).__name__}); give a YAML config"
+            ) from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a training config is a mapping of field: value")
         values.update(loaded)
@@ -209,7 +213,9 @@ def check_values(cfg: TrainConfig) -> None:
     if cfg.noise == "range" and not cfg.psnr_range[0] <= cfg.psnr_range[1]:
         raise ValueError(f"config field psnr_range: low > high in {cfg.psnr_range}")
     if cfg.noise == "range" and cfg.noise_table == "gesco":
-        raise ValueError("noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)")
+        raise ValueError(
+            "noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)"
+        )
     if cfg.image_hw is not None and min(cfg.image_hw) <= 0:
         raise ValueError(f"config field image_hw: must be positive, got {cfg.image_hw}")
     try:

@@ -38,7 +38,17 @@ from .timesteps import make_schedule_sampler
 
 #: Fields a resumed run may change; any other difference would break exact continuation. ``out`` is
 #: where the checkpoint was found, however spelled (``./run/``, an absolute path, a moved folder).
-RESUMABLE_CHANGES = {"out", "steps", "log_every", "save_every", "keep_checkpoints", "sample_every", "num_workers", "threads", "device"}
+RESUMABLE_CHANGES = {
+    "out",
+    "steps",
+    "log_every",
+    "save_every",
+    "keep_checkpoints",
+    "sample_every",
+    "num_workers",
+    "threads",
+    "device",
+}
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -62,21 +72,29 @@ class Trainer:
         if resume and self.ckpt.latest() is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {cfg.out}/ckpt; start without --resume")
         if not resume and self.ckpt.latest() is not None:
-            raise ValueError(f"{cfg.out} already holds a training run; pass --resume to continue it or choose another --out")
+            raise ValueError(
+                f"{cfg.out} already holds a training run; pass --resume to continue it or choose another --out"
+            )
 
         self.model = self._build_model()
         hw = self.model.config.image_hw
         self.dataset = open_dataset(cfg.data, root=cfg.data_root, image_hw=hw, train=True, seed=cfg.seed)
         c = self.model.config
         if self.dataset.num_classes != c.num_classes:
-            raise ValueError(f"{cfg.data} has {self.dataset.num_classes} classes but model {cfg.model} expects {c.num_classes}; "
-                             "pick a model preset made for this dataset")
+            raise ValueError(
+                f"{cfg.data} has {self.dataset.num_classes} classes but model {cfg.model} expects {c.num_classes}; "
+                "pick a model preset made for this dataset"
+            )
         if not c.no_instance and not self.dataset.has_instances:
-            raise ValueError(f"model {cfg.model} expects an instance-edge channel but {cfg.data} has no instance maps; "
-                             "use a model with no_instance=True")
+            raise ValueError(
+                f"model {cfg.model} expects an instance-edge channel but {cfg.data} has no instance maps; "
+                "use a model with no_instance=True"
+            )
         per_epoch = len(self.dataset) // (cfg.batch_size * self.env.world_size)
         if per_epoch == 0:
-            raise ValueError(f"batch_size {cfg.batch_size} x {self.env.world_size} processes exceeds the {len(self.dataset)} training scenes")
+            raise ValueError(
+                f"batch_size {cfg.batch_size} x {self.env.world_size} processes exceeds the {len(self.dataset)} training scenes"
+            )
         self.steps_per_epoch = per_epoch
 
         self.model.to(self.env.device)
@@ -93,7 +111,8 @@ class Trainer:
         self.net = self.model
         if self.env.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None)
+                self.model, device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None
+            )
         self.diffusion: GaussianDiffusion = create_diffusion(cfg.diffusion_steps, cfg.noise_schedule, c.learn_sigma)
         self.schedule = make_schedule_sampler(cfg.schedule_sampler, cfg.diffusion_steps)
         self.step = 0
@@ -120,12 +139,18 @@ class Trainer:
     def _resume(self) -> None:
         state = self.ckpt.load(self.model, self.ema)
         saved = state["config"]
-        changed = sorted(k for k, v in self.cfg.to_dict().items() if k not in RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(v))
+        changed = sorted(
+            k for k, v in self.cfg.to_dict().items() if k not in RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(v)
+        )
         if changed:
-            raise ValueError(f"cannot resume with changed setting(s) {changed}: they would not continue the same run; "
-                             "only these may change: " + ", ".join(sorted(RESUMABLE_CHANGES)))
+            raise ValueError(
+                f"cannot resume with changed setting(s) {changed}: they would not continue the same run; "
+                "only these may change: " + ", ".join(sorted(RESUMABLE_CHANGES))
+            )
         if state["world_size"] != self.env.world_size:
-            raise ValueError(f"the run was trained with {state['world_size']} processes; resume it with the same number")
+            raise ValueError(
+                f"the run was trained with {state['world_size']} processes; resume it with the same number"
+            )
         self.opt.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.step = state["step"]
@@ -141,7 +166,9 @@ class Trainer:
             channel = AWGN(levels[idx], table=cfg.noise_table)
         elif cfg.noise == "range":
             lo, hi = cfg.psnr_range
-            channel = AWGN((lo + (hi - lo) * torch.rand(n, generator=g, device=dev, dtype=torch.float64)).cpu(), table="exact")
+            channel = AWGN(
+                (lo + (hi - lo) * torch.rand(n, generator=g, device=dev, dtype=torch.float64)).cpu(), table="exact"
+            )
         else:
             channel = AWGN(100, table="gesco")
         y = transmit(y, channel, self.model.config.num_classes, cleanup=cfg.cleanup, compress=cfg.compress, generator=g)
@@ -198,13 +225,18 @@ class Trainer:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bad.any():
             what = what if bad[0] else "gradient"
-            raise Diverged(f"training diverged at step {self.step + 1}: the {what} became NaN/inf; nothing of this step "
-                           f"was saved and the last checkpoint (if any) is kept in {self.cfg.out}/ckpt. Lower --lr "
-                           f"(now {self.cfg.lr:g}) or set --grad-clip > 0 (now {self.cfg.grad_clip:g}), then --resume or restart")
+            raise Diverged(
+                f"training diverged at step {self.step + 1}: the {what} became NaN/inf; nothing of this step "
+                f"was saved and the last checkpoint (if any) is kept in {self.cfg.out}/ckpt. Lower --lr "
+                f"(now {self.cfg.lr:g}) or set --grad-clip > 0 (now {self.cfg.grad_clip:g}), then --resume or restart"
+            )
 
     def _update_schedule(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         if self.env.world_size > 1 and self.schedule.state_dict():
-            ts, ls = [torch.empty_like(t) for _ in range(self.env.world_size)], [torch.empty_like(losses) for _ in range(self.env.world_size)]
+            ts, ls = (
+                [torch.empty_like(t) for _ in range(self.env.world_size)],
+                [torch.empty_like(losses) for _ in range(self.env.world_size)],
+            )
             dist.all_gather(ts, t)
             dist.all_gather(ls, losses.detach())
             t, losses = torch.cat(ts), torch.cat(ls)
@@ -216,11 +248,15 @@ class Trainer:
         cfg, env = self.cfg, self.env
         epoch, skip = divmod(self.step, self.steps_per_epoch)
         while True:
-            sampler = torch.utils.data.DistributedSampler(self.dataset, env.world_size, env.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+            sampler = torch.utils.data.DistributedSampler(
+                self.dataset, env.world_size, env.rank, shuffle=True, seed=cfg.seed, drop_last=True
+            )
             sampler.set_epoch(epoch)
             self.dataset.set_epoch(epoch)
-            order = list(sampler)[: self.steps_per_epoch * cfg.batch_size][skip * cfg.batch_size:]
-            loader = make_loader(_Subset(self.dataset, order), cfg.batch_size, epoch=epoch, num_workers=cfg.num_workers, drop_last=True)
+            order = list(sampler)[: self.steps_per_epoch * cfg.batch_size][skip * cfg.batch_size :]
+            loader = make_loader(
+                _Subset(self.dataset, order), cfg.batch_size, epoch=epoch, num_workers=cfg.num_workers, drop_last=True
+            )
             yield from loader
             epoch, skip = epoch + 1, 0
 
@@ -236,25 +272,44 @@ class Trainer:
 
     def save(self) -> None:
         if self.env.is_main:
-            self.ckpt.save(self.step, self.model, self.ema, {
-                "step": self.step, "optimizer": self.opt.state_dict(), "schedule": self.schedule.state_dict(),
-                "config": self.cfg.to_dict(), "world_size": self.env.world_size,
-            }, keep=self.cfg.keep_checkpoints)
+            self.ckpt.save(
+                self.step,
+                self.model,
+                self.ema,
+                {
+                    "step": self.step,
+                    "optimizer": self.opt.state_dict(),
+                    "schedule": self.schedule.state_dict(),
+                    "config": self.cfg.to_dict(),
+                    "world_size": self.env.world_size,
+                },
+                keep=self.cfg.keep_checkpoints,
+            )
             self.metrics.flush()
 
     def sample_grid(self) -> None:
         cfg = self.cfg
         spec = cfg.sample_data or (cfg.data.replace(":train", ":val") if ":train" in cfg.data else cfg.data)
         try:
-            val = open_dataset(spec, root=cfg.data_root, image_hw=self.model.config.image_hw, train=False, seed=cfg.seed)
+            val = open_dataset(
+                spec, root=cfg.data_root, image_hw=self.model.config.image_hw, train=False, seed=cfg.seed
+            )
         except (FileNotFoundError, ValueError):
-            val = open_dataset(cfg.data, root=cfg.data_root, image_hw=self.model.config.image_hw, train=False, seed=cfg.seed)
+            val = open_dataset(
+                cfg.data, root=cfg.data_root, image_hw=self.model.config.image_hw, train=False, seed=cfg.seed
+            )
         batch = next(iter(make_loader(val, min(cfg.sample_batch, len(val)))))
         c = self.model.config
         g = torch.Generator(device=self.env.device).manual_seed(cfg.seed)
-        y = transmit(self.encode_batch(batch), AWGN(100, table="gesco"), c.num_classes, cleanup=cfg.cleanup, generator=g)
+        y = transmit(
+            self.encode_batch(batch), AWGN(100, table="gesco"), c.num_classes, cleanup=cfg.cleanup, generator=g
+        )
         x = make_sampler(self.diffusion, cfg.sample_respacing).sample(
-            self.ema, y, guidance=cfg.sample_guidance, noise=torch.randn(batch.image.shape, generator=g, device=self.env.device))
+            self.ema,
+            y,
+            guidance=cfg.sample_guidance,
+            noise=torch.randn(batch.image.shape, generator=g, device=self.env.device),
+        )
         save_sample_grid(Path(cfg.out) / "samples" / f"step_{self.step:07d}.png", y, batch.image, x, c.num_classes)
 
     def run(self) -> dict:

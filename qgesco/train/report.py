@@ -74,4 +74,7 @@ def plot_losses(rows: list[dict], path: Path) -> None:
 
 def save_sample_grid(path: Path, y: torch.Tensor, real: torch.Tensor, sample: torch.Tensor, num_classes: int) -> None:
     """map | real | sample, one row per validation scene."""
-    save_png(grid({"map": maps_to_uint8(y, num_classes), "real": images_to_uint8(real), "sample": images_to_uint8(sample)}), path)
+    save_png(
+        grid({"map": maps_to_uint8(y, num_classes), "real": images_to_uint8(real), "sample": images_to_uint8(sample)}),
+        path,
+    )

@@ -22,8 +22,12 @@ class UniformSampler:
         """Timesteps (batch,) and the importance weights that keep the loss unbiased."""
         w = self.weights()
         p = w / w.sum()
-        t = torch.multinomial(p.to(generator.device if generator is not None else device, torch.float32), batch,
-                              replacement=True, generator=generator)
+        t = torch.multinomial(
+            p.to(generator.device if generator is not None else device, torch.float32),
+            batch,
+            replacement=True,
+            generator=generator,
+        )
         weights = 1.0 / (len(p) * p[t.cpu()])
         return t.to(device), weights.float().to(device)
 
@@ -47,7 +51,7 @@ class LossSecondMomentSampler(UniformSampler):
     def weights(self) -> torch.Tensor:
         if (self.counts < self.history.shape[1]).any():
             return super().weights()
-        w = torch.sqrt((self.history ** 2).mean(dim=1))
+        w = torch.sqrt((self.history**2).mean(dim=1))
         w = w / w.sum()
         return w * (1 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
 
