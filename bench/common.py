@@ -56,6 +56,9 @@ def save(name: str, payload: dict, table: str, command: str) -> None:
     """Write ``results/NAME.json`` and ``results/NAME.md`` (table + machine + command), print the table."""
     write_json(RESULTS / f"{name}.json", {**payload, "machine": machine(), "command": command})
     m = machine()
-    text = f"{table}\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads). Command: `{command}`\n"
+    text = (
+        f"{table}\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads). "
+        f"Command: `{command}`\n"
+    )
     write_text(RESULTS / f"{name}.md", text)
     print(text)

@@ -406,10 +406,12 @@ def main() -> None:
     table = markdown_table(rows, COLUMNS)
     table += (
         f"\nKnee ({KNEE_SHARE:.0%} of the {args.knee_config} sweep's block-error reduction): {knee} iterations. "
-        f"Calibration set: {summary['samples']} samples from {summary['maps']} maps, {len(summary['timesteps'])} timesteps, "
-        f"{'reused' if reused else 'recorded'} (recording took {calib_seconds} s). AdaRound batch {args.batch_size}; "
+        f"Calibration set: {summary['samples']} samples from {summary['maps']} maps, "
+        f"{len(summary['timesteps'])} timesteps, {'reused' if reused else 'recorded'} (recording took "
+        f"{calib_seconds} s). AdaRound batch {args.batch_size}; "
         f"quantize_s is the wall time of one calibration on one core ({args.workers} run side by side). "
-        f"Probe: {len(probe['y'])} maps of {args.data} at {args.psnr:g} dB, DDIM {args.sample_steps}, guidance {args.guidance:g}.\n"
+        f"Probe: {len(probe['y'])} maps of {args.data} at {args.psnr:g} dB, DDIM {args.sample_steps}, guidance "
+        f"{args.guidance:g}.\n"
     )
     if args.no_save:
         print(table)

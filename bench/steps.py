@@ -312,7 +312,8 @@ def main() -> None:
                     row["kid"] = round(kid(real, fake, subset_size=min(1000, len(fake)))[0], 4)
                 rows.append(row)
                 print(
-                    f"{precision} PSNR {psnr:g} {spec}: LPIPS {row['lpips']} ({row['evals']} evals, {row['ms_per_image']} ms/image)",
+                    f"{precision} PSNR {psnr:g} {spec}: LPIPS {row['lpips']} ({row['evals']} evals, "
+                    f"{row['ms_per_image']} ms/image)",
                     file=sys.stderr,
                 )
             if precision == "fp32":

@@ -70,7 +70,8 @@ def main() -> None:
                     row = measure(args.config, threads, cl, comp, args.steps, args.warmup)
                 except Exception as e:  # compile needs a working C++ toolchain; report, don't die
                     print(
-                        f"threads {threads} channels_last {cl} compile {comp}: failed ({type(e).__name__}: {str(e)[:160]})",
+                        f"threads {threads} channels_last {cl} compile {comp}: failed ({type(e).__name__}: "
+                        f"{str(e)[:160]})",
                         file=sys.stderr,
                     )
                     continue

@@ -2,8 +2,8 @@
 
 The public API in five calls (see README and :mod:`qgesco.api`): :func:`load_model`,
 :func:`send`, :func:`regenerate`, :func:`quantize` (after :func:`build_calibration_set`)
-and ``qgesco.evaluate.evaluate`` (a subpackage of its own). They are resolved on first use, so that importing one subpackage
-(say ``qgesco.metrics``) never drags in the others.
+and ``qgesco.evaluate.evaluate`` (a subpackage of its own). They are resolved on first use, so that importing
+one subpackage (say ``qgesco.metrics``) never drags in the others.
 """
 
 from importlib import import_module

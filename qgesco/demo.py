@@ -48,7 +48,8 @@ class DemoResult:
         lines = [
             "| | fp32 | W8 |",
             "|---|---|---|",
-            f"| model file | {s['fp32_bytes'] / 1e6:.2f} MB | {s['w8_bytes'] / 1e6:.2f} MB ({s['w8_bytes'] / s['fp32_bytes']:.1%}) |",
+            f"| model file | {s['fp32_bytes'] / 1e6:.2f} MB | {s['w8_bytes'] / 1e6:.2f} MB "
+            f"({s['w8_bytes'] / s['fp32_bytes']:.1%}) |",
             f"| sampling per image ({self.sampler}{self._window()}, {s['evaluations']} evaluations) "
             f"| {s['fp32_ms_per_image']:.0f} ms | {s['w8_ms_per_image']:.0f} ms ({s['w8_backend']} backend) |",
             "",
@@ -58,7 +59,8 @@ class DemoResult:
         for r in self.rows:
             lp = "n/a (run `qgesco fetch-weights`)" if r["lpips_w8_vs_fp32"] is None else f"{r['lpips_w8_vs_fp32']:.5f}"
             lines.append(
-                f"| {r['psnr_db']:g} | {lp} | {r['channel_uses']:,.0f} | {r['presence_bits']} | {r['label_png_bits']:,.0f} |"
+                f"| {r['psnr_db']:g} | {lp} | {r['channel_uses']:,.0f} | {r['presence_bits']} | "
+                f"{r['label_png_bits']:,.0f} |"
             )
         return "\n".join(lines) + "\n"
 

@@ -57,7 +57,8 @@ def _tiny_model() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """fp32, W8 calibrated on clean maps (timestep only), W4 calibrated with channel noise; and a CLI run of all three."""
+    """fp32, W8 calibrated on clean maps (timestep only), W4 calibrated with channel noise; and a CLI run
+    of all three."""
     tmp = tmp_path_factory.mktemp("evaluate")
     model = _tiny_model()
     save_model(model, tmp / "fp32.safetensors")

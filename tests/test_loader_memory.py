@@ -25,12 +25,14 @@ from pathlib import Path
 from qgesco.api import load_model
 from qgesco.runtime import load_runtime
 def rss(key):
-    return next(int(l.split()[1]) for l in Path('/proc/self/status').read_text().splitlines() if l.startswith(key)) / 1024
+    lines = Path('/proc/self/status').read_text().splitlines()
+    return next(int(l.split()[1]) for l in lines if l.startswith(key)) / 1024
 kind, path, flags = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 if 'image_hw' in flags: flags['image_hw'] = tuple(flags['image_hw'])
 base = rss('VmRSS:')
 model = load_runtime(path, backend='weight-only') if kind == 'quantized' else load_model(path, **flags)
-print(json.dumps({'peak_mb': rss('VmHWM:') - base, 'held_mb': sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20}))
+held = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+print(json.dumps({'peak_mb': rss('VmHWM:') - base, 'held_mb': held}))
 """
 
 

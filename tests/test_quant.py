@@ -186,7 +186,7 @@ def test_split_layers_quantize_the_two_parts_of_the_concatenation_with_their_own
         assert layer.split == split and layer.scale.shape == (2, layer.qweight.shape[0])
         assert (layer.scale[0] != layer.scale[1]).float().mean() > 0.9
         w = layer.weight.detach()
-        for group, cols in enumerate((slice(None, split), slice(split, None))):
+        for cols in (slice(None, split), slice(split, None)):
             steps = w[:, cols] / layer.per_weight(layer.scale)[:, cols]
             assert torch.allclose(steps, steps.round(), atol=1e-3)  # each part sits on its own grid
         wrong = w[:, split:] / layer.per_weight(layer.scale)[:, :1]
@@ -492,7 +492,8 @@ def test_truncated_tampered_or_foreign_checkpoints_are_refused_before_any_comput
     save_tensors(tmp_path / "relabelled.safetensors", tensors, {**meta, "weight_bits": 8})
     with pytest.raises(
         ValueError,
-        match=r"wrong shape/dtype, first: time_embed.0.qweight \(2048,\) torch.uint8 \(expected \(128, 32\) torch.int8\)",
+        match=r"wrong shape/dtype, first: time_embed.0.qweight \(2048,\) torch.uint8 "
+        r"\(expected \(128, 32\) torch.int8\)",
     ):
         load_quantized(tmp_path / "relabelled.safetensors")
     del tensors["out.2.scale"]

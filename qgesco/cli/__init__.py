@@ -42,7 +42,8 @@ def _verb_modules() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qgesco",
-        description="Quantized generative semantic communication: transmit semantic maps, regenerate images with a (quantized) diffusion model.",
+        description="Quantized generative semantic communication: transmit semantic maps, regenerate images with a "
+        "(quantized) diffusion model.",
     )
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback of an error (also: QGESCO_DEBUG=1)"
@@ -88,7 +89,8 @@ def _describe(e: Exception) -> str:
         text = f"{e.filename}: {e.strerror}"
     if isinstance(e, _USER_ERRORS):
         return text
-    return f"{type(e).__name__}: {text.splitlines()[0]}\nhint: unexpected; rerun with --debug for the traceback and report it"
+    hint = "hint: unexpected; rerun with --debug for the traceback and report it"
+    return f"{type(e).__name__}: {text.splitlines()[0]}\n{hint}"
 
 
 if __name__ == "__main__":

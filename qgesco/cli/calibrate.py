@@ -97,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
         else f"PSNR levels {', '.join(f'{v:g}' for v in summary['psnr_db'])} dB"
     )
     print(
-        f"wrote {args.out}: {summary['samples']} samples from {summary['maps']} maps, {len(summary['timesteps'])} distinct "
-        f"timesteps in {min(summary['timesteps'])}..{max(summary['timesteps'])}, {noise}, "
+        f"wrote {args.out}: {summary['samples']} samples from {summary['maps']} maps, "
+        f"{len(summary['timesteps'])} distinct timesteps in {min(summary['timesteps'])}..{max(summary['timesteps'])}, "
+        f"{noise}, "
         f"{calib.info['provenance']['seconds']:.0f} s"
     )
     return 0

@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--guidance-window",
         metavar="T_LO,T_HI",
-        help="guide only these model timesteps, e.g. 500,999 (the receiver's default); default: every step, the paper's",
+        help="guide only these model timesteps, e.g. 500,999 (the receiver's default); "
+        "default: every step, the paper's",
     )
     p.add_argument("--images", type=int, help="evaluate the first N scenes of the split (default: all)")
     p.add_argument(
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--model {item!r}: the name {name!r} is taken; name models explicitly, e.g. --model W8={source}"
             )
         models[name] = source
-    for name, source in models.items():
+    for source in models.values():
         line = backend_line(source) if Path(source).is_file() else None
         if line:
             print(line)

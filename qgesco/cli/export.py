@@ -11,8 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export",
         help="write an fp32 or quantized model as ONNX (QDQ nodes for the integer layers), checked in onnxruntime",
-        description="Export a model file, bundled model or quantized checkpoint (qgesco quantize) to ONNX opset 21 with a "
-        "dynamic batch: int8 weights behind DequantizeLinear, activation quantizers as QuantizeLinear/"
+        description="Export a model file, bundled model or quantized checkpoint (qgesco quantize) to ONNX opset 21 "
+        "with a dynamic batch: int8 weights behind DequantizeLinear, activation quantizers as QuantizeLinear/"
         "DequantizeLinear pairs. Then run it once in onnxruntime and print its difference to the PyTorch "
         "model (docs/runtime.md).",
     )

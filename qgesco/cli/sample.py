@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     tensors, meta = load_tensors(args.received)
     if meta.get("kind", "received-maps") != "received-maps":
         raise ValueError(
-            f"{args.received}: holds a {meta['kind']!r} file, not received maps; make them with `qgesco transmit ... --out`"
+            f"{args.received}: holds a {meta['kind']!r} file, not received maps; "
+            "make them with `qgesco transmit ... --out`"
         )
     if "y" not in tensors:
         raise ValueError(f"{args.received}: no received map 'y' in it; make it with `qgesco transmit ... --out`")

@@ -82,7 +82,8 @@ def table_i(result: dict[str, Any]) -> str:
 
 
 def table_ii(result: dict[str, Any]) -> str | None:
-    """Calibration | model | LPIPS and FID per PSNR, when timestep-only and noise+timestep calibrated models are both there."""
+    """Calibration | model | LPIPS and FID per PSNR, when timestep-only and noise+timestep calibrated models
+    are both there."""
     tagged = [(info["calibration"], name) for name, info in result["models"].items() if info.get("calibration")]
     if {tag for tag, _ in tagged} != set(CALIBRATION_LABELS):
         return None

@@ -142,7 +142,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(
-                f"sqrtm(S1 S2) has imaginary part {np.abs(covmean.imag).max():.3g}; the covariances are not positive semi-definite"
+                f"sqrtm(S1 S2) has imaginary part {np.abs(covmean.imag).max():.3g}; the covariances are not positive "
+                "semi-definite"
             )
         covmean = covmean.real
     diff = mu1 - mu2

@@ -30,7 +30,8 @@ def as_image_batch(x: torch.Tensor, name: str = "images") -> torch.Tensor:
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(
-            f"{name}: values span [{lo:.3g}, {hi:.3g}] but metrics take images in [0, 1]; map [-1, 1] model outputs with (x + 1) / 2"
+            f"{name}: values span [{lo:.3g}, {hi:.3g}] but metrics take images in [0, 1]; map [-1, 1] model outputs "
+            "with (x + 1) / 2"
         )
     return x
 

@@ -28,7 +28,8 @@ MIN_SIDE = 32
 
 
 class LPIPS(nn.Module):
-    """d(x, y) = sum over the 5 ReLU outputs of mean_hw( w_l . (f_l(x) - f_l(y))^2 ), f_l unit-normalised over channels."""
+    """d(x, y) = sum over the 5 ReLU outputs of mean_hw( w_l . (f_l(x) - f_l(y))^2 ), f_l unit-normalised
+    over channels."""
 
     def __init__(self) -> None:
         super().__init__()

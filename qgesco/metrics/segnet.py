@@ -81,7 +81,8 @@ class SegNet(nn.Module):
 
     @classmethod
     def pretrained(cls, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SegNet:
-        """The bundled CamVid weights, frozen, in eval mode, on ``device`` in ``dtype``; ``.meta`` holds their provenance."""
+        """The bundled CamVid weights, frozen, in eval mode, on ``device`` in ``dtype``; ``.meta`` holds their
+        provenance."""
         return cls.load(WEIGHTS, device, dtype)
 
     @classmethod

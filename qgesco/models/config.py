@@ -254,7 +254,8 @@ def config_from_official_flags(
         if size not in DEFAULT_CHANNEL_MULT:
             raise ValueError(
                 f"invalid model flag channel_mult: empty means the published default, which exists only for "
-                f"image_size in {sorted(DEFAULT_CHANNEL_MULT)}; got image_size={size}, so pass e.g. channel_mult='1,2,4'"
+                f"image_size in {sorted(DEFAULT_CHANNEL_MULT)}; got image_size={size}, so pass e.g. "
+                "channel_mult='1,2,4'"
             )
         mult = DEFAULT_CHANNEL_MULT[size]
     else:
@@ -262,7 +263,8 @@ def config_from_official_flags(
             mult = tuple(int(m) for m in v["channel_mult"].split(","))
         except ValueError:
             raise ValueError(
-                f"invalid model flag channel_mult={v['channel_mult']!r}: expected comma-separated integers like '1,1,2,2,4,4'"
+                f"invalid model flag channel_mult={v['channel_mult']!r}: expected comma-separated integers like "
+                "'1,1,2,2,4,4'"
             ) from None
     attention_ds = []
     for res in filter(None, (r.strip() for r in v["attention_resolutions"].split(","))):

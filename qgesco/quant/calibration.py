@@ -92,7 +92,8 @@ class CalibrationSet:
             h, w = self.image_hw
             raise ValueError(
                 f"this calibration set was recorded for a model taking {self.label_channels}-channel maps at {h}x{w}, "
-                f"but the model takes {config.label_channels}-channel maps at {config.image_hw[0]}x{config.image_hw[1]}: "
+                f"but the model takes {config.label_channels}-channel maps at "
+                f"{config.image_hw[0]}x{config.image_hw[1]}: "
                 "record a set with this model (qgesco calibrate --model ...)"
             )
 
@@ -126,11 +127,13 @@ class CalibrationSet:
         meta = read_meta(path)
         if meta.get("kind") != KIND:
             raise ValueError(
-                f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a calibration set; make one with qgesco calibrate"
+                f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a calibration set; make one with qgesco "
+                "calibrate"
             )
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
-                f"{path}: calibration set format {meta.get('format_version')!r}, this qgesco reads {FORMAT_VERSION}; re-create it"
+                f"{path}: calibration set format {meta.get('format_version')!r}, this qgesco reads {FORMAT_VERSION}; "
+                "re-create it"
             )
         tensors, _ = load_tensors(path)
         missing = sorted({"x", "t", "map_index", "maps"} - set(tensors))
@@ -165,7 +168,8 @@ def _clean_maps(model: UNetModel, maps, num_maps: int, generator: torch.Generato
     else:
         if maps.num_classes != cfg.num_classes:
             raise ValueError(
-                f"the dataset has {maps.num_classes} classes but the model {cfg.num_classes}; calibrate on the model's dataset"
+                f"the dataset has {maps.num_classes} classes but the model {cfg.num_classes}; calibrate on the "
+                "model's dataset"
             )
         if not cfg.no_instance and not maps.has_instances:
             raise ValueError("the model expects an instance-edge channel but the dataset has no instance maps")

@@ -3,7 +3,8 @@ config and the provenance in one self-describing safetensors file (docs/quantiza
 
 Loading checks every tensor's name, shape and dtype against the network the stored config
 and plan describe (from the file header, before reading any data), then a sha256 over all
-tensors written at save time (by :func:`qgesco.fileio.load_tensors`), then value ranges; only then does it build the model. A
+tensors written at save time (by :func:`qgesco.fileio.load_tensors`), then value ranges; only then does it build the
+model. A
 truncated, tampered or foreign file fails with one message, never half-way through a run.
 """
 
@@ -115,7 +116,8 @@ def _check_header(path: str | os.PathLike, expected: dict[str, tuple[tuple[int, 
     ]
     if missing or unexpected or wrong:
         parts = [
-            f"{path}: tensors do not match the network its metadata describes (tampered with, or written by another tool):"
+            f"{path}: tensors do not match the network its metadata describes (tampered with, or written by another "
+            "tool):"
         ]
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape/dtype", wrong)):
             if keys:

@@ -108,7 +108,8 @@ def dynamic_bits() -> int:
 
 
 class _Group(nn.Module):
-    """One input group of a layer: its activation grid (the file's, or found per call), packed weights and correction."""
+    """One input group of a layer: its activation grid (the file's, or found per call), packed weights and
+    correction."""
 
     def __init__(
         self,

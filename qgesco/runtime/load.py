@@ -76,7 +76,8 @@ def backend_line(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if meta.get("kind") != KIND:
         return None
     backend, why = default_backend(meta, device)
-    return f"{Path(path).name}: runtime backend {backend} ({why}); backend='weight-only' computes the simulated model exactly"
+    exact = "backend='weight-only' computes the simulated model exactly"
+    return f"{Path(path).name}: runtime backend {backend} ({why}); {exact}"
 
 
 def load_runtime(

@@ -93,7 +93,8 @@ class Trainer:
         per_epoch = len(self.dataset) // (cfg.batch_size * self.env.world_size)
         if per_epoch == 0:
             raise ValueError(
-                f"batch_size {cfg.batch_size} x {self.env.world_size} processes exceeds the {len(self.dataset)} training scenes"
+                f"batch_size {cfg.batch_size} x {self.env.world_size} processes exceeds the {len(self.dataset)} "
+                "training scenes"
             )
         self.steps_per_epoch = per_epoch
 
