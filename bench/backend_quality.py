@@ -19,11 +19,12 @@ import time
 import torch
 from common import markdown_table, save
 
+from qgesco.api import load_model
 from qgesco.channel import encode
 from qgesco.data.datasets import CamVid
 from qgesco.diffusion import create_diffusion, make_sampler
 from qgesco.metrics import lpips
-from qgesco.models.checkpoint import bundled_path, load_model
+from qgesco.models.checkpoint import bundled_path
 from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate, to_unit
 from qgesco.runtime import load_runtime
 
