@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -12,26 +10,14 @@ from pathlib import Path
 import torch
 
 from qgesco.fileio import write_json, write_text
+from qgesco.runtime import timing
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
+    """qgesco.runtime.timing.machine() (CPU, ISA, int8 capability, versions) and torch's thread count."""
+    return {**timing.machine(), "torch_threads": torch.get_num_threads()}
 
 
 def median_ms(fn: Callable[[], object], warmup: int = 2, repeat: int = 7) -> float:
@@ -54,11 +40,13 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 def save(name: str, payload: dict, table: str, command: str) -> None:
     """Write ``results/NAME.json`` and ``results/NAME.md`` (table + machine + command), print the table."""
-    write_json(RESULTS / f"{name}.json", {**payload, "machine": machine(), "command": command})
     m = machine()
+    write_json(RESULTS / f"{name}.json", {**payload, "machine": m, "command": command})
+    vnni = ", no VNNI (int8 pairs saturate)" if m["int8_pairs_saturate"] else ", int8 VNNI"
+    ort = f", onnxruntime {m['onnxruntime']}" if "onnxruntime" in m else ""
     text = (
-        f"{table}\nMachine: {m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} threads). "
-        f"Command: `{command}`\n"
+        f"{table}\nMachine: {m['cpu']}, {m['cores']} cores, {m['isa']}{vnni}, torch {m['torch']} "
+        f"({m['torch_threads']} threads){ort}. Command: `{command}`\n"
     )
     write_text(RESULTS / f"{name}.md", text)
     print(text)

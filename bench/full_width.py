@@ -8,7 +8,8 @@ Step 1 writes the files into ``--work`` (once; rerunning reuses them) and times 
 steps. Step 2 runs every mode in a fresh process per (round, threads), modes alternated: load
 time, one warm-up and ``--reps`` timed guided DDIM steps (batch 2), peak RSS of the process
 minus that of a process that imports the same modules and loads nothing. Latency and memory do
-not depend on the weight values. Writes results/full_width.{json,md} (docs/results.md).
+not depend on the weight values. Writes results/full_width.{json,md} (docs/results.md). The
+file making, worker processes and alternation are bench/receiver.py's.
 """
 
 from __future__ import annotations
@@ -17,63 +18,50 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
 from common import save
+from receiver import QUANT, Mode, alternate, spawn, write_checkpoints
 
-from qgesco.runtime.bench import machine, measure_step, peak_rss_mb, random_maps, randomize_zero_init
+from qgesco.models.config import UNetConfig
+from qgesco.runtime.timing import randomize_zero_init
 
 PRESET = "gesco-cityscapes-256"
-#: name: (file, backend, label)
 MODES = {
-    "fp32": ("fp32", "fp32", "fp32 eager (load_model, channels_last)"),
-    "w8-wo": ("w8", "weight-only", "W8 weight-only"),
-    "w8": ("w8", "auto", "W8 default (auto)"),
-    "w8a8": ("w8a8", "auto", "W8A8 default (auto: int8, file's grids)"),
-    "w4": ("w4", "auto", "W4 default (auto: weight-only, packed)"),
+    m.name: m
+    for m in (
+        Mode("fp32", "fp32", "auto", "fp32 eager (load_model, channels_last)"),
+        Mode("w8-wo", "w8", "weight-only", "W8 weight-only"),
+        Mode("w8", "w8", "auto", "W8 default (auto)"),
+        Mode("w8a8", "w8a8", "auto", "W8A8 default (auto: int8, file's grids)"),
+        Mode("w4", "w4", "auto", "W4 default (auto: weight-only, packed)"),
+    )
 }
-FILES = {"w8": dict(weight_bits=8), "w4": dict(weight_bits=4), "w8a8": dict(weight_bits=8, act_bits=8)}
 
 
 def prepare(work: Path, hw: tuple[int, int], files: set[str]) -> dict:
     """fp32 and quantized files in ``work``, with the seconds each took to make."""
-    from qgesco.models.checkpoint import create_model, save_model
+    from qgesco.models.checkpoint import create_model
     from qgesco.models.presets import get_preset
-    from qgesco.quant import build_calibration_set, quantize, save_quantized
 
     log = work / "prepare.json"
     if log.is_file():
         return json.loads(log.read_text())
     work.mkdir(parents=True, exist_ok=True)
-    times = {}
     start = time.perf_counter()
     model = randomize_zero_init(create_model(get_preset(PRESET).replace(image_hw=hw), seed=0), 0).eval()
-    if not (work / "fp32.safetensors").is_file():
-        save_model(model, work / "fp32.safetensors")
-        times["fp32 build+save"] = time.perf_counter() - start
-    for name, kwargs in FILES.items():
-        if name not in files or (work / f"{name}.safetensors").is_file():  # made by an earlier, interrupted run
-            continue
-        start = time.perf_counter()
-        calib = None
-        if "act_bits" in kwargs:
-            calib = build_calibration_set(
-                model,
-                random_maps(model.config, 2, seed=1),
-                num_maps=2,
-                psnrs=(100.0,),
-                steps=2,
-                every=1,
-                progress=False,
-            )
-        qmodel = quantize(model, calib, iters=0, weight_init="minmax", progress=False, **kwargs)
-        save_quantized(qmodel, work / f"{name}.safetensors", note="bench/full_width.py: nearest rounding, minmax")
-        times[f"{name} quantize+save"] = time.perf_counter() - start
-        del qmodel, calib
+    built = time.perf_counter() - start
+    wanted = ["fp32", *(n for n in QUANT if n in files)]
+    missing = [n for n in wanted if not (work / f"{n}.safetensors").is_file()]
+    seconds = write_checkpoints(  # files already there were made by an earlier, interrupted run
+        model, missing, work, weight_init="minmax", note="bench/full_width.py: nearest rounding, minmax"
+    )
+    times = {
+        f"{n} build+save" if n == "fp32" else f"{n} quantize+save": s + (built if n == "fp32" else 0.0)
+        for n, s in seconds.items()
+    }
     info = {
         "seconds": times,
         "bytes": {p.stem: p.stat().st_size for p in work.glob("*.safetensors")},
@@ -82,55 +70,6 @@ def prepare(work: Path, hw: tuple[int, int], files: set[str]) -> dict:
     }
     log.write_text(json.dumps(info, indent=2))
     return info
-
-
-def worker(mode: str, work: Path, threads: int, reps: int) -> dict:
-    from qgesco.api import load_model
-    from qgesco.models.config import UNetConfig
-    from qgesco.runtime import load_runtime
-
-    torch.set_num_threads(threads)
-    if mode == "baseline":
-        return {"peak_rss_mb": peak_rss_mb()}
-    file, backend, _ = MODES[mode]
-    start = time.perf_counter()
-    path = work / f"{file}.safetensors"
-    model = load_model(path) if backend == "fp32" else load_runtime(path, backend=backend)
-    load_s = time.perf_counter() - start
-    load_rss = peak_rss_mb()
-    cfg = UNetConfig.from_dict(json.loads((work / "prepare.json").read_text())["config"])
-    times = measure_step(model, cfg, reps, warmup=1)["step_times_ms"]
-    return {
-        "load_s": load_s,
-        "load_peak_rss_mb": load_rss,
-        "peak_rss_mb": peak_rss_mb(),
-        "step_ms": times,
-        "backend": list(getattr(model, "runtime_backend", ("fp32", ""))),
-    }
-
-
-def spawn(mode: str, work: Path, threads: int, reps: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        mode,
-        "--work",
-        str(work),
-        "--threads",
-        str(threads),
-        "--reps",
-        str(reps),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode:
-        raise RuntimeError(f"{mode} ({threads} threads) failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def runs_modes(runs: dict) -> list[str]:
-    return list(dict.fromkeys(m for m, _ in runs))
 
 
 def table(info: dict, runs: dict, baseline: float, threads: list[int]) -> str:
@@ -142,14 +81,14 @@ def table(info: dict, runs: dict, baseline: float, threads: list[int]) -> str:
         + " | peak RSS - baseline (x fp32) | load s | file (x fp32) |"
     )
     lines = [head, "|" + "---|" * (6 + len(threads) - 1)]
-    for mode, (file, _, label) in ((m, MODES[m]) for m in runs_modes(runs)):
+    for mode in dict.fromkeys(m for m, _ in runs):
         rows = [runs[(mode, t)] for t in threads]
         steps = [statistics.median(r["step"]) for r in rows]
         rss = max(r["rss"] for r in rows) - baseline
         cells = " | ".join(f"{s / 1000:.2f} s ({s / fp[t]:.2f}x)" for s, t in zip(steps, threads))
-        ratio = info["bytes"][file] / info["bytes"]["fp32"]
+        ratio = info["bytes"][MODES[mode].file] / info["bytes"]["fp32"]
         lines.append(
-            f"| {label} | {rows[0]['backend']} | {cells} | {rss / 1000:.2f} GB ({rss / fp_rss:.2f}x) | "
+            f"| {MODES[mode].label} | {rows[0]['backend']} | {cells} | {rss / 1000:.2f} GB ({rss / fp_rss:.2f}x) | "
             f"{statistics.median(sum((r['load'] for r in rows), [])):.1f} | {ratio:.3f} |"
         )
     return "\n".join(lines) + "\n"
@@ -163,30 +102,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="fresh processes per mode and thread count")
     ap.add_argument("--reps", type=int, default=1, help="timed steps per process (after one warm-up)")
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.work, threads[0], args.reps)))
-        return
-    modes = args.modes.split(",")
-    info = prepare(args.work, tuple(int(v) for v in args.hw.split(",")), {MODES[m][0] for m in modes})
-    baseline = spawn("baseline", args.work, 1, 1)["peak_rss_mb"]
-    runs = {(m, t): {"step": [], "rss": 0.0, "load": []} for m in modes for t in threads}
-    for r in range(args.rounds):
-        for t in threads:
-            for m in modes if r % 2 == 0 else modes[::-1]:  # alternated: no mode always runs first
-                out = spawn(m, args.work, t, args.reps)
-                run = runs[(m, t)]
-                run["step"] += out["step_ms"]
-                run["rss"] = max(run["rss"], out["peak_rss_mb"])
-                run["load"].append(out["load_s"])
-                run["backend"] = out["backend"][0]
-                print(
-                    f"round {r} {m} {t} thr: step {out['step_ms']} ms, load {out['load_s']:.1f} s, "
-                    f"peak RSS {out['peak_rss_mb']:.0f} MB",
-                    flush=True,
-                )
+    modes = [MODES[m] for m in args.modes.split(",")]
+    info = prepare(args.work, tuple(int(v) for v in args.hw.split(",")), {m.file for m in modes})
+    baseline = spawn("baseline", 1)["peak_rss_mb"]
+    cfg = UNetConfig.from_dict(info["config"])
+    paths = {m.name: args.work / f"{m.file}.safetensors" for m in modes}
+    outs = alternate(modes, paths, cfg, threads, args.rounds, args.reps, warmup=1)
+    runs = {
+        key: {
+            "step": [s for o in done for s in o["step_ms"]],
+            "rss": max(o["peak_rss_mb"] for o in done),
+            "load": [o["load_s"] for o in done],
+            "backend": done[-1]["backend"][0],
+        }
+        for key, done in outs.items()
+    }
     text = table(info, runs, baseline, threads)
     load = os.getloadavg()
     text += (
@@ -198,12 +130,7 @@ def main() -> None:
     )
     save(
         "full_width",
-        {
-            "runs": {f"{m}@{t}": v for (m, t), v in runs.items()},
-            "prepare": info,
-            "baseline_mb": baseline,
-            "machine_int8": machine(),
-        },
+        {"runs": {f"{m}@{t}": v for (m, t), v in runs.items()}, "prepare": info, "baseline_mb": baseline},
         text,
         "python bench/full_width.py " + " ".join(sys.argv[1:]),
     )

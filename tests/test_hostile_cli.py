@@ -154,9 +154,19 @@ def _cases():
         "train-out-is-file": ([*train, "--out", "{d}/a_file"], "is a file"),
         "train-unknown-field-value": ([*train, "--batch-size", "many", "--out", "{out}"], "batch_size"),
         "export-out-txt": (["export", "{d}/model.safetensors", "--out", "{out}.txt"], "must end in .onnx"),
-        "bench-threads-0": (["bench", "--threads", "0", "--out", "{out}"], "--threads must be in"),
-        "bench-reps-0": (["bench", "--reps", "0", "--out", "{out}"], "--reps must be in"),
-        "bench-quantized-model": (["bench", "--model", "camvid-demo-w8", "--out", "{out}"], "is quantized"),
+        "bench-threads-0": (["bench", "--threads", "0", "--json", "{out}.json"], "--threads must be in"),
+        "bench-reps-0": (["bench", "--reps", "0", "--json", "{out}.json"], "--reps must be in"),
+        "bench-json-txt": (["bench", "--json", "{out}.txt"], "must end in .json"),
+        "bench-maps-as-model": (["bench", "--model", "{d}/rx.safetensors", "--json", "{out}.json"], "not a model"),
+        "bench-unknown-model": (["bench", "--model", "{d}/nope", "--json", "{out}.json"], "no such file"),
+        "bench-hw-odd": (
+            ["bench", "--model", "{d}/model.safetensors", "--hw", "31,32", "--json", "{out}.json"],
+            "give multiples of 2",
+        ),
+        "bench-hw-one-number": (
+            ["bench", "--hw", "64", "--json", "{out}.json"],
+            "--hw '64': give the image height,width",
+        ),
         "evaluate-out-is-file": ([*evaluate, "--out", "{d}/a_file"], "is a file"),
         "evaluate-guidance-nan": (
             [*evaluate, "--guidance", "nan", "--out", "{out}"],

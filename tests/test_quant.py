@@ -37,7 +37,7 @@ from qgesco.quant import calibration as calibration_module
 from qgesco.quant import reconstruct as reconstruct_module
 from qgesco.quant.quantizers import int_range, quantize_int
 from qgesco.quant.swap import concat_splits, make_plan, quant_layers
-from qgesco.runtime.bench import randomize_zero_init as randomized
+from qgesco.runtime.timing import randomize_zero_init as randomized
 
 #: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
 pytestmark = pytest.mark.usefixtures("one_thread")

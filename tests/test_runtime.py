@@ -24,9 +24,10 @@ from qgesco.models.costs import model_costs
 from qgesco.quant import build_calibration_set, load_quantized, quantize, save_quantized
 from qgesco.quant.swap import quant_layers
 from qgesco.runtime import Int8Layer, PackedQuantLayer, load_runtime, pairs_saturate
-from qgesco.runtime.bench import randomize_zero_init as randomized
 from qgesco.runtime.costs import bit_ops, quant_skeleton, quantized_bytes
 from qgesco.runtime.int8 import _Group
+from qgesco.runtime.timing import peak_rss_mb
+from qgesco.runtime.timing import randomize_zero_init as randomized
 
 #: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -335,16 +336,25 @@ def test_analytic_bytes_equal_the_files_and_bit_ops_count_each_layer_at_its_bits
     assert bit_ops(costs, w8) == by_kind["layer"] * 8 * 32 + by_kind["attention"] * 32 * 32
 
 
-def test_bench_prints_the_analytic_table_for_a_preset_without_running_it(tmp_path, capsys):
-    assert main(["bench", "--model", "cpu-test", "--analytic-only", "--out", str(tmp_path)]) == 0
-    text = (tmp_path / "receiver_cpu-test.md").read_text()
+def test_bench_times_a_file_as_loaded_and_a_preset_as_built_and_writes_what_it_prints(files, tmp_path, capsys):
+    """``qgesco bench``: a W8 file loads with the default backend (int8 on CPU), the JSON holds the
+    printed median of --reps steps at the --hw asked for; a preset is built, not loaded."""
+    out = tmp_path / "w8.json"
+    argv = ["bench", "--model", str(files["w8"]), "--hw", "32,16", "--reps", "3", "--warmup", "0", "--json", str(out)]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.strip() and printed.strip() in text and "Machine:" in text
-    result = load_json(tmp_path / "receiver_cpu-test.json")
-    assert result["analytic"]["params"] == model_costs(create_model("cpu-test").config).params
-    rows = result["rows"]
-    assert rows["w4"]["bytes"] < 0.55 * rows["w8"]["bytes"] < 0.55 * 0.3 * rows["fp32"]["bytes"]
-    assert "step_ms" not in rows["w8a8"] and "| W8A8 int8 (oneDNN) |" in text
+    r = load_json(out)
+    assert r["backend"][0] == "int8" and f"backend      int8 ({r['backend'][1]})" in printed
+    assert r["image_hw"] == [32, 16] and len(r["step_ms"]) == 3 and min(r["step_ms"]) > 0
+    assert r["step_ms_median"] == sorted(r["step_ms"])[1] and f"{r['step_ms_median']:.1f} ms, median of 3" in printed
+    assert r["params"] == model_costs(create_model("cpu-test").config).params and "load_s" in r
+    assert 0 < r["peak_rss_mb"] <= peak_rss_mb() and r["threads"] == torch.get_num_threads()
+    assert r["machine"]["int8_pairs_saturate"] == pairs_saturate()
+
+    assert main(["bench", "--model", "cpu-test", "--reps", "1", "--warmup", "0", "--json", str(out)]) == 0
+    r = load_json(out)
+    assert r["file"] is None and r["backend"][0] == "fp32" and "build_s" in r and r["image_hw"] == [16, 16]
+    assert "built in" in capsys.readouterr().out
 
 
 def load_json(path):
