@@ -108,7 +108,7 @@ def test_noise_aware_conditioning_and_guidance_dropout(tmp_path):
     kept = ~dropped
     clean = transmit(y, AWGN(100, table="gesco"), 12, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(received[kept], clean[kept], atol=0.05)  # sigma 0.9 noise arrived
-    trainer.cfg.noise, trainer.cfg.cfg_drop = "none", 0.0
+    trainer.train_config.noise, trainer.train_config.cfg_drop = "none", 0.0
     assert torch.equal(trainer.condition(y, g), clean)
 
 

@@ -282,7 +282,7 @@ class UNetModel(nn.Module):
 
     #: A quantized model's plan (layers, bits) and report (settings, calibration, block errors), set by
     #: ``qgesco.quant.quantize`` and ``load_quantized``; None on a float model.
-    quant_plan: dict[str, Any] | None = None
+    quant_plan: dict[str, Any] | None = None  # a qgesco.quant.swap.QuantPlan on a quantized model
     quant_report: dict[str, Any] | None = None
 
     def __init__(self, config: UNetConfig):

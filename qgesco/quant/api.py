@@ -20,7 +20,7 @@ from .calibration import CalibrationSet
 from .digest import fingerprint, weights_sha256
 from .reconstruct import ResumeStore, reconstruct
 from .settings import DEFAULT_ITERS, QuantConfig, ReconstructionSettings
-from .swap import act_quantizers, apply_plan, make_plan, quant_layers
+from .swap import QuantPlan, act_quantizers, apply_plan, make_plan, quant_layers
 
 
 @contextlib.contextmanager
@@ -166,7 +166,7 @@ def quantize(
 
 
 def _report(
-    plan: dict[str, Any],
+    plan: QuantPlan,
     options: dict[str, Any],
     model_sha256: str,
     calib: CalibrationSet | None,

@@ -36,7 +36,7 @@ from .calibration import CalibrationSet
 from .layers import QuantLayer
 from .quantizers import MIN_SCALE, ActQuantizer
 from .settings import ReconstructionSettings
-from .swap import act_quantizers, quant_layers
+from .swap import QuantPlan, act_quantizers, quant_layers
 
 
 def block_units(model: UNetModel) -> list[tuple[str, nn.Module]]:
@@ -277,7 +277,7 @@ def reconstruct(
     qmodel: UNetModel,
     fp_model: UNetModel,
     calib: CalibrationSet,
-    plan: dict[str, Any],
+    plan: QuantPlan,
     settings: ReconstructionSettings,
     resume: ResumeStore | None = None,
     progress: bool = True,

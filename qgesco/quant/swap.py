@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 import torch.nn as nn
@@ -22,8 +22,31 @@ from ..models.unet import QKVAttention, SDMResBlock, UNetModel
 from .layers import FLOAT_OPS, QuantLayer, QuantQKVAttention
 from .quantizers import ActQuantizer, check_bits
 
+
+class LayerPlan(TypedDict, total=False):
+    """One quantized Conv/Linear layer: what the skeleton needs to rebuild it without the float model."""
+
+    op: str  # "conv2d", "conv1d" or "linear"
+    weight_shape: list[int]
+    split: int | None  # input channels of the first part of a decoder cat(h, skip), else None
+    called: bool  # a forward pass calls it (only called layers get activation quantizers)
+    act: bool  # it has activation quantizers
+    conv: dict[str, Any]  # stride, padding, dilation, groups (convolutions only)
+
+
+class QuantPlan(TypedDict):
+    """What :func:`make_plan` decides and a quantized checkpoint stores (JSON, top-level keys)."""
+
+    weight_bits: int
+    act_bits: int | None
+    symmetric: bool
+    layers: dict[str, LayerPlan]
+    attention: list[str]  # QKVAttention modules with quantized matmul inputs and softmax output
+    fp_layers: list[str]  # layers kept in full precision
+
+
 #: Plan keys that the checkpoint metadata stores at its top level.
-PLAN_KEYS = ("weight_bits", "act_bits", "symmetric", "layers", "attention", "fp_layers")
+PLAN_KEYS = tuple(QuantPlan.__annotations__)
 
 
 def called_layers(model: UNetModel) -> set[str]:
@@ -92,7 +115,7 @@ def make_plan(
     split: bool = True,
     keep_fp: Iterable[str] = (),
     quantize_attention: bool = False,
-) -> dict[str, Any]:
+) -> QuantPlan:
     check_bits("weight_bits", weight_bits)
     if act_bits is not None:
         check_bits("act_bits", act_bits)
@@ -104,11 +127,11 @@ def make_plan(
     kept = _kept_in_fp(layers, keep_fp)
     called = called_layers(model)
     splits = concat_splits(model) if split else {}
-    entries = {}
+    entries: dict[str, LayerPlan] = {}
     for name, m in layers.items():
         if name in kept:
             continue
-        entry = {
+        entry: LayerPlan = {
             "op": FLOAT_OPS[type(m)],
             "weight_shape": list(m.weight.shape),
             "split": splits.get(name),
@@ -119,14 +142,14 @@ def make_plan(
             entry["conv"] = {k: list(getattr(m, k)) for k in ("stride", "padding", "dilation")} | {"groups": m.groups}
         entries[name] = entry
     attention = sorted(n for n, m in model.named_modules() if isinstance(m, QKVAttention)) if quantize_attention else []
-    return {
-        "weight_bits": weight_bits,
-        "act_bits": act_bits,
-        "symmetric": bool(symmetric),
-        "layers": entries,
-        "attention": attention,
-        "fp_layers": sorted(kept),
-    }
+    return QuantPlan(
+        weight_bits=weight_bits,
+        act_bits=act_bits,
+        symmetric=bool(symmetric),
+        layers=entries,
+        attention=attention,
+        fp_layers=sorted(kept),
+    )
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -135,7 +158,7 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def apply_plan(
-    model: UNetModel, plan: dict[str, Any], *, fit: bool, method: str = "lp", p: float = 2.4, progress: bool = False
+    model: UNetModel, plan: QuantPlan, *, fit: bool, method: str = "lp", p: float = 2.4, progress: bool = False
 ) -> UNetModel:
     """Swap the plan's layers in place: fitted from the float weights (``fit``) or empty, to be loaded."""
     for name, entry in tqdm(plan["layers"].items(), desc="fitting weight ranges", unit="layer", disable=not progress):

@@ -17,7 +17,7 @@ from ..models.config import UNetConfig
 from ..models.costs import ModelCosts
 from ..models.unet import UNetModel
 from ..quant.checkpoint import PACKED_BITS
-from ..quant.swap import apply_plan, make_plan, quant_layers
+from ..quant.swap import QuantPlan, apply_plan, make_plan, quant_layers
 
 FP_BITS = 32
 
@@ -43,7 +43,7 @@ def quantized_bytes(skeleton: UNetModel) -> int:
     return total
 
 
-def bit_ops(costs: ModelCosts, plan: dict | None = None) -> int:
+def bit_ops(costs: ModelCosts, plan: QuantPlan | None = None) -> int:
     """Bit-ops of one forward (``costs`` from :func:`~qgesco.models.costs.model_costs`): fp32 without a
     ``plan``, else each planned layer at its bits (float activations count 32) and the attention
     matmuls at ``act_bits`` where the plan quantizes them."""
@@ -62,7 +62,7 @@ def bit_ops(costs: ModelCosts, plan: dict | None = None) -> int:
     return total
 
 
-def bit_scaled_flops(costs: ModelCosts, plan: dict | None = None) -> float:
+def bit_scaled_flops(costs: ModelCosts, plan: QuantPlan | None = None) -> float:
     """FLOPs of one guided step (two forwards), each multiply-add scaled by its bits / (32 x 32):
     :func:`bit_ops` in FLOP units, as evaluation tables report it."""
     return 2 * 2 * bit_ops(costs, plan) / FP_BITS**2

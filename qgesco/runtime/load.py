@@ -58,15 +58,22 @@ def to_int8(model: UNetModel) -> UNetModel:
 def default_backend(meta: dict, device: str | torch.device = "cpu") -> tuple[str, str]:
     """The backend ``auto`` picks for a file, and why (one line, printed by sample/demo/evaluate).
 
-    Integer compute for 8-bit weights on CPU: of the two W8 backends it was the faster at the
-    published width with and without VNNI (docs/runtime.md). Files of <= 4 bits stay packed
-    (weight-only): the int8 kernels would need them unpacked, doubling their memory."""
+    The default never changes what the file's model computes beyond float rounding: a file with
+    activation quantizers (W8A8) runs on integer kernels on CPU, on the file's own grids. A W8 file
+    without them stays weight-only: integer kernels would need grids found per call, which cost
+    LPIPS 0.0074 vs fp32 on CamVid val with the demo model, above the 0.005 bar
+    (``bench/backend_quality.py``, docs/runtime.md); ``backend="int8"`` takes them anyway. Files of
+    <= 4 bits stay packed (weight-only): the int8 kernels would need them unpacked."""
     bits = meta["weight_bits"]
     if torch.device(device).type != "cpu":
         return "weight-only", f"int8 kernels are CPU-only; {torch.device(device).type} computes in float"
+    if bits > PACKED_BITS and meta["act_bits"]:
+        return "int8", f"W{bits}A{meta['act_bits']} on CPU: oneDNN int8 kernels on the file's activation grids"
     if bits > PACKED_BITS:
-        grid = "the file's activation grids" if meta["act_bits"] else "dynamic per-tensor activation grids"
-        return "int8", f"W{bits} on CPU: oneDNN int8 x int8 -> int32 kernels on {grid} (docs/runtime.md)"
+        return "weight-only", (
+            f"W{bits} without activation grids: exact; backend='int8' computes on per-call grids, "
+            "faster at the published width, LPIPS +0.007 (docs/runtime.md)"
+        )
     return "weight-only", f"W{bits} stays packed two per byte; float compute (docs/runtime.md)"
 
 
@@ -76,8 +83,7 @@ def backend_line(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     if meta.get("kind") != KIND:
         return None
     backend, why = default_backend(meta, device)
-    exact = "backend='weight-only' computes the simulated model exactly"
-    return f"{Path(path).name}: runtime backend {backend} ({why}); {exact}"
+    return f"{Path(path).name}: runtime backend {backend} ({why})"
 
 
 def load_runtime(

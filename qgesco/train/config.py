@@ -186,39 +186,41 @@ CHOICES = {
 }
 
 
-def check_values(cfg: TrainConfig) -> None:
+def check_values(train_config: TrainConfig) -> None:
     """Range checks of single fields (no files touched)."""
-    for name, value in cfg.to_dict().items():
+    for name, value in train_config.to_dict().items():
         for v in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"config field {name}: must be a finite number, got {v}")
     for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed:
-            raise ValueError(f"config field {name}: {getattr(cfg, name)!r} is not one of {', '.join(allowed)}")
+        if getattr(train_config, name) not in allowed:
+            raise ValueError(f"config field {name}: {getattr(train_config, name)!r} is not one of {', '.join(allowed)}")
     positive = ("steps", "batch_size", "diffusion_steps", "log_every", "save_every", "keep_checkpoints", "sample_batch")
     for name in positive:
-        if getattr(cfg, name) <= 0:
-            raise ValueError(f"config field {name}: must be > 0, got {getattr(cfg, name)}")
+        if getattr(train_config, name) <= 0:
+            raise ValueError(f"config field {name}: must be > 0, got {getattr(train_config, name)}")
     for name in ("weight_decay", "grad_clip", "warmup_steps", "sample_every", "num_workers", "threads", "seed"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"config field {name}: must be >= 0, got {getattr(cfg, name)}")
-    if not cfg.lr > 0:
-        raise ValueError(f"config field lr: must be > 0, got {cfg.lr}")
-    if not 0 <= cfg.ema_rate < 1:
-        raise ValueError(f"config field ema_rate: must be in [0, 1), got {cfg.ema_rate}")
-    if not 0 <= cfg.cfg_drop < 1:
-        raise ValueError(f"config field cfg_drop: must be in [0, 1), got {cfg.cfg_drop}")
-    if cfg.noise == "levels" and not cfg.noise_levels:
+        if getattr(train_config, name) < 0:
+            raise ValueError(f"config field {name}: must be >= 0, got {getattr(train_config, name)}")
+    if not train_config.lr > 0:
+        raise ValueError(f"config field lr: must be > 0, got {train_config.lr}")
+    if not 0 <= train_config.ema_rate < 1:
+        raise ValueError(f"config field ema_rate: must be in [0, 1), got {train_config.ema_rate}")
+    if not 0 <= train_config.cfg_drop < 1:
+        raise ValueError(f"config field cfg_drop: must be in [0, 1), got {train_config.cfg_drop}")
+    if train_config.noise == "levels" and not train_config.noise_levels:
         raise ValueError("config field noise_levels: give at least one PSNR level")
-    if cfg.noise == "range" and not cfg.psnr_range[0] <= cfg.psnr_range[1]:
-        raise ValueError(f"config field psnr_range: low > high in {cfg.psnr_range}")
-    if cfg.noise == "range" and cfg.noise_table == "gesco":
+    if train_config.noise == "range" and not train_config.psnr_range[0] <= train_config.psnr_range[1]:
+        raise ValueError(f"config field psnr_range: low > high in {train_config.psnr_range}")
+    if train_config.noise == "range" and train_config.noise_table == "gesco":
         raise ValueError(
             "noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)"
         )
-    if cfg.image_hw is not None and min(cfg.image_hw) <= 0:
-        raise ValueError(f"config field image_hw: must be positive, got {cfg.image_hw}")
+    if train_config.image_hw is not None and min(train_config.image_hw) <= 0:
+        raise ValueError(f"config field image_hw: must be positive, got {train_config.image_hw}")
     try:
-        make_sampler(create_diffusion(cfg.diffusion_steps, cfg.noise_schedule), cfg.sample_respacing)
+        make_sampler(
+            create_diffusion(train_config.diffusion_steps, train_config.noise_schedule), train_config.sample_respacing
+        )
     except ValueError as e:
         raise ValueError(f"config field sample_respacing: {e}") from None

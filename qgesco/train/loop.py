@@ -62,44 +62,48 @@ class Diverged(RuntimeError):
 class Trainer:
     """Builds everything from a :class:`TrainConfig`, validating it first, then :meth:`run`."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = print):
-        check_values(cfg)
-        self.cfg, self.log = cfg, log
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.env = setup_distributed(cfg.device)
-        self.ckpt = CheckpointDir(Path(cfg.out))
+    def __init__(self, train_config: TrainConfig, resume: bool = False, log: Callable[[str], None] = print):
+        check_values(train_config)
+        self.train_config, self.log = train_config, log
+        if train_config.threads:
+            torch.set_num_threads(train_config.threads)
+        self.env = setup_distributed(train_config.device)
+        self.ckpt = CheckpointDir(Path(train_config.out))
         if resume and self.ckpt.latest() is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {cfg.out}/ckpt; start without --resume")
+            raise FileNotFoundError(f"--resume: no checkpoint in {train_config.out}/ckpt; start without --resume")
         if not resume and self.ckpt.latest() is not None:
             raise ValueError(
-                f"{cfg.out} already holds a training run; pass --resume to continue it or choose another --out"
+                f"{train_config.out} already holds a training run; pass --resume to continue it or choose another --out"
             )
 
         self.model = self._build_model()
         hw = self.model.config.image_hw
-        self.dataset = open_dataset(cfg.data, root=cfg.data_root, image_hw=hw, train=True, seed=cfg.seed)
+        self.dataset = open_dataset(
+            train_config.data, root=train_config.data_root, image_hw=hw, train=True, seed=train_config.seed
+        )
         c = self.model.config
         if self.dataset.num_classes != c.num_classes:
             raise ValueError(
-                f"{cfg.data} has {self.dataset.num_classes} classes but model {cfg.model} expects {c.num_classes}; "
+                f"{train_config.data} has {self.dataset.num_classes} classes but model {train_config.model} "
+                f"expects {c.num_classes}; "
                 "pick a model preset made for this dataset"
             )
         if not c.no_instance and not self.dataset.has_instances:
             raise ValueError(
-                f"model {cfg.model} expects an instance-edge channel but {cfg.data} has no instance maps; "
+                f"model {train_config.model} expects an instance-edge channel but {train_config.data} has no "
+                "instance maps; "
                 "use a model with no_instance=True"
             )
-        per_epoch = len(self.dataset) // (cfg.batch_size * self.env.world_size)
+        per_epoch = len(self.dataset) // (train_config.batch_size * self.env.world_size)
         if per_epoch == 0:
             raise ValueError(
-                f"batch_size {cfg.batch_size} x {self.env.world_size} processes exceeds the {len(self.dataset)} "
-                "training scenes"
+                f"batch_size {train_config.batch_size} x {self.env.world_size} processes exceeds the "
+                f"{len(self.dataset)} training scenes"
             )
         self.steps_per_epoch = per_epoch
 
         self.model.to(self.env.device)
-        if cfg.channels_last:
+        if train_config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         # The encoder's SPADE norms are never called (published architecture): keep them out
         # of the optimizer, and out of DDP's gradient reduction.
@@ -108,28 +112,33 @@ class Trainer:
                 block.spade_norm.requires_grad_(False)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(self.params, lr=train_config.lr, weight_decay=train_config.weight_decay)
         self.net = self.model
         if self.env.world_size > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.env.device.index] if self.env.device.type == "cuda" else None
             )
-        self.diffusion: GaussianDiffusion = create_diffusion(cfg.diffusion_steps, cfg.noise_schedule, c.learn_sigma)
-        self.schedule = make_schedule_sampler(cfg.schedule_sampler, cfg.diffusion_steps)
+        self.diffusion: GaussianDiffusion = create_diffusion(
+            train_config.diffusion_steps, train_config.noise_schedule, c.learn_sigma
+        )
+        self.schedule = make_schedule_sampler(train_config.schedule_sampler, train_config.diffusion_steps)
         self.step = 0
         if resume:
             self._resume()
-        self.metrics = MetricsLog(Path(cfg.out), keep_until=self.step) if self.env.is_main else None
+        self.metrics = MetricsLog(Path(train_config.out), keep_until=self.step) if self.env.is_main else None
         self.stop_requested = False
 
     # --- setup ---------------------------------------------------------------------------
     def _build_model(self) -> UNetModel:
-        cfg = self.cfg
-        if cfg.model in PRESETS and not Path(cfg.model).is_file():
-            model = create_model(cfg.model, seed=cfg.seed)
+        train_config = self.train_config
+        if train_config.model in PRESETS and not Path(train_config.model).is_file():
+            model = create_model(train_config.model, seed=train_config.seed)
         else:
-            model = load_float_model(cfg.model).train()
-        wanted = {"image_hw": tuple(cfg.image_hw) if cfg.image_hw is not None else None, "norm_groups": cfg.norm_groups}
+            model = load_float_model(train_config.model).train()
+        wanted = {
+            "image_hw": tuple(train_config.image_hw) if train_config.image_hw is not None else None,
+            "norm_groups": train_config.norm_groups,
+        }
         changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(model.config, k)}
         if changes:  # neither changes a parameter's shape: the weights carry over
             state = model.state_dict()
@@ -141,7 +150,9 @@ class Trainer:
         state = self.ckpt.load(self.model, self.ema)
         saved = state["config"]
         changed = sorted(
-            k for k, v in self.cfg.to_dict().items() if k not in RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(v)
+            k
+            for k, v in self.train_config.to_dict().items()
+            if k not in RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(v)
         )
         if changed:
             raise ValueError(
@@ -155,25 +166,32 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.step = state["step"]
-        self.log(f"resumed {self.cfg.out} at step {self.step}")
+        self.log(f"resumed {self.train_config.out} at step {self.step}")
 
     # --- one step -----------------------------------------------------------------------
     def condition(self, y: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """The map as the receiver will see it (channel + cleanup), or zeros for guidance dropout."""
-        cfg, n, dev = self.cfg, y.shape[0], y.device
-        if cfg.noise == "levels":
-            levels = torch.tensor(cfg.noise_levels, dtype=torch.float64)
+        train_config, n, dev = self.train_config, y.shape[0], y.device
+        if train_config.noise == "levels":
+            levels = torch.tensor(train_config.noise_levels, dtype=torch.float64)
             idx = torch.randint(len(levels), (n,), generator=g, device=dev).cpu()
-            channel = AWGN(levels[idx], table=cfg.noise_table)
-        elif cfg.noise == "range":
-            lo, hi = cfg.psnr_range
+            channel = AWGN(levels[idx], table=train_config.noise_table)
+        elif train_config.noise == "range":
+            lo, hi = train_config.psnr_range
             channel = AWGN(
                 (lo + (hi - lo) * torch.rand(n, generator=g, device=dev, dtype=torch.float64)).cpu(), table="exact"
             )
         else:
             channel = AWGN(100, table="gesco")
-        y = transmit(y, channel, self.model.config.num_classes, cleanup=cfg.cleanup, compress=cfg.compress, generator=g)
-        keep = (torch.rand(n, generator=g, device=dev) >= cfg.cfg_drop).to(y.dtype)
+        y = transmit(
+            y,
+            channel,
+            self.model.config.num_classes,
+            cleanup=train_config.cleanup,
+            compress=train_config.compress,
+            generator=g,
+        )
+        keep = (torch.rand(n, generator=g, device=dev) >= train_config.cfg_drop).to(y.dtype)
         return y * keep[:, None, None, None]
 
     def encode_batch(self, batch) -> torch.Tensor:
@@ -182,31 +200,37 @@ class Trainer:
         return encode(batch.label.to(self.env.device), c.num_classes, instance)
 
     def train_step(self, batch) -> dict[str, float]:
-        cfg, dev = self.cfg, self.env.device
-        seed = step_seed(cfg.seed, self.step, self.env.rank)
+        train_config, dev = self.train_config, self.env.device
+        seed = step_seed(train_config.seed, self.step, self.env.rank)
         torch.manual_seed(seed)  # model dropout, if any
         g = torch.Generator(device=dev).manual_seed(seed)
         x0 = batch.image.to(dev)
         y = self.condition(self.encode_batch(batch), g)
         t, weights = self.schedule.sample(x0.shape[0], g, dev)
         noise = torch.randn(x0.shape, generator=g, device=dev)
-        if cfg.channels_last:
+        if train_config.channels_last:
             x0, y, noise = (v.contiguous(memory_format=torch.channels_last) for v in (x0, y, noise))
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and cfg.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda" and train_config.bf16):
             terms = self.diffusion.training_losses(self.net, x0, t, y, noise=noise)
         loss = (terms["loss"].float() * weights).mean()
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.params, train_config.grad_clip if train_config.grad_clip > 0 else float("inf")
+        )
         self._stop_if_diverged(loss, grad_norm)
-        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        lr = (
+            train_config.lr * min(1.0, (self.step + 1) / train_config.warmup_steps)
+            if train_config.warmup_steps
+            else train_config.lr
+        )
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.opt.step()
         self._stop_if_diverged(torch.nn.utils.get_total_norm(self.params), grad_norm, "weights")
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.model.parameters()):
-                e.lerp_(p, 1.0 - cfg.ema_rate)
+                e.lerp_(p, 1.0 - train_config.ema_rate)
         self._update_schedule(t, terms["loss"])
         self.step += 1
         out = {k: v.detach().float().mean() for k, v in terms.items()}
@@ -228,8 +252,9 @@ class Trainer:
             what = what if bad[0] else "gradient"
             raise Diverged(
                 f"training diverged at step {self.step + 1}: the {what} became NaN/inf; nothing of this step "
-                f"was saved and the last checkpoint (if any) is kept in {self.cfg.out}/ckpt. Lower --lr "
-                f"(now {self.cfg.lr:g}) or set --grad-clip > 0 (now {self.cfg.grad_clip:g}), then --resume or restart"
+                f"was saved and the last checkpoint (if any) is kept in {self.train_config.out}/ckpt. Lower --lr "
+                f"(now {self.train_config.lr:g}) or set --grad-clip > 0 (now {self.train_config.grad_clip:g}), "
+                "then --resume or restart"
             )
 
     def _update_schedule(self, t: torch.Tensor, losses: torch.Tensor) -> None:
@@ -246,17 +271,21 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------
     def batches(self):
         """Batches from the current step on, epoch after epoch, this rank's shard only."""
-        cfg, env = self.cfg, self.env
+        train_config, env = self.train_config, self.env
         epoch, skip = divmod(self.step, self.steps_per_epoch)
         while True:
             sampler = torch.utils.data.DistributedSampler(
-                self.dataset, env.world_size, env.rank, shuffle=True, seed=cfg.seed, drop_last=True
+                self.dataset, env.world_size, env.rank, shuffle=True, seed=train_config.seed, drop_last=True
             )
             sampler.set_epoch(epoch)
             self.dataset.set_epoch(epoch)
-            order = list(sampler)[: self.steps_per_epoch * cfg.batch_size][skip * cfg.batch_size :]
+            order = list(sampler)[: self.steps_per_epoch * train_config.batch_size][skip * train_config.batch_size :]
             loader = make_loader(
-                _Subset(self.dataset, order), cfg.batch_size, epoch=epoch, num_workers=cfg.num_workers, drop_last=True
+                _Subset(self.dataset, order),
+                train_config.batch_size,
+                epoch=epoch,
+                num_workers=train_config.num_workers,
+                drop_last=True,
             )
             yield from loader
             epoch, skip = epoch + 1, 0
@@ -281,64 +310,78 @@ class Trainer:
                     "step": self.step,
                     "optimizer": self.opt.state_dict(),
                     "schedule": self.schedule.state_dict(),
-                    "config": self.cfg.to_dict(),
+                    "config": self.train_config.to_dict(),
                     "world_size": self.env.world_size,
                 },
-                keep=self.cfg.keep_checkpoints,
+                keep=self.train_config.keep_checkpoints,
             )
             self.metrics.flush()
 
     def sample_grid(self) -> None:
-        cfg = self.cfg
-        spec = cfg.sample_data or (cfg.data.replace(":train", ":val") if ":train" in cfg.data else cfg.data)
+        train_config = self.train_config
+        spec = train_config.sample_data or (
+            train_config.data.replace(":train", ":val") if ":train" in train_config.data else train_config.data
+        )
         try:
             val = open_dataset(
-                spec, root=cfg.data_root, image_hw=self.model.config.image_hw, train=False, seed=cfg.seed
+                spec,
+                root=train_config.data_root,
+                image_hw=self.model.config.image_hw,
+                train=False,
+                seed=train_config.seed,
             )
         except (FileNotFoundError, ValueError):
             val = open_dataset(
-                cfg.data, root=cfg.data_root, image_hw=self.model.config.image_hw, train=False, seed=cfg.seed
+                train_config.data,
+                root=train_config.data_root,
+                image_hw=self.model.config.image_hw,
+                train=False,
+                seed=train_config.seed,
             )
-        batch = next(iter(make_loader(val, min(cfg.sample_batch, len(val)))))
+        batch = next(iter(make_loader(val, min(train_config.sample_batch, len(val)))))
         c = self.model.config
-        g = torch.Generator(device=self.env.device).manual_seed(cfg.seed)
+        g = torch.Generator(device=self.env.device).manual_seed(train_config.seed)
         y = transmit(
-            self.encode_batch(batch), AWGN(100, table="gesco"), c.num_classes, cleanup=cfg.cleanup, generator=g
+            self.encode_batch(batch), AWGN(100, table="gesco"), c.num_classes, cleanup=train_config.cleanup, generator=g
         )
-        x = make_sampler(self.diffusion, cfg.sample_respacing).sample(
+        x = make_sampler(self.diffusion, train_config.sample_respacing).sample(
             self.ema,
             y,
-            guidance=cfg.sample_guidance,
+            guidance=train_config.sample_guidance,
             noise=torch.randn(batch.image.shape, generator=g, device=self.env.device),
         )
-        save_sample_grid(Path(cfg.out) / "samples" / f"step_{self.step:07d}.png", y, batch.image, x, c.num_classes)
+        save_sample_grid(
+            Path(train_config.out) / "samples" / f"step_{self.step:07d}.png", y, batch.image, x, c.num_classes
+        )
 
     def run(self) -> dict:
-        cfg, env = self.cfg, self.env
+        train_config, env = self.train_config, self.env
         handlers = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not env.is_main, dynamic_ncols=True)
+        bar = tqdm(
+            total=train_config.steps, initial=self.step, desc="train", disable=not env.is_main, dynamic_ncols=True
+        )
         t0, done_at_start, last = time.perf_counter(), self.step, {}
         try:
             for batch in self.batches():
-                if self.step >= cfg.steps or self._agree_to_stop():
+                if self.step >= train_config.steps or self._agree_to_stop():
                     break
                 last = self.train_step(batch)
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
-                if env.is_main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                if env.is_main and (self.step % train_config.log_every == 0 or self.step == train_config.steps):
                     elapsed = time.perf_counter() - t0
-                    rate = (self.step - done_at_start) * cfg.batch_size * env.world_size / max(elapsed, 1e-9)
+                    rate = (self.step - done_at_start) * train_config.batch_size * env.world_size / max(elapsed, 1e-9)
                     self.metrics.append({"step": self.step, **last, "samples_per_s": rate, "elapsed_s": elapsed})
-                if self.step % cfg.save_every == 0:
+                if self.step % train_config.save_every == 0:
                     self.save()
-                if env.is_main and cfg.sample_every and self.step % cfg.sample_every == 0:
+                if env.is_main and train_config.sample_every and self.step % train_config.sample_every == 0:
                     self.sample_grid()
             self.save()
         finally:
             bar.close()
             for s, h in handlers.items():
                 signal.signal(s, h)
-        summary = {"step": self.step, "stopped_early": self.step < cfg.steps, "final": last}
+        summary = {"step": self.step, "stopped_early": self.step < train_config.steps, "final": last}
         if env.world_size > 1:
             digests = [None] * env.world_size
             dist.all_gather_object(digests, tensors_sha256(self.model.state_dict()))
@@ -348,7 +391,9 @@ class Trainer:
         if env.is_main:
             self.metrics.finish(summary)
         if self.stop_requested:
-            self.log(f"stopped at step {self.step}; checkpoint saved in {cfg.out}/ckpt (continue with --resume)")
+            self.log(
+                f"stopped at step {self.step}; checkpoint saved in {train_config.out}/ckpt (continue with --resume)"
+            )
         return summary
 
 
@@ -379,9 +424,9 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
+def train(train_config: TrainConfig, resume: bool = False) -> dict:
     """Train (or continue training) as configured; returns a summary of the run.
 
     Under ``torchrun`` the process group this call opened is closed before returning."""
     with closing_process_group():
-        return Trainer(cfg, resume=resume).run()
+        return Trainer(train_config, resume=resume).run()
