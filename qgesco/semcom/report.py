@@ -18,17 +18,17 @@ def render(result: dict[str, Any]) -> str:
     s = result["settings"]
     parts = [
         f"# Semantic vs digital transmission: {s['data']}, {result['images']['count']} images, "
-        f"code/modulation {s['mcs']}, receiver {s['receiver']['sampler']}\n"
+        f"{s['channel']} channel, code/modulation {s['mcs']}, receiver {s['receiver']['sampler']}\n"
     ]
     metrics = ["LPIPS ↓", "mIoU % ↑", "FID ↓", "KID ↓"]
-    header = ["scheme", "SNR dB", "cpp used", "failed %", "map f / JPEG q", *metrics]
+    header = ["scheme", "SNR dB", "cpp used", "failed %", "map f / image q", *metrics]
     for budget in map(lambda b: f"{b:g}", s["budgets"]):
         rows = []
         for name, by_budget in result["results"].items():
             for snr, r in by_budget[budget].items():
                 content = "/".join(map(str, r["factors"]))
-                if r["jpeg_quality"]:
-                    content += " q" + "/".join(map(str, r["jpeg_quality"]))
+                if r["quality"]:
+                    content += " q" + "/".join(map(str, r["quality"]))
                 rows.append(
                     [
                         name,
