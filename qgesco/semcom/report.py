@@ -14,11 +14,18 @@ _PLOT_KEYS = ("lpips", "miou")
 _TITLES = {"lpips": "LPIPS ↓", "miou": "mIoU % ↑"}
 
 
+def _receiver(s: dict[str, Any]) -> str:
+    info = s.get("model_info") or {}
+    kind = f"{info['kind']} W{info['weight_bits']}" if info else ""
+    backend = f", {info['backend']['name']} backend" if info.get("backend") else ""
+    return f"{s['model']} ({kind}{backend}) {s['receiver']['sampler']}" if info else s["receiver"]["sampler"]
+
+
 def render(result: dict[str, Any]) -> str:
     s = result["settings"]
     parts = [
         f"# Semantic vs digital transmission: {s['data']}, {result['images']['count']} images, "
-        f"{s['channel']} channel, code/modulation {s['mcs']}, receiver {s['receiver']['sampler']}\n"
+        f"{s.get('channel', 'awgn')} channel, code/modulation {s['mcs']}, receiver {_receiver(s)}\n"
     ]
     metrics = ["LPIPS ↓", "mIoU % ↑", "FID ↓", "KID ↓"]
     header = ["scheme", "SNR dB", "cpp used", "failed %", "map f / image q", *metrics]

@@ -141,7 +141,7 @@ def compare(
         data=data,
         model=str(model),
         model_sha256=m.info["sha256"],
-        model_info=_model_info(m.info, model, device),
+        model_info=_model_info(m.info, m.model),
         images=count,
         snrs=snrs,
         budgets=budgets,
@@ -185,17 +185,12 @@ def compare(
     return result
 
 
-def _model_info(info: dict[str, Any], model: Any, device: str) -> dict[str, Any]:
-    """What the receiver is: :func:`~qgesco.evaluate.models.describe`'s line and, for a quantized file, the
-    runtime backend it was loaded with (``auto``'s choice, as ``qgesco evaluate`` prints it)."""
-    from ..fileio import read_meta
-    from ..models.checkpoint import BUNDLED, bundled_path
-    from ..runtime import default_backend
-
+def _model_info(info: dict[str, Any], model: Any) -> dict[str, Any]:
+    """What the receiver is: :func:`~qgesco.evaluate.models.describe`'s record and, for a quantized file, the
+    runtime backend it was loaded with (``auto``'s choice, as ``qgesco evaluate`` prints it) and why."""
     info = {k: v for k, v in info.items() if k != "sha256"}
-    if info["kind"] == "quantized" and isinstance(model, (str, Path)):
-        path = bundled_path(str(model)) if str(model) in BUNDLED else Path(model)
-        info["backend"] = default_backend(read_meta(path), device)[0]
+    backend = getattr(model, "runtime_backend", None)
+    info["backend"] = None if backend is None else {"name": backend[0], "why": backend[1]}
     return info
 
 
