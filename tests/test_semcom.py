@@ -209,7 +209,9 @@ def test_cli_refuses_in_one_line_before_work(camvid_dir, tmp_path, capsys):
     assert main(common + ["--snr", "0,nan"]) == 2
     assert main(common + ["--budget", "0.05"]) == 2
     assert main(common + ["--schemes", "analog-map,smoke-signal"]) == 2
+    assert main(common + ["--codec", "jpeg,bpg"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("qgesco compare: error:") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("qgesco compare: error:") for line in lines)
+    assert "unknown image codec" in lines[3]
     assert "too small" in lines[1] and "needs at least" in lines[1]
     assert not (out / "images").exists()

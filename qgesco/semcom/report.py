@@ -102,7 +102,7 @@ def plot_vs_snr(result: dict[str, Any], path: str | Path) -> None:
                 ax.plot([float(p) for p in snrs], [scale * by_budget[budget][p][key] for p in snrs], **_style(name))
             if key == "miou":
                 ax.axhline(100 * result["original"]["miou"], color="gray", ls=":", lw=1, label="original photo")
-            ax.set_title(f"{_TITLES[key]} at {budget} cpp")
+            ax.set_title(f"{_TITLES[key]} at {budget} cpp, {s.get('channel', 'awgn')}")
             ax.set_xlabel("channel PSNR (dB)")
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
@@ -122,7 +122,7 @@ def plot_vs_budget(result: dict[str, Any], path: str | Path) -> None:
             ax.axhline(100 * result["original"]["miou"], color="gray", ls=":", lw=1, label="original photo")
         ax.set_xscale("log")
         ax.set_xlabel("real channel uses per pixel")
-        ax.set_title(f"{_TITLES[key]} at {snr} dB")
+        ax.set_title(f"{_TITLES[key]} at {snr} dB, {result['settings'].get('channel', 'awgn')}")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     _save(plt, fig, path)
