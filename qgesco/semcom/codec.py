@@ -1,7 +1,8 @@
 """Source coding for the comparison: label maps (deflate) and photos (JPEG, WebP, JPEG 2000), at reduced
 resolution.
 
-Only what the receiver cannot know is sent and counted. Both ends know the resolution, the codec and its
+Only what the receiver cannot know is sent and counted, and every payload delimits itself: the receiver
+gets it zero-padded to whole codewords and needs no length. Both ends know the resolution, the codec and its
 quality setting (the schemes' header byte) and whatever they fix; at CamVid's 48x64 fixed headers would
 dominate (a PNG container is ~140 of a map's ~400 bytes, PIL's JPEG header 623 bytes against a scan of
 70-500). Per codec:
@@ -119,10 +120,18 @@ def decode_image(data: bytes, hw: tuple[int, int], factor: int, quality: int, co
         riff = b"WEBPVP8 " + len(stream).to_bytes(4, "little") + stream
         file = b"RIFF" + len(riff).to_bytes(4, "little") + riff
     else:
-        file = _fixed_header(codec, small, quality) + data + b"\xff\xd9"
+        file = _fixed_header(codec, small, quality) + (_tile_parts(data) if codec == "jp2" else data) + b"\xff\xd9"
     with Image.open(io.BytesIO(file)) as im:
         image = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
     return image if factor == 1 else _resize(image, hw)
+
+
+def _tile_parts(data: bytes) -> bytes:
+    """JPEG 2000 tile-parts without what follows them (the link's zero padding): each starts with its length."""
+    end = 0
+    while data[end : end + 2] == b"\xff\x90" and end + 10 <= len(data):
+        end += int.from_bytes(data[end + 6 : end + 10], "big")
+    return data[:end]
 
 
 def best_fit(image: torch.Tensor, max_bytes: int, codec: str = "jpeg") -> tuple[int, int, bytes] | None:

@@ -87,7 +87,8 @@ def check_channel(channel: str) -> None:
 
 @dataclass
 class Delivery:
-    """What the receiver got: the decoded bytes, whether every codeword decoded, and how many failed."""
+    """What the receiver got: the decoded bytes (every codeword's, so with the sender's zero padding: the
+    receiver is not told the payload's length), whether every codeword decoded, and how many failed."""
 
     data: bytes
     ok: bool
@@ -162,5 +163,5 @@ class DigitalLink:
         n0 = torch.tensor(sigma**2 / abs(h) ** 2, dtype=torch.float32)
         decoded = decoder(demapper(received / torch.tensor(h, dtype=torch.complex64), n0))
         errors = int((decoded != info).any(1).sum())
-        data = np.packbits(decoded.reshape(-1)[: len(bits)].round().to(torch.uint8).numpy()).tobytes()
+        data = np.packbits(decoded.reshape(-1).round().to(torch.uint8).numpy()).tobytes()
         return Delivery(data, errors == 0, errors, blocks)
