@@ -10,22 +10,25 @@ dominate (a PNG container is ~140 of a map's ~400 bytes, PIL's JPEG header 623 b
 - map: the raw deflate stream (PNG's compressor) of its 8-bit labels, no container;
 - ``jpeg``: the entropy-coded scan of a baseline JPEG with the standard tables (an "abbreviated" JPEG);
   the receiver prepends the header of the same settings and appends the end-of-image marker;
-- ``jp2``: the JPEG 2000 codestream (OpenJPEG, 9/7 wavelet, one quality layer at a compression ratio)
-  from its first tile-part on: the 125-byte main header (SIZ, COD, QCD) is a function of the size and
+- ``jp2``: the JPEG 2000 codestream (OpenJPEG, 9/7 wavelet, 3 resolutions, one layer at a compression ratio)
+  from its first tile-part on: the main header (SIZ, COD, QCD; 123 bytes at 48x64) is a function of the size and
   settings only (:func:`_fixed_header` checks it is the same for this photo) and the end marker is
   appended; the tile-part headers, with their lengths, are sent and counted;
 - ``webp``: the lossy VP8 bitstream whole (its frame tag, start code and dimensions, 10 bytes, counted)
   plus 2 bytes of its length, from which the receiver rebuilds the 20-byte RIFF container.
 
 A cheaper map is a downsampled one (every ``factor``-th label, upsampled again by repetition at the
-receiver); a cheaper photo is a lower quality and, below quality :data:`MIN_QUALITY`, a downsampled one
-(bicubic down and up), because a 1-quality JPEG is worse than a half-size 30-quality one.
+receiver); a cheaper photo is a lower quality or a downsampled one (bicubic down and up): the sender,
+which has the photo, takes at each resolution the highest quality that fits and keeps the resolution
+whose decoded photo is nearest the original (PSNR). Quality settings mean different things per codec
+(JPEG 2000's is a compression ratio), so a fixed quality threshold for downsampling would favour one.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import math
 import zlib
 
 import numpy as np
@@ -34,8 +37,6 @@ from PIL import Image
 
 #: Resolution reductions tried, finest first: 1 = the full map or photo.
 FACTORS = (1, 2, 4, 8)
-#: Below this quality (1..100, every codec) the image codec prefers a downsampled photo.
-MIN_QUALITY = 20
 QUALITIES = range(100, 0, -1)
 #: The photo codecs, by the names ``qgesco compare --codec`` takes.
 CODECS = ("jpeg", "webp", "jp2")
@@ -79,7 +80,16 @@ def _save(image: torch.Tensor, codec: str, quality: int) -> bytes:
         pil.save(buffer, format="WEBP", quality=quality, method=6)
     else:  # compression ratio 2 (quality 100) to 800 (quality 1), geometric
         ratio = 2 * 400 ** ((100 - quality) / 99)
-        pil.save(buffer, format="JPEG2000", quality_mode="rates", quality_layers=[ratio], no_jp2=True)
+        # the 9/7 wavelet (PIL's default is the lossless 5/3) over 3 resolutions: 6 suit megapixels, not 48x64
+        pil.save(
+            buffer,
+            format="JPEG2000",
+            quality_mode="rates",
+            quality_layers=[ratio],
+            irreversible=True,
+            num_resolutions=3,
+            no_jp2=True,
+        )
     return buffer.getvalue()
 
 
@@ -134,18 +144,24 @@ def _tile_parts(data: bytes) -> bytes:
     return data[:end]
 
 
+def _psnr(decoded: torch.Tensor, image: torch.Tensor) -> float:
+    mse = (decoded.float() - image.float()).square().mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
 def best_fit(image: torch.Tensor, max_bytes: int, codec: str = "jpeg") -> tuple[int, int, bytes] | None:
-    """(factor, quality, bytes) of the best photo within ``max_bytes``: the finest resolution that fits
-    at quality >= :data:`MIN_QUALITY`, else the finest that fits at any quality; None if none fits."""
-    fallback = None
+    """(factor, quality, bytes) of the best photo within ``max_bytes``: at each resolution the highest
+    quality that fits, and of those the one that decodes nearest the original; None if none fits."""
+    hw = tuple(image.shape[1:])
+    best, best_psnr = None, -math.inf
     for factor in FACTORS:
         for quality in QUALITIES:  # sizes are not strictly monotone in quality: take the first that fits
             if codec == "jpeg" and quality > 95:
                 continue  # above 95 PIL's JPEG grows without getting better
             data = image_payload(image, factor, quality, codec)
             if len(data) <= max_bytes:
-                if quality >= MIN_QUALITY:
-                    return factor, quality, data
-                fallback = fallback or (factor, quality, data)
+                psnr = _psnr(decode_image(data, hw, factor, quality, codec), image)
+                if psnr > best_psnr:
+                    best, best_psnr = (factor, quality, data), psnr
                 break
-    return fallback
+    return best
