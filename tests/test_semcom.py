@@ -11,12 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
+from qgesco.channel import Rayleigh, encode, noise_sigma
 from qgesco.cli import main
 from qgesco.semcom import DigitalLink, capacity, make_schemes
-from qgesco.semcom.codec import _jpeg, _resize, decode_image, decode_map, image_payload, map_payload
+from qgesco.semcom.codec import CODECS, _resize, _save, best_fit, decode_image, decode_map, image_payload, map_payload
+from qgesco.semcom.link import rayleigh_gain
 from qgesco.semcom.runner import check_settings
 
 pytest.importorskip("sionna.phy", reason="the digital schemes need sionna-no-rt (pip install 'qgesco[semcom]')")
+pytestmark = pytest.mark.usefixtures("one_thread")  # Sionna's many small ops: one thread is much faster on 2 cores
 
 HW = (48, 64)
 C = 12
@@ -39,7 +42,9 @@ def _scene(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def schemes():
-    return make_schemes(["analog-map", "digital-map", "digital-image", "ideal-map", "ideal-image"], C, "qpsk-1/2")
+    return make_schemes(
+        ["analog-map", "digital-map", "digital-image", "ideal-map", "ideal-image"], C, "qpsk-1/2", codecs=CODECS
+    )
 
 
 @pytest.mark.parametrize("cpp", [12.5, 3.2, 1.0, 0.8])
@@ -50,13 +55,16 @@ def test_every_scheme_fits_the_budget_and_digital_ones_fill_it_within_a_codeword
     for name, scheme in schemes.items():
         plan = scheme.plan(labels, photo, budget, 10.0)
         assert plan is not None and plan.budget == budget and 0 < plan.uses <= budget, name
-        if name in ("digital-map", "digital-image"):
+        if name.startswith("digital-"):
             assert plan.uses % codeword == 0
             bits = 8 * (len(plan.payload) + 1)
             assert plan.uses == math.ceil(bits / scheme.link.k) * codeword
-    image_plan = schemes["digital-image"].plan(labels, photo, budget, 10.0)
-    if image_plan.quality < 95:  # the photo has room to grow: the JPEG takes all but less than a codeword
-        assert budget - image_plan.uses < codeword
+    for codec, top in (("jpeg", 95), ("webp", 100), ("jp2", 100)):
+        image_plan = schemes["digital-image" + ("" if codec == "jpeg" else f"-{codec}")].plan(
+            labels, photo, budget, 10.0
+        )
+        if image_plan.quality < top:  # the photo has room to grow: it takes all but less than a codeword
+            assert budget - image_plan.uses < codeword, codec
     analog = schemes["analog-map"].plan(labels, photo, budget, 10.0)
     present = len(labels[analog.factor // 2 :: analog.factor, analog.factor // 2 :: analog.factor].unique())
     assert analog.uses == present * (HW[0] // analog.factor) * (HW[1] // analog.factor) + C + 2
@@ -72,25 +80,64 @@ def test_digital_chain_error_free_at_high_snr_and_fails_below_threshold():
     payload = bytes(range(256)) * 3
     g = torch.Generator().manual_seed(0)
     clean = link.send(payload, 10.0, g)
-    assert clean.ok and clean.data == payload and clean.codeword_errors == 0
+    assert clean.ok and clean.data[: len(payload)] == payload and clean.codeword_errors == 0
+    assert clean.data[len(payload) :] == bytes(len(clean.data) - len(payload))  # padding, no length
     assert clean.codewords == math.ceil(8 * len(payload) / link.k)
     # rate 1/2 on QPSK needs Eb/N0 of about 1-2 dB, here Eb/N0 = PSNR: -3 dB is well below
     noisy = link.send(payload, -3.0, torch.Generator().manual_seed(0))
-    assert not noisy.ok and noisy.codeword_errors == noisy.codewords and noisy.data != payload
+    assert not noisy.ok and noisy.codeword_errors == noisy.codewords and noisy.data[: len(payload)] != payload
 
 
-def test_codecs_round_trip():
+@pytest.mark.parametrize("codec", CODECS)
+def test_codecs_round_trip(codec):
     labels, photo = _scene(1)
-    assert torch.equal(decode_map(map_payload(labels, 1), HW, 1), labels)
+    assert torch.equal(decode_map(map_payload(labels, 1) + bytes(70), HW, 1), labels)
     coarse = decode_map(map_payload(labels, 4), HW, 4)
     assert coarse.shape == labels.shape and (coarse == labels).float().mean() > 0.8
     for factor, quality in ((1, 90), (2, 30)):
-        # the header-less scan decodes to exactly what the whole JPEG file decodes to
+        # what is sent decodes to exactly what the whole file decodes to, and is smaller by the known header
         small = photo if factor == 1 else _resize(photo, (HW[0] // factor, HW[1] // factor))
-        with Image.open(io.BytesIO(_jpeg(small, quality))) as im:
+        file = _save(small, codec, quality)
+        with Image.open(io.BytesIO(file)) as im:
             full = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
         expected = full if factor == 1 else _resize(full, HW)
-        assert torch.equal(decode_image(image_payload(photo, factor, quality), HW, factor, quality), expected)
+        payload = image_payload(photo, factor, quality, codec)
+        assert torch.equal(decode_image(payload, HW, factor, quality, codec), expected)
+        # self-delimiting: the link's zero padding to a whole codeword changes nothing
+        assert torch.equal(decode_image(payload + bytes(70), HW, factor, quality, codec), expected)
+        # not sent: JPEG's tables and JPEG 2000's main header (at 48x64) with their end markers; WebP's
+        # 20-byte RIFF container, for which 2 bytes of length are sent
+        assert factor > 1 or len(file) - len(payload) == {"jpeg": 625, "webp": 18, "jp2": 125}[codec]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_codec_quality_grows_with_the_budget(codec):
+    """More bytes never give a worse photo: PSNR to the original is non-decreasing in the room."""
+    _, photo = _scene(3)
+    psnrs, sizes = [], []
+    for room in (150, 250, 400, 700, 1200, 2500):
+        factor, quality, payload = best_fit(photo, room, codec)
+        decoded = decode_image(payload, HW, factor, quality, codec).float()
+        psnrs.append(float(10 * torch.log10(255**2 / (decoded - photo.float()).square().mean())))
+        sizes.append(len(payload))
+        assert len(payload) <= room
+    assert sizes == sorted(sizes) and psnrs == sorted(psnrs), (sizes, psnrs)
+    assert psnrs[-1] > psnrs[0] + 3
+
+
+def test_every_digital_scheme_delivers_its_payload_exactly_on_a_clean_channel(schemes):
+    """Through the whole chain, padding included: what the receiver shows is what the payload decodes to."""
+    labels, photo = _scene(4)
+    budget = 3 * HW[0] * HW[1]
+    for name, scheme in schemes.items():
+        if name.startswith("digital-image"):
+            plan = scheme.plan(labels, photo, budget, 20.0)
+            outcome = scheme.receive(plan, labels, 20.0, torch.Generator().manual_seed(0))
+            expected = decode_image(plan.payload, HW, plan.factor, plan.quality, scheme.codec)
+            assert not outcome.failed and torch.equal(outcome.image, expected), name
+    plan = schemes["digital-map"].plan(labels, photo, budget, 20.0)
+    outcome = schemes["digital-map"].receive(plan, labels, 20.0, torch.Generator().manual_seed(0))
+    assert plan.factor == 1 and torch.equal(outcome.y, encode(labels[None], C))
 
 
 def test_seeded_transmissions_are_identical(schemes):
@@ -109,6 +156,54 @@ def test_seeded_transmissions_are_identical(schemes):
     assert not torch.equal(analog.receive(plan, labels, 10.0, torch.Generator().manual_seed(7)).y, other)
 
 
+def test_rayleigh_fade_is_the_analog_maps_and_the_chain_fails_in_deep_fades_or_low_snr():
+    # the digital link's fade is the analog map's: qgesco.channel.Rayleigh draws |h| then the noise
+    zeros = torch.zeros(5, 10)
+    analog = Rayleigh(0.0)(zeros, torch.Generator().manual_seed(3), image_index=torch.zeros(5, dtype=torch.long))
+    g = torch.Generator().manual_seed(3)
+    h = rayleigh_gain(g)
+    assert torch.allclose(analog, noise_sigma(0.0) * torch.randn(5, 10, generator=g) / abs(h))
+    link = DigitalLink("qpsk-1/2", "rayleigh")
+    payload = bytes(range(256)) * 2
+    seeds = {s: abs(rayleigh_gain(torch.Generator().manual_seed(s))) for s in range(4)}  # 1.11 0.50 0.32 0.58
+    clean = link.send(payload, 30.0, torch.Generator().manual_seed(2))  # |h|^2 / sigma^2 = 20 dB
+    assert seeds[2] < 0.35 and clean.ok and clean.data.startswith(payload)
+    lost = link.send(payload, -2.0, torch.Generator().manual_seed(0))  # even |h| = 1.11 leaves -1 dB
+    assert seeds[0] > 1 and not lost.ok and lost.codeword_errors == lost.codewords
+    # the same PSNR decodes in a mild fade and is lost in a deep one: the outage AWGN does not have
+    assert link.send(payload, 4.0, torch.Generator().manual_seed(0)).ok
+    assert not link.send(payload, 4.0, torch.Generator().manual_seed(2)).ok
+    assert DigitalLink("qpsk-1/2").send(payload, 4.0, torch.Generator().manual_seed(2)).ok
+
+
+def test_ideal_bound_under_fading_uses_the_fade_and_has_outages():
+    labels, photo = _scene()
+    ideal = make_schemes(["ideal-map"], C, "qpsk-1/2", channel="rayleigh")["ideal-map"]
+    budget = HW[0] * HW[1]
+    strong, weak = ideal.plan(labels, photo, budget, 10.0, 1.5), ideal.plan(labels, photo, budget, 10.0, 0.5)
+    assert strong.uses < weak.uses and strong.factor <= weak.factor
+    assert capacity(10.0, 0.5) == pytest.approx(capacity(10.0 + 20 * math.log10(0.5)))
+    assert ideal.plan(labels, photo, budget, 0.0, 1e-3) is None
+
+
+def test_an_image_regenerates_the_same_alone_or_among_others(tmp_path, monkeypatch):
+    """Per-image x_T and step noise: image 1 in a run of one image equals image 1 in a run of three."""
+    import qgesco.semcom.runner as runner
+    from qgesco.api import load_model
+
+    monkeypatch.setattr(runner, "DEFAULT_SAMPLER", "ddpm4")
+    model = load_model("camvid-demo")
+    maps = {i: encode(_scene(i)[0][None], C) for i in range(3)}
+    s = {"seed": 0, "image_hw": list(HW)}
+    key = ("map", 1)
+    runner._regenerate(model, {key: {1: maps[1]}}, tmp_path / "one", s, "cpu", False)
+    runner._regenerate(model, {key: maps}, tmp_path / "three", s, "cpu", False)
+    alone, among = (np.asarray(Image.open(runner._key_path(tmp_path / d, key, 1))) for d in ("one", "three"))
+    assert np.array_equal(alone, among)
+    other = np.asarray(Image.open(runner._key_path(tmp_path / "three", key, 0)))
+    assert np.abs(other.astype(int) - among.astype(int)).mean() > 5  # and images do differ
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -117,7 +212,8 @@ def test_seeded_transmissions_are_identical(schemes):
         (dict(schemes=["carrier-pigeon"]), "unknown scheme"),
         (dict(view_snr=3.0), "not among"),
         (dict(mcs="qpsk-7/8"), "unknown code"),
-        (dict(batch_size=0), "batch_size"),
+        (dict(channel="fog"), "unknown channel"),
+        (dict(codecs=["bpg"]), "unknown image codec"),
     ],
 )
 def test_bad_settings_refused(kwargs, message):
@@ -132,7 +228,9 @@ def test_cli_refuses_in_one_line_before_work(camvid_dir, tmp_path, capsys):
     assert main(common + ["--snr", "0,nan"]) == 2
     assert main(common + ["--budget", "0.05"]) == 2
     assert main(common + ["--schemes", "analog-map,smoke-signal"]) == 2
+    assert main(common + ["--codec", "jpeg,bpg"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("qgesco compare: error:") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("qgesco compare: error:") for line in lines)
+    assert "unknown image codec" in lines[3]
     assert "too small" in lines[1] and "needs at least" in lines[1]
     assert not (out / "images").exists()

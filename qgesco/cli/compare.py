@@ -20,22 +20,41 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from qgesco.semcom.link import DEFAULT_MCS, mcs_names
+    from qgesco.semcom.codec import CODECS
+    from qgesco.semcom.link import CHANNELS, DEFAULT_MCS, mcs_names
     from qgesco.semcom.schemes import SCHEMES
 
     p = subparsers.add_parser(
         "compare",
         help="semantic (map + regeneration) vs digital (JPEG + LDPC) transmission at equal channel uses",
         description="Send each image with every scheme (analog-map: the paper's; digital-map: PNG map + LDPC + QAM; "
-        "digital-image: JPEG + LDPC + QAM; ideal-*: the same payloads at Shannon capacity) within the same "
-        "budget of real channel uses per pixel and the same seeded channel noise, regenerate the maps with "
+        "digital-image: JPEG/WebP/JPEG 2000 + LDPC + QAM; ideal-*: the same payloads at Shannon capacity) within "
+        "the same budget of real channel uses per pixel and the same seeded channel noise, regenerate the maps with "
         "the receiver's defaults, and score LPIPS, FID/KID and mIoU against the original photos. Writes "
         "OUT/results.json, table.md, quality_vs_snr.png, quality_vs_budget.png and images/; rerunning "
         "reuses the regenerated images (docs/semcom.md).",
     )
     p.add_argument("--data", default="camvid:val", help="dataset spec (default camvid:val)")
     p.add_argument("--data-root", help="folder holding the dataset (default: the usual search path)")
-    p.add_argument("--model", default="camvid-demo", help="receiver model file or bundled name (default camvid-demo)")
+    p.add_argument(
+        "--model",
+        default="camvid-demo",
+        help="receiver: a model file (fp32 or quantized) or bundled name, as qgesco evaluate takes "
+        "(default camvid-demo; camvid-demo-w8 is the W8 one)",
+    )
+    p.add_argument(
+        "--channel",
+        choices=CHANNELS,
+        default="awgn",
+        help="awgn, or rayleigh: one flat fade per image and SNR, the same for every scheme (default awgn)",
+    )
+    p.add_argument(
+        "--codec",
+        type=_names,
+        default=["jpeg"],
+        help=f"photo codecs of digital-image / ideal-image, each a variant: comma-separated subset of "
+        f"{','.join(CODECS)} (default jpeg)",
+    )
     p.add_argument(
         "--snr",
         type=_numbers,
@@ -62,9 +81,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--filter", choices=("avgmax", "median", "none"), default="avgmax", help="analog map cleanup (default avgmax)"
     )
     p.add_argument("--images", type=int, help="the first N scenes of the split (default: all)")
-    p.add_argument(
-        "--batch-size", type=int, default=8, help="images per sampling batch (default 8; part of the seeding)"
-    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (reused to resume)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -92,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
         budgets=args.budget,
         schemes=args.schemes,
         mcs=args.mcs,
+        channel=args.channel,
+        codecs=args.codec,
         images=args.images,
         view_snr=args.view_snr,
         cleanup=args.filter,
         seed=args.seed,
-        batch_size=args.batch_size,
         data_root=args.data_root,
         device=args.device,
     )

@@ -1,19 +1,34 @@
-"""Source coding for the comparison: label maps (deflate) and photos (JPEG), at reduced resolution.
+"""Source coding for the comparison: label maps (deflate) and photos (JPEG, WebP, JPEG 2000), at reduced
+resolution.
 
-Fixed headers are not sent: both ends know them from the resolution and quality (the schemes' header
-byte). At CamVid's 48x64 they would dominate: a PNG container is ~140 of a map's ~400 bytes, and
-PIL's JPEG header (quantization and standard Huffman tables) is 623 bytes against a scan of 70-500.
-So a map is the raw deflate stream (PNG's compressor) of its 8-bit labels, and a photo is the
-entropy-coded scan of a baseline JPEG with the standard tables (an "abbreviated" JPEG).
+Only what the receiver cannot know is sent and counted, and every payload delimits itself: the receiver
+gets it zero-padded to whole codewords and needs no length. Both ends know the resolution, the codec and its
+quality setting (the schemes' header byte) and whatever they fix; at CamVid's 48x64 fixed headers would
+dominate (a PNG container is ~140 of a map's ~400 bytes, PIL's JPEG header 623 bytes against a scan of
+70-500). Per codec:
+
+- map: the raw deflate stream (PNG's compressor) of its 8-bit labels, no container;
+- ``jpeg``: the entropy-coded scan of a baseline JPEG with the standard tables (an "abbreviated" JPEG);
+  the receiver prepends the header of the same settings and appends the end-of-image marker;
+- ``jp2``: the JPEG 2000 codestream (OpenJPEG, 9/7 wavelet, 3 resolutions, one layer at a compression ratio)
+  from its first tile-part on: the main header (SIZ, COD, QCD; 123 bytes at 48x64) is a function of the size and
+  settings only (:func:`_fixed_header` checks it is the same for this photo) and the end marker is
+  appended; the tile-part headers, with their lengths, are sent and counted;
+- ``webp``: the lossy VP8 bitstream whole (its frame tag, start code and dimensions, 10 bytes, counted)
+  plus 2 bytes of its length, from which the receiver rebuilds the 20-byte RIFF container.
 
 A cheaper map is a downsampled one (every ``factor``-th label, upsampled again by repetition at the
-receiver); a cheaper photo is a lower JPEG quality and, below quality :data:`MIN_JPEG_QUALITY`, a
-downsampled one (bicubic down and up), because a 1-quality JPEG is worse than a half-size 30-quality one.
+receiver); a cheaper photo is a lower quality or a downsampled one (bicubic down and up): the sender,
+which has the photo, takes at each resolution the highest quality that fits and keeps the resolution
+whose decoded photo is nearest the original (PSNR). Quality settings mean different things per codec
+(JPEG 2000's is a compression ratio), so a fixed quality threshold for downsampling would favour one.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import zlib
 
 import numpy as np
@@ -22,9 +37,9 @@ from PIL import Image
 
 #: Resolution reductions tried, finest first: 1 = the full map or photo.
 FACTORS = (1, 2, 4, 8)
-#: Below this JPEG quality the image codec prefers a downsampled photo.
-MIN_JPEG_QUALITY = 20
-JPEG_QUALITIES = range(95, 0, -1)
+QUALITIES = range(100, 0, -1)
+#: The photo codecs, by the names ``qgesco compare --codec`` takes.
+CODECS = ("jpeg", "webp", "jp2")
 
 
 def downsample_labels(labels: torch.Tensor, factor: int) -> torch.Tensor:
@@ -55,44 +70,98 @@ def _resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
 
 
-def _jpeg(image: torch.Tensor, quality: int) -> bytes:
+def _save(image: torch.Tensor, codec: str, quality: int) -> bytes:
+    """The whole file PIL writes for a (3, H, W) uint8 photo at ``quality`` (1..100, higher is better)."""
     buffer = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+    if codec == "jpeg":
+        pil.save(buffer, format="JPEG", quality=quality)
+    elif codec == "webp":
+        pil.save(buffer, format="WEBP", quality=quality, method=6)
+    else:  # compression ratio 2 (quality 100) to 800 (quality 1), geometric
+        ratio = 2 * 400 ** ((100 - quality) / 99)
+        # the 9/7 wavelet (PIL's default is the lossless 5/3) over 3 resolutions: 6 suit megapixels, not 48x64
+        pil.save(
+            buffer,
+            format="JPEG2000",
+            quality_mode="rates",
+            quality_layers=[ratio],
+            irreversible=True,
+            num_resolutions=3,
+            no_jp2=True,
+        )
     return buffer.getvalue()
 
 
-def _header_length(jpeg: bytes) -> int:
-    """Bytes up to the end of the start-of-scan segment."""
-    sos = jpeg.index(b"\xff\xda")
-    return sos + 2 + int.from_bytes(jpeg[sos + 2 : sos + 4], "big")
+def _header_length(codec: str, data: bytes) -> int:
+    """Bytes of the fixed header: up to the end of JPEG's start-of-scan segment, or JPEG 2000's first tile-part."""
+    if codec == "jpeg":
+        sos = data.index(b"\xff\xda")
+        return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    return data.index(b"\xff\x90")
 
 
-def image_payload(image: torch.Tensor, factor: int, quality: int) -> bytes:
-    """The JPEG scan of a (3, H, W) uint8 photo downsampled by ``factor``, coded at ``quality``."""
+@functools.lru_cache(maxsize=1024)
+def _fixed_header(codec: str, hw: tuple[int, int], quality: int) -> bytes:
+    blank = _save(torch.zeros((3, *hw), dtype=torch.uint8), codec, quality)
+    return blank[: _header_length(codec, blank)]
+
+
+def image_payload(image: torch.Tensor, factor: int, quality: int, codec: str = "jpeg") -> bytes:
+    """What is sent of a (3, H, W) uint8 photo downsampled by ``factor`` and coded at ``quality``."""
     h, w = image.shape[1:]
-    jpeg = _jpeg(image if factor == 1 else _resize(image, (h // factor, w // factor)), quality)
-    return jpeg[_header_length(jpeg) : -2]
+    small = image if factor == 1 else _resize(image, (h // factor, w // factor))
+    data = _save(small, codec, quality)
+    if codec == "webp":
+        if data[12:16] != b"VP8 ":
+            raise RuntimeError(f"PIL wrote a {data[12:16]!r} WebP, not the simple lossy format this codec sends")
+        return len(data[20:]).to_bytes(2, "big") + data[20:]
+    start = _header_length(codec, data)
+    if data[:start] != _fixed_header(codec, tuple(small.shape[1:]), quality):
+        raise RuntimeError(f"the {codec} header of this photo is not the one the receiver assumes")
+    return data[start:-2]
 
 
-def decode_image(data: bytes, hw: tuple[int, int], factor: int, quality: int) -> torch.Tensor:
-    """The photo back from its scan: the header both ends know, the scan, the end-of-image marker."""
+def decode_image(data: bytes, hw: tuple[int, int], factor: int, quality: int, codec: str = "jpeg") -> torch.Tensor:
+    """The photo back from its payload: the header both ends know (or the rebuilt container) around it."""
     small = (hw[0] // factor, hw[1] // factor)
-    blank = _jpeg(torch.zeros((3, *small), dtype=torch.uint8), quality)
-    with Image.open(io.BytesIO(blank[: _header_length(blank)] + data + b"\xff\xd9")) as im:
+    if codec == "webp":
+        stream = data[2 : 2 + int.from_bytes(data[:2], "big")]
+        riff = b"WEBPVP8 " + len(stream).to_bytes(4, "little") + stream
+        file = b"RIFF" + len(riff).to_bytes(4, "little") + riff
+    else:
+        file = _fixed_header(codec, small, quality) + (_tile_parts(data) if codec == "jp2" else data) + b"\xff\xd9"
+    with Image.open(io.BytesIO(file)) as im:
         image = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
     return image if factor == 1 else _resize(image, hw)
 
 
-def best_jpeg(image: torch.Tensor, max_bytes: int) -> tuple[int, int, bytes] | None:
-    """(factor, quality, bytes) of the best photo within ``max_bytes``: the finest resolution that fits
-    at quality >= :data:`MIN_JPEG_QUALITY`, else the finest that fits at any quality; None if none fits."""
-    fallback = None
+def _tile_parts(data: bytes) -> bytes:
+    """JPEG 2000 tile-parts without what follows them (the link's zero padding): each starts with its length."""
+    end = 0
+    while data[end : end + 2] == b"\xff\x90" and end + 10 <= len(data):
+        end += int.from_bytes(data[end + 6 : end + 10], "big")
+    return data[:end]
+
+
+def _psnr(decoded: torch.Tensor, image: torch.Tensor) -> float:
+    mse = (decoded.float() - image.float()).square().mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def best_fit(image: torch.Tensor, max_bytes: int, codec: str = "jpeg") -> tuple[int, int, bytes] | None:
+    """(factor, quality, bytes) of the best photo within ``max_bytes``: at each resolution the highest
+    quality that fits, and of those the one that decodes nearest the original; None if none fits."""
+    hw = tuple(image.shape[1:])
+    best, best_psnr = None, -math.inf
     for factor in FACTORS:
-        for quality in JPEG_QUALITIES:  # sizes are not strictly monotone in quality: take the first that fits
-            data = image_payload(image, factor, quality)
+        for quality in QUALITIES:  # sizes are not strictly monotone in quality: take the first that fits
+            if codec == "jpeg" and quality > 95:
+                continue  # above 95 PIL's JPEG grows without getting better
+            data = image_payload(image, factor, quality, codec)
             if len(data) <= max_bytes:
-                if quality >= MIN_JPEG_QUALITY:
-                    return factor, quality, data
-                fallback = fallback or (factor, quality, data)
+                psnr = _psnr(decode_image(data, hw, factor, quality, codec), image)
+                if psnr > best_psnr:
+                    best, best_psnr = (factor, quality, data), psnr
                 break
-    return fallback
+    return best

@@ -1,4 +1,4 @@
-"""The digital link: bytes -> 5G NR LDPC -> QAM -> AWGN -> soft demapping -> LDPC decoding -> bytes.
+"""The digital link: bytes -> 5G NR LDPC -> QAM -> AWGN or Rayleigh -> soft demapping -> LDPC decoding -> bytes.
 
 Why Sionna (``sionna-no-rt`` 2.2, the ray-tracing-free build of NVIDIA's Sionna): since 2.0 it is
 PyTorch (torch >= 2.9; no TensorFlow), a 690 kB wheel plus h5py (~17 MB), with the standard 5G NR
@@ -19,6 +19,18 @@ real channel use and the noise per real use has the analog path's sigma = 10^(-P
 so this gives the digital schemes at least the analog map's power: any win of the map is not a
 power artefact. A codeword that does not decode exactly (checked against the sent bits, as a
 CRC would) fails the whole payload: a corrupted PNG or JPEG is not shown.
+
+Rayleigh fading is quasi-static, one gain h ~ CN(0, 1) per image and PSNR, held over the whole
+payload, with perfect channel knowledge at the receiver, as :class:`qgesco.channel.Rayleigh` fades
+the analog map (one fade per image). :func:`rayleigh_gain` draws h first from the same seeded
+generator, exactly as that class does, so the analog map and every digital payload of an image see
+the same fade. The receiver gets r = h s + n and equalises, r / h = s + n / h: for a flat fade this
+is a sufficient statistic, its noise is complex Gaussian of variance sigma^2 / |h|^2 per symbol, and
+the demapper is given that variance, so its LLRs are exact for the fade (a deep fade gives small,
+honest LLRs rather than confident wrong ones). A payload thus decodes when |h|^2 / sigma^2 is above
+the code's threshold and fails whole otherwise: outage, the fading counterpart of the AWGN cliff.
+Sionna's own channel models (``FlatFadingChannel``, ``RayleighBlockFading``) were not used: they draw
+from Sionna's global random state, and sharing the analog map's fade needs our generator.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from ..channel import noise_sigma
 CODEWORD_BITS = 1200
 RATES = {"1/3": (1, 3), "1/2": (1, 2), "2/3": (2, 3), "3/4": (3, 4)}
 MODULATIONS = {"qpsk": 2, "16qam": 4}
+CHANNELS = ("awgn", "rayleigh")
 #: The code and modulation a comparison uses unless told otherwise: a robust, common 5G MCS.
 DEFAULT_MCS = "qpsk-1/2"
 _DECODER_ITERATIONS = 20
@@ -54,14 +67,28 @@ def parse_mcs(mcs: str) -> tuple[int, int, int]:
     return CODEWORD_BITS * num // den, CODEWORD_BITS, MODULATIONS[match[1]]
 
 
-def capacity(psnr_db: float) -> float:
-    """Shannon capacity of the real AWGN channel at this PSNR, bits per real channel use (average power 1)."""
-    return 0.5 * math.log2(1 + noise_sigma(float(psnr_db)) ** -2)
+def capacity(psnr_db: float, gain: float = 1.0) -> float:
+    """Shannon capacity of the real AWGN channel at this PSNR, bits per real channel use (average power 1),
+    with the amplitude ``gain`` |h| of a known flat fade."""
+    return 0.5 * math.log2(1 + (gain / noise_sigma(float(psnr_db))) ** 2)
+
+
+def rayleigh_gain(generator: torch.Generator) -> complex:
+    """One flat Rayleigh fade h ~ CN(0, 1), drawn as :class:`qgesco.channel.Rayleigh` draws an image's fade
+    (first from the generator), so that |h| equals the analog map's fade from an equally seeded generator."""
+    re_im = torch.randn(1, 1, 2, generator=generator).reshape(2).double() / math.sqrt(2)
+    return complex(float(re_im[0]), float(re_im[1]))
+
+
+def check_channel(channel: str) -> None:
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}; choose one of {', '.join(CHANNELS)}")
 
 
 @dataclass
 class Delivery:
-    """What the receiver got: the decoded bytes, whether every codeword decoded, and how many failed."""
+    """What the receiver got: the decoded bytes (every codeword's, so with the sender's zero padding: the
+    receiver is not told the payload's length), whether every codeword decoded, and how many failed."""
 
     data: bytes
     ok: bool
@@ -71,15 +98,17 @@ class Delivery:
 
 @dataclass
 class DigitalLink:
-    """One modulation and coding scheme; counts channel uses and carries payloads over AWGN."""
+    """One modulation and coding scheme; counts channel uses and carries payloads over AWGN or Rayleigh."""
 
     mcs: str = DEFAULT_MCS
+    channel: str = "awgn"
     k: int = field(init=False)
     n: int = field(init=False)
     bits_per_symbol: int = field(init=False)
 
     def __post_init__(self):
         self.k, self.n, self.bits_per_symbol = parse_mcs(self.mcs)
+        check_channel(self.channel)
         self._parts = None
 
     @property
@@ -117,7 +146,9 @@ class DigitalLink:
 
     @torch.no_grad()
     def send(self, payload: bytes, psnr_db: float, generator: torch.Generator) -> Delivery:
-        """``payload`` through code, modulation and AWGN at ``psnr_db``; noise from ``generator`` only."""
+        """``payload`` through code, modulation and the channel at ``psnr_db``; the fade (Rayleigh) and then
+        the noise come from ``generator`` only."""
+        h = rayleigh_gain(generator) if self.channel == "rayleigh" else 1.0
         encoder, decoder, mapper, demapper = self._sionna()
         bits = np.unpackbits(np.frombuffer(payload, np.uint8))
         blocks = self.codewords(len(bits))
@@ -127,8 +158,10 @@ class DigitalLink:
         symbols = mapper(encoder(info))  # unit average energy per complex symbol: 1/2 per real use
         sigma = noise_sigma(float(psnr_db))
         noise = torch.randn((*symbols.shape, 2), generator=generator) * sigma / math.sqrt(2)
-        received = symbols + torch.complex(noise[..., 0], noise[..., 1])
-        decoded = decoder(demapper(received, torch.tensor(sigma**2)))  # scaled by 1/sqrt(2): N0 = sigma^2
+        received = h * symbols + torch.complex(noise[..., 0], noise[..., 1])
+        # equalised by the known fade: noise variance sigma^2 / |h|^2 per complex symbol (1/sqrt(2) above)
+        n0 = torch.tensor(sigma**2 / abs(h) ** 2, dtype=torch.float32)
+        decoded = decoder(demapper(received / torch.tensor(h, dtype=torch.complex64), n0))
         errors = int((decoded != info).any(1).sum())
-        data = np.packbits(decoded.reshape(-1)[: len(bits)].round().to(torch.uint8).numpy()).tobytes()
+        data = np.packbits(decoded.reshape(-1).round().to(torch.uint8).numpy()).tobytes()
         return Delivery(data, errors == 0, errors, blocks)

@@ -14,21 +14,28 @@ _PLOT_KEYS = ("lpips", "miou")
 _TITLES = {"lpips": "LPIPS ↓", "miou": "mIoU % ↑"}
 
 
+def _receiver(s: dict[str, Any]) -> str:
+    info = s.get("model_info") or {}
+    kind = f"{info['kind']} W{info['weight_bits']}" if info else ""
+    backend = f", {info['backend']['name']} backend" if info.get("backend") else ""
+    return f"{s['model']} ({kind}{backend}) {s['receiver']['sampler']}" if info else s["receiver"]["sampler"]
+
+
 def render(result: dict[str, Any]) -> str:
     s = result["settings"]
     parts = [
         f"# Semantic vs digital transmission: {s['data']}, {result['images']['count']} images, "
-        f"code/modulation {s['mcs']}, receiver {s['receiver']['sampler']}\n"
+        f"{s.get('channel', 'awgn')} channel, code/modulation {s['mcs']}, receiver {_receiver(s)}\n"
     ]
     metrics = ["LPIPS ↓", "mIoU % ↑", "FID ↓", "KID ↓"]
-    header = ["scheme", "SNR dB", "cpp used", "failed %", "map f / JPEG q", *metrics]
+    header = ["scheme", "SNR dB", "cpp used", "failed %", "map f / image q", *metrics]
     for budget in map(lambda b: f"{b:g}", s["budgets"]):
         rows = []
         for name, by_budget in result["results"].items():
             for snr, r in by_budget[budget].items():
                 content = "/".join(map(str, r["factors"]))
-                if r["jpeg_quality"]:
-                    content += " q" + "/".join(map(str, r["jpeg_quality"]))
+                if r["quality"]:
+                    content += " q" + "/".join(map(str, r["quality"]))
                 rows.append(
                     [
                         name,
@@ -95,7 +102,7 @@ def plot_vs_snr(result: dict[str, Any], path: str | Path) -> None:
                 ax.plot([float(p) for p in snrs], [scale * by_budget[budget][p][key] for p in snrs], **_style(name))
             if key == "miou":
                 ax.axhline(100 * result["original"]["miou"], color="gray", ls=":", lw=1, label="original photo")
-            ax.set_title(f"{_TITLES[key]} at {budget} cpp")
+            ax.set_title(f"{_TITLES[key]} at {budget} cpp, {s.get('channel', 'awgn')}")
             ax.set_xlabel("channel PSNR (dB)")
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
@@ -115,7 +122,7 @@ def plot_vs_budget(result: dict[str, Any], path: str | Path) -> None:
             ax.axhline(100 * result["original"]["miou"], color="gray", ls=":", lw=1, label="original photo")
         ax.set_xscale("log")
         ax.set_xlabel("real channel uses per pixel")
-        ax.set_title(f"{_TITLES[key]} at {snr} dB")
+        ax.set_title(f"{_TITLES[key]} at {snr} dB, {result['settings'].get('channel', 'awgn')}")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     _save(plt, fig, path)

@@ -11,11 +11,18 @@ budget. Each scheme picks the best content that fits the budget:
 - ``digital-map``: the label map (downsampled as above when the budget asks), deflated, one header byte,
   through the LDPC code and QAM of :class:`~qgesco.semcom.link.DigitalLink`, decoded, then
   regenerated. A failed decode is a failed image: the receiver shows mid-grey.
-- ``digital-image``: the photo as a JPEG scan at the best quality (and resolution) whose coded size fits, one
+- ``digital-image``: the photo coded with JPEG at the best quality (and resolution) whose coded size fits, one
   header byte, same code and modulation, decoded and shown; a failed decode is mid-grey too.
-- ``ideal-map`` / ``ideal-image``: the same payloads through an ideal code at Shannon capacity of the
-  real AWGN channel at this PSNR (:func:`~qgesco.semcom.link.capacity`): never fails, and the payload
-  is chosen knowing the SNR. An upper bound for any real code, not a scheme.
+  ``digital-image-webp`` and ``digital-image-jp2`` are the same with WebP and JPEG 2000
+  (:mod:`~qgesco.semcom.codec` says which header bytes each sends).
+- ``ideal-map`` / ``ideal-image`` (``-webp``, ``-jp2``): the same payloads through an ideal code at Shannon
+  capacity of the real channel at this PSNR and, with Rayleigh fading, this image's fade
+  (:func:`~qgesco.semcom.link.capacity`): the payload is chosen knowing both, and it never fails unless the
+  fade is so deep that nothing fits (an outage). An upper bound for any real code, not a scheme.
+
+On the ``rayleigh`` channel every scheme of an image at a PSNR sees the same flat fade (one per image,
+:mod:`~qgesco.semcom.link`), known to the receiver; the analog map's symbols are equalised
+(zero-forcing), as :class:`qgesco.channel.Rayleigh` does.
 
 Real schemes choose their payload without knowing the SNR (one fixed code rate): this is what makes
 the digital cliff.
@@ -23,15 +30,26 @@ the digital cliff.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..channel import AWGN, CLEANUPS, compress, encode, transmit
-from .codec import FACTORS, best_jpeg, decode_image, decode_map, downsample_labels, image_payload, map_payload, upsample
-from .link import DigitalLink, capacity
+from ..channel import CLEANUPS, compress, encode, make_channel, transmit
+from .codec import (
+    CODECS,
+    FACTORS,
+    best_fit,
+    decode_image,
+    decode_map,
+    downsample_labels,
+    image_payload,
+    map_payload,
+    upsample,
+)
+from .link import DigitalLink, capacity, check_channel
 
 SCHEMES = ("analog-map", "digital-map", "digital-image", "ideal-map", "ideal-image")
 #: Bits naming the payload's resolution and quality, sent with every image by every scheme.
@@ -73,7 +91,10 @@ class Scheme:
     name = ""
     regenerates = True
 
-    def plan(self, labels: torch.Tensor, image: torch.Tensor, budget: int, psnr_db: float) -> Plan | None:
+    def plan(
+        self, labels: torch.Tensor, image: torch.Tensor, budget: int, psnr_db: float, gain: float = 1.0
+    ) -> Plan | None:
+        """What fits ``budget``; only the ideal bounds use the PSNR and the fade amplitude ``gain``."""
         raise NotImplementedError
 
     def receive(self, plan: Plan, labels: torch.Tensor, psnr_db: float, generator: torch.Generator) -> Outcome:
@@ -83,17 +104,18 @@ class Scheme:
 class AnalogMap(Scheme):
     name = "analog-map"
 
-    def __init__(self, num_classes: int, cleanup: str = "avgmax"):
+    def __init__(self, num_classes: int, cleanup: str = "avgmax", channel: str = "awgn"):
         if cleanup not in CLEANUPS:
             raise ValueError(f"unknown cleanup {cleanup!r}; choose one of {', '.join(CLEANUPS)}")
-        self.num_classes, self.cleanup = num_classes, cleanup
+        check_channel(channel)
+        self.num_classes, self.cleanup, self.channel = num_classes, cleanup, channel
 
     def uses(self, labels: torch.Tensor, factor: int) -> int:
         small = downsample_labels(labels, factor)
         planes = int(compress(encode(small[None], self.num_classes), self.num_classes).presence.sum())
         return planes * small.numel() + self.num_classes + HEADER_BITS_ANALOG
 
-    def plan(self, labels, image, budget, psnr_db):
+    def plan(self, labels, image, budget, psnr_db, gain=1.0):
         for factor in FACTORS:
             uses = self.uses(labels, factor)
             if uses <= budget:
@@ -102,7 +124,8 @@ class AnalogMap(Scheme):
 
     def receive(self, plan, labels, psnr_db, generator):
         y = encode(downsample_labels(labels, plan.factor)[None], self.num_classes)
-        received = transmit(y, AWGN(float(psnr_db)), self.num_classes, cleanup=self.cleanup, generator=generator)
+        channel = make_channel(self.channel, float(psnr_db))
+        received = transmit(y, channel, self.num_classes, cleanup=self.cleanup, generator=generator)
         return Outcome(y=upsample(received, tuple(labels.shape)), key=("analog", plan.factor, float(psnr_db)))
 
 
@@ -114,13 +137,13 @@ class _Digital(Scheme):
     def __init__(self, num_classes: int, link: DigitalLink):
         self.num_classes, self.link = num_classes, link
 
-    def max_payload_bytes(self, budget: int, psnr_db: float) -> int:
-        bits = math.floor(budget * capacity(psnr_db)) if self.ideal else self.link.max_bits(budget)
+    def max_payload_bytes(self, budget: int, psnr_db: float, gain: float = 1.0) -> int:
+        bits = math.floor(budget * capacity(psnr_db, gain)) if self.ideal else self.link.max_bits(budget)
         return bits // 8 - HEADER_BYTES_DIGITAL
 
-    def charge(self, payload: bytes, budget: int, psnr_db: float) -> int:
+    def charge(self, payload: bytes, budget: int, psnr_db: float, gain: float = 1.0) -> int:
         bits = 8 * (len(payload) + HEADER_BYTES_DIGITAL)
-        return min(budget, math.ceil(bits / capacity(psnr_db))) if self.ideal else self.link.channel_uses(bits)
+        return min(budget, math.ceil(bits / capacity(psnr_db, gain))) if self.ideal else self.link.channel_uses(bits)
 
     def deliver(self, plan: Plan, psnr_db: float, generator: torch.Generator) -> bytes | None:
         if self.ideal:
@@ -133,12 +156,12 @@ class _Digital(Scheme):
 class DigitalMap(_Digital):
     name = "digital-map"
 
-    def plan(self, labels, image, budget, psnr_db):
-        room = self.max_payload_bytes(budget, psnr_db)
+    def plan(self, labels, image, budget, psnr_db, gain=1.0):
+        room = self.max_payload_bytes(budget, psnr_db, gain)
         for factor in FACTORS:
             payload = map_payload(labels, factor)
             if len(payload) <= room:
-                return Plan(self.name, budget, self.charge(payload, budget, psnr_db), factor, payload=payload)
+                return Plan(self.name, budget, self.charge(payload, budget, psnr_db, gain), factor, payload=payload)
         return None
 
     def receive(self, plan, labels, psnr_db, generator):
@@ -151,21 +174,39 @@ class DigitalMap(_Digital):
 
 
 class DigitalImage(_Digital):
-    name = "digital-image"
-    regenerates = False
+    """The photo through one codec of :data:`~qgesco.semcom.codec.CODECS`; its name carries the codec
+    unless it is JPEG."""
 
-    def plan(self, labels, image, budget, psnr_db):
-        best = best_jpeg(image, self.max_payload_bytes(budget, psnr_db))
+    regenerates = False
+    base = "digital-image"
+
+    def __init__(self, num_classes: int, link: DigitalLink, codec: str = "jpeg"):
+        if codec not in CODECS:
+            raise ValueError(f"unknown image codec {codec!r}; choose from {', '.join(CODECS)}")
+        super().__init__(num_classes, link)
+        self.codec = codec
+        self.name = self.base if codec == "jpeg" else f"{self.base}-{codec}"
+        self._fits = {}
+
+    def _best(self, image: torch.Tensor, room: int):
+        """:func:`~qgesco.semcom.codec.best_fit`, once per photo and room (plans repeat over SNRs)."""
+        key = (hashlib.sha256(image.numpy().tobytes()).digest(), room)
+        if key not in self._fits:
+            self._fits[key] = best_fit(image, room, self.codec)
+        return self._fits[key]
+
+    def plan(self, labels, image, budget, psnr_db, gain=1.0):
+        best = self._best(image, self.max_payload_bytes(budget, psnr_db, gain))
         if best is None:
             return None
         factor, quality, payload = best
-        return Plan(self.name, budget, self.charge(payload, budget, psnr_db), factor, quality, payload)
+        return Plan(self.name, budget, self.charge(payload, budget, psnr_db, gain), factor, quality, payload)
 
     def receive(self, plan, labels, psnr_db, generator):
         data = self.deliver(plan, psnr_db, generator)
         if data is None:
             return Outcome(failed=True)
-        return Outcome(image=decode_image(data, tuple(labels.shape), plan.factor, plan.quality))
+        return Outcome(image=decode_image(data, tuple(labels.shape), plan.factor, plan.quality, self.codec))
 
 
 class IdealMap(DigitalMap):
@@ -174,24 +215,33 @@ class IdealMap(DigitalMap):
 
 
 class IdealImage(DigitalImage):
-    name = "ideal-image"
+    base = "ideal-image"
     ideal = True
 
 
-def make_schemes(names, num_classes: int, mcs: str, cleanup: str = "avgmax") -> dict[str, Scheme]:
-    """The named schemes, sharing one digital link; unknown names are refused before any work."""
-    names = list(dict.fromkeys(names))
+def make_schemes(
+    names, num_classes: int, mcs: str, cleanup: str = "avgmax", channel: str = "awgn", codecs=("jpeg",)
+) -> dict[str, Scheme]:
+    """The named schemes on ``channel``, sharing one digital link, the image ones once per codec (a JPEG
+    variant keeps the plain name); unknown names or codecs are refused before any work."""
+    names, codecs = list(dict.fromkeys(names)), list(dict.fromkeys(codecs))
     unknown = [n for n in names if n not in SCHEMES]
     if unknown or not names:
         raise ValueError(f"unknown scheme(s) {unknown or names}; choose from {', '.join(SCHEMES)}")
-    link = DigitalLink(mcs)
-    digital = {
-        "digital-map": DigitalMap,
-        "digital-image": DigitalImage,
-        "ideal-map": IdealMap,
-        "ideal-image": IdealImage,
-    }
-    return {n: AnalogMap(num_classes, cleanup) if n == "analog-map" else digital[n](num_classes, link) for n in names}
+    if not codecs or any(c not in CODECS for c in codecs):
+        raise ValueError(f"unknown image codec(s) in {codecs}; choose from {', '.join(CODECS)}")
+    link = DigitalLink(mcs, channel)
+    made: dict[str, Scheme] = {}
+    for n in names:
+        if n == "analog-map":
+            made[n] = AnalogMap(num_classes, cleanup, channel)
+        elif n in ("digital-map", "ideal-map"):
+            made[n] = (DigitalMap if n == "digital-map" else IdealMap)(num_classes, link)
+        else:
+            for codec in codecs:
+                scheme = (DigitalImage if n == "digital-image" else IdealImage)(num_classes, link, codec)
+                made[scheme.name] = scheme
+    return made
 
 
 def smallest_budget(scheme: Scheme, labels: torch.Tensor, image: torch.Tensor, psnr_db: float) -> int:
@@ -199,5 +249,8 @@ def smallest_budget(scheme: Scheme, labels: torch.Tensor, image: torch.Tensor, p
     if isinstance(scheme, AnalogMap):
         return scheme.uses(labels, FACTORS[-1])
     coarsest = FACTORS[-1]
-    payload = map_payload(labels, coarsest) if isinstance(scheme, DigitalMap) else image_payload(image, coarsest, 1)
+    if isinstance(scheme, DigitalMap):
+        payload = map_payload(labels, coarsest)
+    else:
+        payload = image_payload(image, coarsest, 1, scheme.codec)
     return scheme.charge(payload, 10**12, psnr_db)
