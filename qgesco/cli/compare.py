@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (reused to resume)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto (cuda if available)")
     p.add_argument(
         "--threads",
         type=int,
@@ -79,11 +79,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from qgesco import validate
     from qgesco.semcom import compare
     from qgesco.semcom.report import render
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = validate.device("--device", args.device)
+    if args.threads is not None:
+        torch.set_num_threads(validate.finite_number("--threads", args.threads, low=1, integer=True))
     result = compare(
         args.data,
         out=args.out,
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         data_root=args.data_root,
-        device=args.device,
+        device=str(device),
     )
     print(render(result))
     print(

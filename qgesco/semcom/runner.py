@@ -103,6 +103,7 @@ def compare(
     two plots to ``out``."""
     started = time.perf_counter()
     check_settings(snrs, budgets, list(schemes), images, view_snr, mcs, cleanup, batch_size)
+    validate.output_dir("out", out)
     snrs, budgets = [float(p) for p in snrs], [float(b) for b in budgets]
     view_snr = view_snr if view_snr is not None else min(snrs, key=lambda p: abs(p - 10))
     out = Path(out)
