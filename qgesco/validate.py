@@ -77,7 +77,7 @@ def model(name: str, obj) -> None:
 
 
 def device(option: str, name: str) -> torch.device:
-    """``cpu``, ``cuda[:N]`` or ``auto`` (cuda if available); cuda without a visible GPU is refused here, not mid-run."""
+    """``cpu``, ``cuda[:N]`` or ``auto`` (cuda if available); cuda without a GPU is refused here, not mid-run."""
     if not isinstance(name, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", name):
         raise ValueError(f"{option} {name!r}: use cpu, cuda or auto")
     if name.startswith("cuda") and not torch.cuda.is_available():

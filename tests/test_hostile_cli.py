@@ -5,6 +5,7 @@ no traceback, and no output file left behind (issue 21). Cases run in-process th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -296,30 +297,59 @@ def test_info_reads_the_bundled_quantized_model(capsys):
     assert "parameters" in capsys.readouterr().out
 
 
-def test_training_numbers_divergence_tampered_state_and_resume_spelling(tmp_path, capsys, one_thread, monkeypatch):
-    """2e-4 is a number; lr 1e8 stops at the first NaN, keeps the good checkpoint and writes no NaN
-    weights; a tampered state.pt is one line; --resume finds the run however --out is spelt."""
+TRAIN = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--save-every", "2", "--data", "synthetic:8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):
+    """A 2-step training run (lr written plainly, so that any version can make it) to resume or damage."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main([*TRAIN, "--steps", "2", "--lr", "0.0002", "--out", str(run)]) == 0
+    return run
+
+
+def test_training_takes_numbers_in_exponent_form(tmp_path, one_thread):
+    assert main([*TRAIN, "--steps", "1", "--lr", "2e-4", "--out", str(tmp_path / "run")]) == 0
+    assert load_tensors(tmp_path / "run" / "ema.safetensors")[1]["sha256"]
+
+
+def test_resume_finds_a_moved_run_however_out_is_spelt(trained, tmp_path, one_thread, monkeypatch):
+    shutil.copytree(trained, tmp_path / "moved")
     monkeypatch.chdir(tmp_path)
-    base = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--save-every", "2", "--data", "synthetic:8"]
-    assert main([*base, "--steps", "2", "--lr", "2e-4", "--out", "run"]) == 0
-    assert main([*base, "--steps", "4", "--lr", "2e-4", "--out", str(tmp_path / "run") + "/", "--resume"]) == 0
-    good = load_tensors(tmp_path / "run" / "ema.safetensors")[0]
-    state = tmp_path / "run" / "ckpt" / "step_0000004" / "state.pt"
-    intact = state.read_bytes()
-    state.write_bytes(intact[:-50] + b"\0" * 50)
+    assert main([*TRAIN, "--steps", "4", "--lr", "0.0002", "--out", str(tmp_path / "moved") + "/", "--resume"]) == 0
+    assert main([*TRAIN, "--steps", "6", "--lr", "0.0002", "--out", "./moved", "--resume"]) == 0
+    assert (tmp_path / "moved" / "ckpt" / "step_0000006").is_dir()
+
+
+def test_tampered_training_state_is_one_line(trained, tmp_path, capsys, one_thread):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = run / "ckpt" / "step_0000002" / "state.pt"
+    state.write_bytes(state.read_bytes()[:-50] + b"\0" * 50)
+    before = sorted(run.rglob("*"))
     capsys.readouterr()
-    assert main([*base, "--steps", "6", "--lr", "2e-4", "--out", "./run", "--resume"]) == 2
+    assert main([*TRAIN, "--steps", "4", "--lr", "0.0002", "--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "state.pt" in err and "checksum" in err and "Traceback" not in err
-    state.write_bytes(intact)
+    assert sorted(run.rglob("*")) == before
 
-    assert main([*base, "--steps", "6", "--lr", "1e8", "--grad-clip", "0", "--out", "div"]) == 2
+
+def test_divergence_stops_training_and_saves_no_nan_weights(tmp_path, capsys, one_thread):
+    out = tmp_path / "div"
+    assert main([*TRAIN, "--steps", "6", "--lr", "1.0e+8", "--grad-clip", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "diverged at step" in err and "Traceback" not in err
-    ema = tmp_path / "div" / "ema.safetensors"
-    if ema.exists():
-        assert all(torch.isfinite(v).all() for v in load_tensors(ema)[0].values())
-    assert all(torch.isfinite(v).all() for v in good.values())
+    saved = sorted(out.rglob("*.safetensors"))
+    for path in saved:
+        assert all(torch.isfinite(v).all() for v in load_tensors(path)[0].values()), path
+
+
+def test_export_without_the_onnx_extra_names_it(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # what an install without qgesco[onnx] looks like
+    assert main(["export", str(files / "model.safetensors"), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'qgesco[onnx]'" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def _cli(*argv, env=None):

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.source_dir is not None:
         source = Path(args.source_dir)
         if source.is_file():
-            raise ValueError(f"--from {source}: is a file, not a folder; give the folder the archives were downloaded to")
+            raise ValueError(f"--from {source}: is a file, not a folder; give the folder holding the archives")
         if not source.is_dir():
             raise FileNotFoundError(f"--from {source}: no such folder")
     validate.output_dir("weight cache (QGESCO_CACHE)", weights.weights_dir())
