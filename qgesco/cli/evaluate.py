@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.runtime import backend_line
 
     validate.output_dir("--out", args.out)
+    validate.device("--device", args.device)
     validate.finite_number("--guidance", args.guidance)
     validate.finite_number("--batch-size", args.batch_size, low=1, integer=True)
     validate.finite_number("--grid-images", args.grid_images, low=1, integer=True)

@@ -35,6 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from qgesco import validate
+
+    if args.source_dir is not None:
+        source = Path(args.source_dir)
+        if source.is_file():
+            raise ValueError(f"--from {source}: is a file, not a folder; give the folder holding the archives")
+        if not source.is_dir():
+            raise FileNotFoundError(f"--from {source}: no such folder")
+    validate.output_dir("weight cache (QGESCO_CACHE)", weights.weights_dir())
     print(f"weight cache: {weights.weights_dir()}")
     for result in weights.fetch_all(args.source_dir, log=print):
         print(f"{result.name}: {result.action} -> {result.path}")

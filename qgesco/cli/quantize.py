@@ -62,16 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _device(name: str):
-    import torch
-
-    if name not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"--device {name!r}: use cpu, cuda or auto")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is visible to torch; use --device cpu")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 def run(args: argparse.Namespace) -> int:
     import os
     import shutil
@@ -88,9 +78,10 @@ def run(args: argparse.Namespace) -> int:
     validate.finite_number("--iters", args.iters, low=0, integer=True)
     validate.finite_number("--batch-size", args.batch_size, low=1, integer=True)
     validate.output_file("--out", args.out, (".safetensors",))
+    device = validate.device("--device", args.device)
     if args.calib is not None and not Path(args.calib).is_file():
         raise FileNotFoundError(f"--calib {args.calib}: no such file; make one with qgesco calibrate")
-    model = load_float_model(args.model).to(_device(args.device))
+    model = load_float_model(args.model).to(device)
     resume = Path(f"{args.out}.resume")
     qmodel = quantize(
         model,

@@ -80,6 +80,8 @@ def check_dataset(root: str | os.PathLike, format: str, splits: Sequence[str] | 
     """
     layout = get_layout(format)
     root = Path(root).expanduser()
+    if root.is_file():
+        raise ValueError(f"{root}: is a file, not a folder; give the dataset's root folder")
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder to check")
     unknown = set(splits or ()) - set(layout.splits)

@@ -118,6 +118,7 @@ def compare(
     started = time.perf_counter()
     codecs = list(codecs)
     check_settings(snrs, budgets, list(schemes), images, view_snr, mcs, cleanup, channel, codecs)
+    validate.output_dir("out", out)
     snrs, budgets = [float(p) for p in snrs], [float(b) for b in budgets]
     view_snr = view_snr if view_snr is not None else min(snrs, key=lambda p: abs(p - 10))
     out = Path(out)

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .. import validate
 from ..channel import GESCO_TRAINING_PSNRS
 from ..diffusion import create_diffusion, make_sampler
 
@@ -148,10 +149,12 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"config file {path}: is a folder; give a YAML file")
         if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found")
+            raise FileNotFoundError(f"config file {path}: no such file")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
@@ -163,6 +166,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ValueError(
                 f"{path}: cannot be read as a text file ({type(e).__name__}); give a YAML config"
             ) from None
+        if loaded is None:  # an empty file is a mistake, not a request for every default
+            raise ValueError(f"{path}: is empty; a training config is lines of `field: value` (or omit --config)")
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: a training config is a mapping of field: value")
         values.update(loaded)
@@ -192,6 +197,7 @@ def check_values(train_config: TrainConfig) -> None:
         for v in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"config field {name}: must be a finite number, got {v}")
+    validate.device("config field device:", train_config.device)
     for name, allowed in CHOICES.items():
         if getattr(train_config, name) not in allowed:
             raise ValueError(f"config field {name}: {getattr(train_config, name)!r} is not one of {', '.join(allowed)}")
