@@ -33,8 +33,8 @@ MODES = {
     m.name: m
     for m in (
         Mode("fp32", "fp32", "auto", "fp32 eager (load_model, channels_last)"),
-        Mode("w8-wo", "w8", "weight-only", "W8 weight-only"),
-        Mode("w8", "w8", "auto", "W8 default (auto)"),
+        Mode("w8-wo", "w8", "auto", "W8 default (auto: weight-only, exact)"),
+        Mode("w8", "w8", "int8", "W8 int8, dynamic grids (backend='int8')"),
         Mode("w8a8", "w8a8", "auto", "W8A8 default (auto: int8, file's grids)"),
         Mode("w4", "w4", "auto", "W4 default (auto: weight-only, packed)"),
     )
