@@ -270,8 +270,8 @@ def _cases():
             "no such file",
         ),
         "evaluate-device-unknown": ([*evaluate, "--device", "tpu", "--out", "{out}"], "--device 'tpu'"),
-        "bench-missing-model": (["bench", "--model", "{d}/nope.safetensors", "--out", "{out}"], "no such file"),
-        "bench-out-under-a-file": (["bench", "--out", "{d}/a_file/run"], "is a file, not a folder"),
+        "bench-missing-model": (["bench", "--model", "{d}/nope.safetensors", "--json", "{out}.json"], "no such file"),
+        "bench-json-under-a-file": (["bench", "--json", "{d}/a_file/run.json"], "is a file, not a folder"),
     }
 
 

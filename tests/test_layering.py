@@ -20,7 +20,7 @@ ALLOWED = {
     "metrics": {"fileio"},
     "viz": {"channel", "fileio"},
     "receiver": {"diffusion", "validate"},
-    "train": {"models", "diffusion", "channel", "data", "distributed", "fileio", "viz"},
+    "train": {"models", "diffusion", "channel", "data", "distributed", "fileio", "validate", "viz"},
     "quant": {"models", "diffusion", "channel", "data", "fileio", "validate"},
     "runtime": {"quant", "models", "diffusion", "channel", "receiver", "fileio"},
     "api": {"models", "runtime", "fileio"},

@@ -348,10 +348,10 @@ def test_analytic_bytes_equal_the_files_and_bit_ops_count_each_layer_at_its_bits
 
 
 def test_bench_times_a_file_as_loaded_and_a_preset_as_built_and_writes_what_it_prints(files, tmp_path, capsys):
-    """``qgesco bench``: a W8 file loads with the default backend (int8 on CPU), the JSON holds the
+    """``qgesco bench``: a W8A8 file loads with the default backend (int8 on CPU), the JSON holds the
     printed median of --reps steps at the --hw asked for; a preset is built, not loaded."""
-    out = tmp_path / "w8.json"
-    argv = ["bench", "--model", str(files["w8"]), "--hw", "32,16", "--reps", "3", "--warmup", "0", "--json", str(out)]
+    out = tmp_path / "w8a8.json"
+    argv = ["bench", "--model", str(files["w8a8"]), "--hw", "32,16", "--reps", "3", "--warmup", "0", "--json", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     r = load_json(out)
