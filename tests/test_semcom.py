@@ -16,7 +16,7 @@ from qgesco.cli import main
 from qgesco.semcom import DigitalLink, capacity, make_schemes
 from qgesco.semcom.codec import CODECS, _resize, _save, best_fit, decode_image, decode_map, image_payload, map_payload
 from qgesco.semcom.link import rayleigh_gain
-from qgesco.semcom.runner import check_settings
+from qgesco.semcom.runner import _map_cost, check_settings
 
 pytest.importorskip("sionna.phy", reason="the digital schemes need sionna-no-rt (pip install 'qgesco[semcom]')")
 pytestmark = pytest.mark.usefixtures("one_thread")  # Sionna's many small ops: one thread is much faster on 2 cores
@@ -234,3 +234,10 @@ def test_cli_refuses_in_one_line_before_work(camvid_dir, tmp_path, capsys):
     assert "unknown image codec" in lines[3]
     assert "too small" in lines[1] and "needs at least" in lines[1]
     assert not (out / "images").exists()
+
+
+def test_the_map_cost_table_only_uses_resolutions_every_image_was_regenerated_at(tmp_path):
+    """Under fading, one image's ideal map can shrink to a factor no other image got; the table of what a
+    cheaper map costs must not average (or look for) images that were never regenerated."""
+    regen = {("map", 1): {0: None, 1: None}, ("map", 8): {1: None}, ("analog", 2, 10.0): {0: None, 1: None}}
+    assert sorted(_map_cost(regen, [0, 1], tmp_path)) == [(1, 0), (1, 1)]

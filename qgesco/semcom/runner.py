@@ -173,7 +173,7 @@ def compare(
         save_png(Image.new("RGB", (w, h), (FAILED_GREY,) * 3), failed)
 
     records, regen = _send(made, samples, photos, s, out, failed, progress)
-    clean = _map_cost(records, samples, out)
+    clean = _map_cost(regen, samples, out)
     _regenerate(m.model, regen, out, s, device, progress)
     paths = {r["path"] for r in records} | set(clean.values()) | set(map(str, originals))
     scores = _score(sorted(paths), device, progress)
@@ -280,10 +280,11 @@ def _key_path(out: Path, key: tuple, index: int) -> Path:
     return out / "images" / "map" / f"f{key[1]}" / f"{index:05d}.png"
 
 
-def _map_cost(records, samples, out: Path) -> dict[tuple[int, int], str]:
-    """The images regenerated from exact maps at each resolution factor the digital map schemes used: what
-    a cheaper map costs in quality (their regenerations are made anyway, so this costs nothing)."""
-    factors = sorted({r["factor"] for r in records if r["scheme"] in ("digital-map", "ideal-map") and r["factor"]})
+def _map_cost(regen, samples, out: Path) -> dict[tuple[int, int], str]:
+    """The images regenerated from exact maps at each resolution factor the map schemes used for every
+    image: what a cheaper map costs in quality (made anyway, so this costs nothing). A factor only some
+    images got (a deep Rayleigh fade shrinking one image's ideal map) would average other images."""
+    factors = sorted(key[1] for key, maps in regen.items() if key[0] == "map" and len(maps) == len(samples))
     return {(f, i): str(_key_path(out, ("map", f), i)) for f in factors for i in range(len(samples))}
 
 
