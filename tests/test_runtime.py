@@ -486,3 +486,11 @@ def test_export_refuses_unknown_inputs_with_one_line(tmp_path, capsys):
     save_tensors(calib_like, {"a": torch.zeros(1)}, {"kind": "calibration-set"})
     assert main(["export", str(calib_like), "--out", str(tmp_path / "m.onnx")]) == 2
     assert "not a model" in capsys.readouterr().err
+
+
+def test_backend_line_names_auto_choice_for_quantized_files_and_bundled_names_only(files):
+    from qgesco.runtime import backend_line
+
+    assert backend_line("camvid-demo-w8").startswith("camvid_demo_w8.safetensors: runtime backend weight-only (")
+    assert backend_line(files["w8a8"]).startswith(f"{files['w8a8'].name}: runtime backend int8 (W8A8")
+    assert backend_line("camvid-demo") is None and backend_line(files["w8a8"].parent / "missing") is None

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 
 
+def _floats(text: str, shown: str, what: str, example: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{shown}: give comma-separated {what}, e.g. {example}") from None
+
+
 def parse_psnrs(text: str, flag: str | None = "--psnr") -> list[float]:
     """``"100,20,10"`` -> [100.0, 20.0, 10.0]; bad input is a ValueError naming ``flag`` and the fix."""
     shown = f"{flag} {text!r}" if flag else repr(text)
     example = f"{flag} 100,20,10" if flag else "100,20,10"
-    try:
-        levels = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{shown}: give comma-separated numbers in dB, e.g. {example}") from None
+    levels = _floats(text, shown, "numbers in dB", example)
     if not levels or any(v != v for v in levels):
         raise ValueError(f"{shown}: give at least one number in dB (NaN is not a PSNR), e.g. {example}")
     return levels
@@ -24,3 +28,14 @@ def psnr_list(text: str) -> list[float]:
         return parse_psnrs(text, flag=None)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def number_list(text: str) -> list[float]:
+    """``"0,5,10"`` -> [0.0, 5.0, 10.0] as an argparse ``type``; ranges are the caller's to check."""
+    try:
+        values = _floats(text, repr(text), "numbers", "0,5,10")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not values:
+        raise argparse.ArgumentTypeError("empty: give at least one number")
+    return values

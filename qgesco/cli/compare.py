@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _numbers(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated numbers, e.g. 0,5,10") from None
-    if not values:
-        raise argparse.ArgumentTypeError("empty: give at least one number")
-    return values
+from qgesco.cli._args import number_list
 
 
 def _names(text: str) -> list[str]:
@@ -57,13 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--snr",
-        type=_numbers,
+        type=number_list,
         default=[0.0, 5.0, 10.0, 20.0],
         help="channel PSNRs in dB (sigma = 10^(-PSNR/20), as qgesco transmit); default 0,5,10,20",
     )
     p.add_argument(
         "--budget",
-        type=_numbers,
+        type=number_list,
         default=[10.0, 1.0],
         help="budgets in real channel uses per pixel (default 10,1; the analog map costs ~K per pixel "
         "for K present classes)",

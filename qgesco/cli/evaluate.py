@@ -82,7 +82,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     import torch
 
@@ -114,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             )
         models[name] = source
     for source in models.values():
-        line = backend_line(source) if Path(source).is_file() else None
+        line = backend_line(source)
         if line:
             print(line)
     window = None if args.guidance_window is None else parse_guidance_window(args.guidance_window)

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.diffusion import sampler_spec
     from qgesco.fileio import atomic_path, load_tensors
     from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, receiver_window, regenerate
+    from qgesco.runtime import backend_line
     from qgesco.viz import images_to_uint8
 
     spec = sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER)
@@ -56,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.received}: no received map 'y' in it; make it with `qgesco transmit ... --out`")
     model = load_model(args.model)
     validate.finite_weights(f"model {args.model}", model)
-    if getattr(model, "runtime_backend", None):
-        print(f"{args.model}: runtime backend {model.runtime_backend[0]} ({model.runtime_backend[1]})")
+    line = backend_line(args.model)
+    if line:
+        print(line)
     y = validate.maps(f"{args.received}: the received map", tensors["y"].float())
     if y.shape[1] != model.config.label_channels:
         raise ValueError(

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..fileio import read_meta
+from ..models.checkpoint import BUNDLED, bundled_path
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
 from ..quant.checkpoint import KIND, PACKED_BITS, read_quantized
@@ -77,8 +78,12 @@ def default_backend(meta: dict, device: str | torch.device = "cpu") -> tuple[str
     return "weight-only", f"W{bits} stays packed two per byte; float compute (docs/runtime.md)"
 
 
-def backend_line(path: str | os.PathLike, device: str | torch.device = "cpu") -> str | None:
-    """``runtime backend: int8 (why)`` for a quantized file loaded with ``auto``; None for any other file."""
+def backend_line(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> str | None:
+    """``name: runtime backend int8 (why)`` for a quantized file or bundled name loaded with ``auto``
+    (what ``qgesco sample`` and ``evaluate`` print); None for anything else."""
+    path = bundled_path(str(path_or_name)) if str(path_or_name) in BUNDLED else Path(path_or_name)
+    if not path.is_file():
+        return None
     meta = read_meta(path)
     if meta.get("kind") != KIND:
         return None
