@@ -258,8 +258,8 @@ def test_block_reconstruction_error_is_never_worse_than_nearest_rounding(model, 
 
 
 def test_block_data_streams_chunks_when_the_cache_budget_is_small(model, calib, w4):
-    cached = reconstruct_module.BlockData(w4, model, "middle_block.0", calib, batch_size=2, cache_bytes=2**30)
-    streamed = reconstruct_module.BlockData(w4, model, "middle_block.0", calib, batch_size=2, cache_bytes=1)
+    cached = reconstruct_module.CapturedBlockData(w4, model, "middle_block.0", calib, batch_size=2, cache_bytes=2**30)
+    streamed = reconstruct_module.CapturedBlockData(w4, model, "middle_block.0", calib, batch_size=2, cache_bytes=1)
     assert cached.cached is not None and streamed.cached is None and streamed.chunk == 2
     chunks = list(streamed.chunks())
     assert len(chunks) == 4
@@ -270,6 +270,24 @@ def test_block_data_streams_chunks_when_the_cache_budget_is_small(model, calib, 
     assert reconstruct_module.block_error(w4.middle_block[0], streamed) == pytest.approx(
         reconstruct_module.block_error(w4.middle_block[0], cached), rel=1e-6
     )
+
+
+def test_one_pass_reconstruction_equals_block_by_block(model, calib, monkeypatch):
+    """The one-pass path (targets fit the cache) gives every block the inputs the block-by-block path
+    captures: same block errors, activation scales and roundings, up to float summation order."""
+    args = dict(weight_bits=4, act_bits=8, iters=3, batch_size=4, progress=False)
+    assert reconstruct_module.block_targets(model, ["out"], calib, 4, cache_bytes=1) is None
+    one_pass = quantize(model, calib, **args)
+    monkeypatch.setattr(reconstruct_module, "block_targets", lambda *args: None)  # as when they do not fit
+    by_block = quantize(model, calib, **args)
+    for a, b in zip(one_pass.quant_report["blocks"], by_block.quant_report["blocks"]):
+        assert a["block"] == b["block"] and a["rounding"] == b["rounding"]
+        assert a["error_nearest"] == pytest.approx(b["error_nearest"], rel=1e-4, abs=1e-9)
+    state, other = one_pass.state_dict(), by_block.state_dict()
+    scales = [k for k in state if k.endswith("_quant.scale") or ".input_quant." in k and k.endswith("scale")]
+    assert scales and all(torch.allclose(state[k], other[k], rtol=1e-4) for k in scales)
+    flips = sum(int((state[k] != other[k]).sum()) for k in state if k.endswith("qweight"))
+    assert flips <= 1e-3 * sum(state[k].numel() for k in state if k.endswith("qweight"))
 
 
 def test_quantize_leaves_the_float_model_untouched(model, w4):
