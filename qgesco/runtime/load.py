@@ -9,6 +9,7 @@ kept, and packed 4-bit weights stay packed.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..models.checkpoint import BUNDLED, bundled_path
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
 from ..quant.checkpoint import KIND, PACKED_BITS, read_quantized
+from ..quant.layers import QuantLayer
 from ..quant.swap import quant_layers
 from .int8 import Int8Layer
 from .weight_only import PackedQuantLayer
@@ -44,14 +46,30 @@ def _check_config(found: UNetConfig, expected: UNetConfig, path: str | os.PathLi
 #: small for an int8 GEMM to pay) is also where ``UNetModel.dtype`` reads the compute dtype.
 WEIGHT_ONLY_LAYERS = ("input_blocks.0.0",)
 
+#: Further layers a W8 file (dynamic grids) keeps weight-only: the decoders' 1x1 skip convolutions
+#: read the un-normalised residual stream, whose range one per-call grid resolves worst (they
+#: alone cause 70% of the dynamic grids' error, measured on the demo model, docs/runtime.md), and
+#: the output conv writes the noise prediction itself. Together 4% of the published model's MACs.
+DYNAMIC_WEIGHT_ONLY = ("*.skip_connection", "out.2")
+
+
+def _integer(name: str, layer: QuantLayer, dynamic: bool) -> bool:
+    """Whether :func:`to_int8` gives this layer integer kernels."""
+    if name in WEIGHT_ONLY_LAYERS:
+        return False
+    if dynamic:
+        return not any(fnmatch.fnmatchcase(name, pattern) for pattern in DYNAMIC_WEIGHT_ONLY)
+    return layer.input_quant is not None
+
 
 def to_int8(model: UNetModel) -> UNetModel:
-    """Swap, in place, quantized layers (bar :data:`WEIGHT_ONLY_LAYERS`) for :class:`Int8Layer`: those with
-    activation quantizers in a W8A8 file (the rest keep the file's float activations), every one in a W8 file."""
+    """Swap, in place, quantized layers for :class:`Int8Layer`: in a W8A8 file those with activation
+    quantizers (the rest keep the file's float activations) bar :data:`WEIGHT_ONLY_LAYERS`; in a W8 file
+    (dynamic grids) every one bar those and :data:`DYNAMIC_WEIGHT_ONLY`."""
     layers = quant_layers(model)
     dynamic = all(layer.input_quant is None for _, layer in layers)
     for name, layer in layers:
-        if name not in WEIGHT_ONLY_LAYERS and (dynamic or layer.input_quant is not None):
+        if _integer(name, layer, dynamic):
             model.set_submodule(name, Int8Layer(layer))
     return model
 
