@@ -4,10 +4,11 @@ random weights at a small image, fp32 against its nearest-rounding W8 / W4 / W8A
     .venv/bin/python bench/full_width.py --work /tmp/fw           # 64x128, 1 and 2 threads, 2 rounds
 
 Step 1 writes the files into ``--work`` (once; rerunning reuses them) and times their making:
-``quantize(iters=0, weight_init="minmax")``, W8A8 with activation ranges from 2 random maps x 2
-steps. Step 2 runs every mode in a fresh process per (round, threads), modes alternated: load
-time, one warm-up and ``--reps`` timed guided DDIM steps (batch 2), peak RSS of the process
-minus that of a process that imports the same modules and loads nothing. Latency and memory do
+``quantize(iters=0)`` with the default per-channel clipping search (``weight_init="lp"``), W8A8
+with activation ranges from 2 random maps x 2 steps. Step 2 runs every mode in a fresh process per
+(round, threads), modes alternated: load time, one warm-up and ``--reps`` timed guided DDIM steps
+(batch 2), peak RSS of the process minus that of a process that imports the same modules and
+loads nothing; the modes ``auto`` picks on this CPU are marked default. Latency and memory do
 not depend on the weight values. Writes results/full_width.{json,md} (docs/results.md). The
 file making, worker processes and alternation are bench/receiver.py's.
 """
@@ -25,7 +26,9 @@ from pathlib import Path
 from common import save
 from receiver import QUANT, Mode, alternate, spawn, write_checkpoints
 
+from qgesco.fileio import read_meta
 from qgesco.models.config import UNetConfig
+from qgesco.runtime import default_backend
 from qgesco.runtime.timing import randomize_zero_init
 
 PRESET = "gesco-cityscapes-256"
@@ -33,10 +36,10 @@ MODES = {
     m.name: m
     for m in (
         Mode("fp32", "fp32", "auto", "fp32 eager (load_model, channels_last)"),
-        Mode("w8-wo", "w8", "auto", "W8 default (auto: weight-only, exact)"),
-        Mode("w8", "w8", "int8", "W8 int8, dynamic grids (backend='int8')"),
-        Mode("w8a8", "w8a8", "auto", "W8A8 default (auto: int8, file's grids)"),
-        Mode("w4", "w4", "auto", "W4 default (auto: weight-only, packed)"),
+        Mode("w8-wo", "w8", "weight-only", "W8 weight-only (exact)"),
+        Mode("w8", "w8", "int8", "W8 int8, dynamic grids (skip convs weight-only)"),
+        Mode("w8a8", "w8a8", "auto", "W8A8 (int8 on the file's grids)"),
+        Mode("w4", "w4", "auto", "W4 (weight-only, packed)"),
     )
 }
 
@@ -56,7 +59,7 @@ def prepare(work: Path, hw: tuple[int, int], files: set[str]) -> dict:
     wanted = ["fp32", *(n for n in QUANT if n in files)]
     missing = [n for n in wanted if not (work / f"{n}.safetensors").is_file()]
     seconds = write_checkpoints(  # files already there were made by an earlier, interrupted run
-        model, missing, work, weight_init="minmax", note="bench/full_width.py: nearest rounding, minmax"
+        model, missing, work, note="bench/full_width.py: nearest rounding"
     )
     times = {
         f"{n} build+save" if n == "fp32" else f"{n} quantize+save": s + (built if n == "fp32" else 0.0)
@@ -72,7 +75,8 @@ def prepare(work: Path, hw: tuple[int, int], files: set[str]) -> dict:
     return info
 
 
-def table(info: dict, runs: dict, baseline: float, threads: list[int]) -> str:
+def table(info: dict, runs: dict, baseline: float, threads: list[int], defaults: set[str]) -> str:
+    """Markdown rows per mode; ``defaults``: the modes that are their file's ``auto`` choice on this CPU."""
     fp = {t: statistics.median(runs[("fp32", t)]["step"]) for t in threads}
     fp_rss = max(runs[("fp32", t)]["rss"] for t in threads) - baseline
     head = (
@@ -87,8 +91,9 @@ def table(info: dict, runs: dict, baseline: float, threads: list[int]) -> str:
         rss = max(r["rss"] for r in rows) - baseline
         cells = " | ".join(f"{s / 1000:.2f} s ({s / fp[t]:.2f}x)" for s, t in zip(steps, threads))
         ratio = info["bytes"][MODES[mode].file] / info["bytes"]["fp32"]
+        label = MODES[mode].label + (" **(default)**" if mode in defaults else "")
         lines.append(
-            f"| {MODES[mode].label} | {rows[0]['backend']} | {cells} | {rss / 1000:.2f} GB ({rss / fp_rss:.2f}x) | "
+            f"| {label} | {rows[0]['backend']} | {cells} | {rss / 1000:.2f} GB ({rss / fp_rss:.2f}x) | "
             f"{statistics.median(sum((r['load'] for r in rows), [])):.1f} | {ratio:.3f} |"
         )
     return "\n".join(lines) + "\n"
@@ -119,7 +124,12 @@ def main() -> None:
         }
         for key, done in outs.items()
     }
-    text = table(info, runs, baseline, threads)
+    defaults = {
+        m.name
+        for m in modes
+        if m.file != "fp32" and m.backend in ("auto", default_backend(read_meta(paths[m.name]))[0])
+    }
+    text = table(info, runs, baseline, threads, defaults)
     load = os.getloadavg()
     text += (
         f"\n{PRESET} widths, {info['params'] / 1e6:.1f}M parameters, random weights, image {args.hw}, one guided "

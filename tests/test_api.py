@@ -38,8 +38,8 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     simulated = scope["w8"](x, t, scope["y"])
     exact = qgesco.load_model("w8.safetensors", backend="weight-only")
     assert torch.equal(exact(x, t, scope["y"]), simulated)
-    assert qgesco.load_model("w8.safetensors").runtime_backend[0] == "weight-only"  # the default for W8: exact
-    fast = qgesco.load_model("w8.safetensors", backend="int8")  # integer kernels on dynamic grids (docs/runtime.md)
+    fast = qgesco.load_model("w8.safetensors")  # the default on CPU: integer kernels on dynamic grids (docs/runtime.md)
+    assert fast.runtime_backend[0] == "int8"
     out = fast(x, t, scope["y"])
     assert (out - simulated).norm() / simulated.norm() < 0.1  # test_runtime.DYNAMIC_BOUND
 
@@ -48,8 +48,8 @@ def test_load_model_dispatches_on_checkpoint_kind(tmp_path):
     model = qgesco.create_model("cpu-test", seed=0)
     qgesco.save_model(model, tmp_path / "m.safetensors")
     assert type(qgesco.load_model(tmp_path / "m.safetensors")) is qgesco.UNetModel
-    w8 = qgesco.load_model("camvid-demo-w8")
-    assert w8.runtime_backend[0] == "weight-only"  # W8 without activation grids: exact by default
+    assert qgesco.load_model("camvid-demo-w8").runtime_backend[0] == "int8"  # W8 on CPU: dynamic grids by default
+    w8 = qgesco.load_model("camvid-demo-w8", backend="weight-only")
     assert w8.quant_plan is not None  # declared on every UNetModel, None on a float one
     assert not [name for name, p in w8.named_parameters() if p.dim() > 1], (
         "quantized weights must not be float parameters"

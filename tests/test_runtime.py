@@ -24,6 +24,7 @@ from qgesco.models.costs import model_costs
 from qgesco.quant import build_calibration_set, load_quantized, quantize, save_quantized
 from qgesco.quant.swap import quant_layers
 from qgesco.runtime import Int8Layer, PackedQuantLayer, load_runtime, pairs_saturate
+from qgesco.runtime import load as runtime_load
 from qgesco.runtime.costs import bit_ops, quant_skeleton, quantized_bytes
 from qgesco.runtime.int8 import _Group
 from qgesco.runtime.timing import peak_rss_mb
@@ -266,16 +267,29 @@ def test_a_w8a8_file_runs_on_integer_kernels_by_default_and_agrees_with_its_simu
         assert_as_good_as_the_simulation(got, sim(*inputs), model(*inputs))
 
 
-def test_a_w8_file_is_exact_by_default_and_within_the_bound_on_dynamic_grids(files, calib, monkeypatch):
+def test_a_w8_file_takes_integer_kernels_by_default_exactly_where_its_grid_meets_the_quality_bar(monkeypatch):
+    meta = {"weight_bits": 8, "act_bits": None}
+    for bits in (7, 8):  # CPUs without and with VNNI
+        monkeypatch.setattr(runtime_load, "dynamic_bits", lambda bits=bits: bits)
+        backend, why = runtime_load.default_backend(meta)
+        assert backend == ("int8" if runtime_load.DYNAMIC_LPIPS[bits] <= runtime_load.QUALITY_BAR else "weight-only")
+        assert f"{bits}-bit" in why and f"{runtime_load.DYNAMIC_LPIPS[bits]:.4f}" in why
+    assert runtime_load.default_backend(meta, "cuda")[0] == "weight-only"
+    assert runtime_load.default_backend({"weight_bits": 4, "act_bits": None})[0] == "weight-only"
+
+
+def test_a_w8_file_loads_with_its_default_and_runs_within_the_bound_on_dynamic_grids(files, calib, monkeypatch):
     sim, inputs = load_quantized(files["w8"]), calib.batch(slice(None))
     with torch.no_grad():
         expected = sim(*inputs)
         default = load_runtime(files["w8"])
-        assert default.runtime_backend[0] == "weight-only"
-        assert torch.equal(default(*inputs), expected)
+        assert default.runtime_backend == runtime_load.default_backend(read_meta(files["w8"]))
+        if default.runtime_backend[0] == "weight-only":
+            assert torch.equal(default(*inputs), expected)
     runtime = load_runtime(files["w8"], backend="int8")
     seen, got = materialised_weights(runtime, inputs, monkeypatch)
-    assert set(seen) == {"input_blocks.0.0"}
+    skips = {name for name, _ in quant_layers(sim) if name.endswith(".skip_connection")}
+    assert len(skips) >= 4 and set(seen) == {"input_blocks.0.0", "out.2", *skips}  # load.DYNAMIC_WEIGHT_ONLY
     int8 = [m for m in runtime.modules() if isinstance(m, Int8Layer)]
     assert len(int8) > 60 and all(g.dynamic and not g.halves for m in int8 for g in m.groups[:1])
     assert rel_err(got, expected) < DYNAMIC_BOUND
@@ -491,6 +505,6 @@ def test_export_refuses_unknown_inputs_with_one_line(tmp_path, capsys):
 def test_backend_line_names_auto_choice_for_quantized_files_and_bundled_names_only(files):
     from qgesco.runtime import backend_line
 
-    assert backend_line("camvid-demo-w8").startswith("camvid_demo_w8.safetensors: runtime backend weight-only (")
+    assert backend_line("camvid-demo-w8").startswith("camvid_demo_w8.safetensors: runtime backend int8 (W8 on CPU")
     assert backend_line(files["w8a8"]).startswith(f"{files['w8a8'].name}: runtime backend int8 (W8A8")
     assert backend_line("camvid-demo") is None and backend_line(files["w8a8"].parent / "missing") is None

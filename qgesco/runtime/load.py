@@ -23,7 +23,7 @@ from ..models.unet import UNetModel
 from ..quant.checkpoint import KIND, PACKED_BITS, read_quantized
 from ..quant.layers import QuantLayer
 from ..quant.swap import quant_layers
-from .int8 import Int8Layer
+from .int8 import Int8Layer, dynamic_bits
 from .weight_only import PackedQuantLayer
 
 #: ``weight-only``: integer weights, fp32 compute (any device), exactly the simulated model;
@@ -74,26 +74,38 @@ def to_int8(model: UNetModel) -> UNetModel:
     return model
 
 
+#: The demo table's quality bar: LPIPS of a receiver's images against fp32's.
+QUALITY_BAR = 0.005
+
+#: LPIPS vs fp32 of the bundled W8 demo file on per-call activation grids of each width (bits), first
+#: 32 CamVid val scenes (``python bench/backend_quality.py --images 32 --threads 1``, docs/runtime.md).
+DYNAMIC_LPIPS = {7: 0.0013, 8: 0.0007}
+
+
 def default_backend(meta: dict, device: str | torch.device = "cpu") -> tuple[str, str]:
     """The backend ``auto`` picks for a file, and why (one line, printed by sample/demo/evaluate).
 
-    The default never changes what the file's model computes beyond float rounding: a file with
-    activation quantizers (W8A8) runs on integer kernels on CPU, on the file's own grids. A W8 file
-    without them stays weight-only: integer kernels would need grids found per call, which cost
-    LPIPS 0.0074 vs fp32 on CamVid val with the demo model, above the 0.005 bar
-    (``bench/backend_quality.py``, docs/runtime.md); ``backend="int8"`` takes them anyway. Files of
-    <= 4 bits stay packed (weight-only): the int8 kernels would need them unpacked."""
+    A file with activation quantizers (W8A8) runs on integer kernels on CPU, on the file's own
+    grids: what its model computes, to float rounding. A W8 file runs on integer kernels on grids
+    found per call where this CPU's grid width (:func:`~qgesco.runtime.int8.dynamic_bits`: 8 bits
+    with VNNI, 7 without) kept the demo within :data:`QUALITY_BAR` (:data:`DYNAMIC_LPIPS`), else
+    exactly (weight-only); ``backend=`` overrides either way. Files of <= 4 bits stay packed
+    (weight-only): the int8 kernels would need them unpacked."""
     bits = meta["weight_bits"]
     if torch.device(device).type != "cpu":
         return "weight-only", f"int8 kernels are CPU-only; {torch.device(device).type} computes in float"
-    if bits > PACKED_BITS and meta["act_bits"]:
+    if bits <= PACKED_BITS:
+        return "weight-only", f"W{bits} stays packed two per byte; float compute (docs/runtime.md)"
+    if meta["act_bits"]:
         return "int8", f"W{bits}A{meta['act_bits']} on CPU: oneDNN int8 kernels on the file's activation grids"
-    if bits > PACKED_BITS:
-        return "weight-only", (
-            f"W{bits} without activation grids: exact; backend='int8' computes on per-call grids, "
-            "faster at the published width, LPIPS +0.007 (docs/runtime.md)"
-        )
-    return "weight-only", f"W{bits} stays packed two per byte; float compute (docs/runtime.md)"
+    grid = dynamic_bits()
+    cost = f"LPIPS {DYNAMIC_LPIPS[grid]:.4f} vs fp32 on the demo (bar {QUALITY_BAR})"
+    if DYNAMIC_LPIPS[grid] <= QUALITY_BAR:
+        return "int8", f"W{bits} on CPU: oneDNN int8 kernels on per-call {grid}-bit activation grids, {cost}"
+    return "weight-only", (
+        f"W{bits}: this CPU's per-call activation grids have {grid} bits (no VNNI), {cost}: exact instead; "
+        "backend='int8' takes them (docs/runtime.md)"
+    )
 
 
 def backend_line(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> str | None:
