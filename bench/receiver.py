@@ -627,8 +627,8 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
             if graphs:
                 from qgesco.runtime.onnx import export_onnx, load_for_export
 
-                for name in sorted(graphs):
-                    export_onnx(load_for_export(files[name]), folder / f"{name}.onnx")
+                for file in sorted(graphs):
+                    export_onnx(load_for_export(files[file]), folder / f"{file}.onnx")
                 paths.update({m.name: folder / f"{m.file}.onnx" for m in modes if m.backend in GRAPH_BACKENDS})
             result["agreement"] = agreement(modes, files, paths, cfg, args.threads)
             result["baseline_rss_mb"] = spawn("baseline", args.threads)["peak_rss_mb"]
