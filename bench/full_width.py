@@ -45,6 +45,7 @@ MODES = {
         Mode("onnx-w8a8", "w8a8", "onnxruntime", "W8A8 QDQ ONNX (onnxruntime)"),
         Mode("ov-fp32", "fp32", "openvino", "fp32 ONNX (OpenVINO)"),
         Mode("ov-w8a8", "w8a8", "openvino", "W8A8 QDQ ONNX (OpenVINO)"),
+        Mode("ov-w7a8s", "w7a8s", "openvino", "W7A8 symmetric QDQ ONNX (OpenVINO)"),
     )
 }
 #: The default modes: checkpoints as qgesco.load_model runs them.
