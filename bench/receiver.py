@@ -44,7 +44,7 @@ from qgesco.api import load_model
 from qgesco.models.config import UNetConfig
 from qgesco.receiver import regenerate
 from qgesco.runtime.int8 import U8_SHIFT, _Group, pairs_saturate
-from qgesco.runtime.onnx import OnnxModel
+from qgesco.runtime.onnx import OnnxModel, OpenVinoModel
 from qgesco.runtime.timing import measure_step, peak_rss_mb, random_maps, randomize_zero_init
 
 #: Presets far too large to run on a CPU receiver here: analytic figures only.
@@ -150,36 +150,6 @@ def write_checkpoints(
 
 
 # --- the measuring subprocess --------------------------------------------------------------------
-
-
-class OpenVinoModel:
-    """``model(x, t, y)`` over an exported ONNX graph compiled by OpenVINO for the CPU, in fp32
-    (OpenVINO would pick bf16 on CPUs that have it): QDQ convolutions with symmetric int8 weights
-    run in int8, the rest in float."""
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        import openvino as ov
-
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
-        self.request = self.compiled.create_infer_request()
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.request.infer({"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})
-        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())  # the request reuses its buffer
-
-    def layer_precisions(self) -> dict[str, int]:
-        """Convolutions and matrix products of the compiled graph by the precision they run in."""
-        counts: dict[str, int] = {}
-        for op in self.compiled.get_runtime_model().get_ordered_ops():
-            info = op.get_rt_info()
-            kind = info["layerType"].astype(str)
-            if kind in ("Convolution", "FullyConnected", "MatMul"):
-                key = f"{kind} {info['runtimePrecision'].astype(str)}"
-                counts[key] = counts.get(key, 0) + 1
-        return counts
 
 
 def openvino_version() -> str | None:
