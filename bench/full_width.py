@@ -2,6 +2,8 @@
 random weights at a small image, fp32 against its nearest-rounding W8 / W4 / W8A8 files.
 
     .venv/bin/python bench/full_width.py --work /tmp/fw           # 64x128, 1 and 2 threads, 2 rounds
+    .venv/bin/python bench/full_width.py --work /tmp/fw --threads 1 --modes fp32,w8a8,onnx-fp32,ov-fp32,ov-w8a8 \
+        --name full_width_graphs                                  # the exported graphs (OpenVINO: pip install openvino)
 
 Step 1 writes the files into ``--work`` (once; rerunning reuses them) and times their making:
 ``quantize(iters=0)`` with the default per-channel clipping search (``weight_init="lp"``), W8A8
@@ -9,8 +11,10 @@ with activation ranges from 2 random maps x 2 steps. Step 2 runs every mode in a
 (round, threads), modes alternated: load time, one warm-up and ``--reps`` timed guided DDIM steps
 (batch 2), peak RSS of the process minus that of a process that imports the same modules and
 loads nothing; the modes ``auto`` picks on this CPU are marked default. Latency and memory do
-not depend on the weight values. Writes results/full_width.{json,md} (docs/results.md). The
-file making, worker processes and alternation are bench/receiver.py's.
+not depend on the weight values. Writes results/full_width.{json,md} (docs/results.md), or
+results/NAME.{json,md} with ``--name``. The graph modes (onnxruntime, OpenVINO) export
+``FILE.onnx`` (+ ``.onnx.data`` for fp32) into ``--work`` once. The file making, worker processes
+and alternation are bench/receiver.py's.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from pathlib import Path
 
 from common import save
-from receiver import QUANT, Mode, alternate, spawn, write_checkpoints
+from receiver import GRAPH_BACKENDS, QUANT, Mode, alternate, spawn, write_checkpoints
 
 from qgesco.fileio import read_meta
 from qgesco.models.config import UNetConfig
@@ -40,8 +44,15 @@ MODES = {
         Mode("w8", "w8", "int8", "W8 int8, dynamic grids (skip convs weight-only)"),
         Mode("w8a8", "w8a8", "auto", "W8A8 (int8 on the file's grids)"),
         Mode("w4", "w4", "auto", "W4 (weight-only, packed)"),
+        Mode("onnx-fp32", "fp32", "onnxruntime", "fp32 ONNX (onnxruntime)"),
+        Mode("onnx-w8a8", "w8a8", "onnxruntime", "W8A8 QDQ ONNX (onnxruntime)"),
+        Mode("ov-fp32", "fp32", "openvino", "fp32 ONNX (OpenVINO)"),
+        Mode("ov-w8a8", "w8a8", "openvino", "W8A8 QDQ ONNX (OpenVINO)"),
+        Mode("ov-w7a8s", "w7a8s", "openvino", "W7A8 symmetric QDQ ONNX (OpenVINO)"),
     )
 }
+#: The default modes: checkpoints as qgesco.load_model runs them.
+EAGER = "fp32,w8-wo,w8,w8a8,w4"
 
 
 def prepare(work: Path, hw: tuple[int, int], files: set[str]) -> dict:
@@ -75,7 +86,19 @@ def prepare(work: Path, hw: tuple[int, int], files: set[str]) -> dict:
     return info
 
 
-def table(info: dict, runs: dict, baseline: float, threads: list[int], defaults: set[str]) -> str:
+def export(work: Path, name: str) -> Path:
+    """``work/NAME.onnx``, exported from ``work/NAME.safetensors`` unless an earlier run did."""
+    from qgesco.runtime.onnx import export_onnx, load_for_export
+
+    path = work / f"{name}.onnx"
+    if not path.is_file():
+        export_onnx(load_for_export(work / f"{name}.safetensors"), path)
+    return path
+
+
+def table(
+    info: dict, runs: dict, baseline: float, threads: list[int], sizes: dict[str, int], defaults: set[str]
+) -> str:
     """Markdown rows per mode; ``defaults``: the modes that are their file's ``auto`` choice on this CPU."""
     fp = {t: statistics.median(runs[("fp32", t)]["step"]) for t in threads}
     fp_rss = max(runs[("fp32", t)]["rss"] for t in threads) - baseline
@@ -90,7 +113,7 @@ def table(info: dict, runs: dict, baseline: float, threads: list[int], defaults:
         steps = [statistics.median(r["step"]) for r in rows]
         rss = max(r["rss"] for r in rows) - baseline
         cells = " | ".join(f"{s / 1000:.2f} s ({s / fp[t]:.2f}x)" for s, t in zip(steps, threads))
-        ratio = info["bytes"][MODES[mode].file] / info["bytes"]["fp32"]
+        ratio = sizes[mode] / info["bytes"]["fp32"]
         label = MODES[mode].label + (" **(default)**" if mode in defaults else "")
         lines.append(
             f"| {label} | {rows[0]['backend']} | {cells} | {rss / 1000:.2f} GB ({rss / fp_rss:.2f}x) | "
@@ -106,7 +129,8 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=2, help="fresh processes per mode and thread count")
     ap.add_argument("--reps", type=int, default=1, help="timed steps per process (after one warm-up)")
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=EAGER, help=f"of {', '.join(MODES)} (default {EAGER}; fp32 first)")
+    ap.add_argument("--name", default="full_width", help="results/NAME.{json,md} (default full_width)")
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     modes = [MODES[m] for m in args.modes.split(",")]
@@ -114,6 +138,9 @@ def main() -> None:
     baseline = spawn("baseline", 1)["peak_rss_mb"]
     cfg = UNetConfig.from_dict(info["config"])
     paths = {m.name: args.work / f"{m.file}.safetensors" for m in modes}
+    for m in modes:
+        if m.backend in GRAPH_BACKENDS:
+            paths[m.name] = export(args.work, m.file)
     outs = alternate(modes, paths, cfg, threads, args.rounds, args.reps, warmup=1)
     runs = {
         key: {
@@ -124,12 +151,21 @@ def main() -> None:
         }
         for key, done in outs.items()
     }
+    sizes = {  # an fp32 graph's weights are in NAME.onnx.data
+        m.name: sum(
+            f.stat().st_size
+            for f in (paths[m.name], paths[m.name].with_name(paths[m.name].name + ".data"))
+            if f.is_file()
+        )
+        for m in modes
+    }
     defaults = {
         m.name
         for m in modes
-        if m.file != "fp32" and m.backend in ("auto", default_backend(read_meta(paths[m.name]))[0])
+        if m.file != "fp32"
+        and m.backend in ("auto", default_backend(read_meta(args.work / f"{m.file}.safetensors"))[0])
     }
-    text = table(info, runs, baseline, threads, defaults)
+    text = table(info, runs, baseline, threads, sizes, defaults)
     load = os.getloadavg()
     text += (
         f"\n{PRESET} widths, {info['params'] / 1e6:.1f}M parameters, random weights, image {args.hw}, one guided "
@@ -139,7 +175,7 @@ def main() -> None:
         + f". Load average at the end {load[0]:.2f} (2 cores shared with niced jobs).\n"
     )
     save(
-        "full_width",
+        args.name,
         {"runs": {f"{m}@{t}": v for (m, t), v in runs.items()}, "prepare": info, "baseline_mb": baseline},
         text,
         "python bench/full_width.py " + " ".join(sys.argv[1:]),

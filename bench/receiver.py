@@ -13,7 +13,7 @@ modes taking turns over several rounds, all with the same thread count. Peak RSS
 and minus the peak of a process that imports the same modules and loads nothing; the ratios use
 the latter. Also: one layer through each int8 kernel candidate (the backend choice, docs/runtime.md)
 and each runtime's agreement with the fake-quant model of its file. Writes
-results/receiver_<model>.{json,md}.
+results/receiver_<model>.{json,md} (``--name`` renames). ``--openvino`` adds the exported graphs in OpenVINO.
 
 Latency and memory do not depend on the weight values, so a preset's seeded random weights serve
 until trained ones exist (its zero-initialised convs get random weights too, so that outputs
@@ -44,7 +44,7 @@ from qgesco.api import load_model
 from qgesco.models.config import UNetConfig
 from qgesco.receiver import regenerate
 from qgesco.runtime.int8 import U8_SHIFT, _Group, pairs_saturate
-from qgesco.runtime.onnx import OnnxModel
+from qgesco.runtime.onnx import OnnxModel, OpenVinoModel
 from qgesco.runtime.timing import measure_step, peak_rss_mb, random_maps, randomize_zero_init
 
 #: Presets far too large to run on a CPU receiver here: analytic figures only.
@@ -64,7 +64,7 @@ QUANT = {
 class Mode:
     name: str
     file: str  # the checkpoint it runs or is exported from: "fp32" or a key of QUANT
-    backend: str  # qgesco.load_model's backend ("auto", "weight-only", "int8"), or "onnxruntime"
+    backend: str  # qgesco.load_model's backend ("auto", "weight-only", "int8"), or one of GRAPH_BACKENDS
     label: str
 
 
@@ -79,6 +79,15 @@ ONNX_MODES = (
     Mode("onnx-fp32", "fp32", "onnxruntime", "fp32 ONNX (onnxruntime)"),
     Mode("onnx-w8a8", "w8a8", "onnxruntime", "W8A8 QDQ ONNX (onnxruntime)"),
 )
+#: Opt-in (``--openvino``): the same exported graphs in OpenVINO, whose low-precision transformations
+#: run a QDQ convolution in int8 only when its weights are symmetric, hence the W7A8 symmetric graph.
+OPENVINO_MODES = (
+    Mode("ov-fp32", "fp32", "openvino", "fp32 ONNX (OpenVINO)"),
+    Mode("ov-w8a8", "w8a8", "openvino", "W8A8 QDQ ONNX (OpenVINO)"),
+    Mode("ov-w7a8s", "w7a8s", "openvino", "W7A8 symmetric QDQ ONNX (OpenVINO)"),
+)
+#: Backends that run an exported ONNX graph rather than a checkpoint.
+GRAPH_BACKENDS = ("onnxruntime", "openvino")
 
 
 # --- files -----------------------------------------------------------------------------------------
@@ -143,17 +152,28 @@ def write_checkpoints(
 # --- the measuring subprocess --------------------------------------------------------------------
 
 
+def openvino_version() -> str | None:
+    """The installed OpenVINO's version, or None (then the OpenVINO modes are skipped)."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.__version__
+
+
 def load(path: Path, backend: str, threads: int):
     """A mode's model as a user gets it: ``qgesco.load_model`` (its backend ignored for an fp32 file),
-    or the ONNX graph in an onnxruntime session."""
+    or the ONNX graph in an onnxruntime session or compiled by OpenVINO."""
     if backend == "onnxruntime":
         return OnnxModel(path, threads)
+    if backend == "openvino":
+        return OpenVinoModel(path, threads)
     return load_model(path, backend=backend)
 
 
 def model_bytes(model) -> int:
     """Bytes the model holds: its parameters and buffers, plus the int8 layers' prepacked weights."""
-    if isinstance(model, OnnxModel):
+    if isinstance(model, (OnnxModel, OpenVinoModel)):
         return 0
     held = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
     return held + sum(m.packed_bytes for m in model.modules() if isinstance(m, _Group))
@@ -173,12 +193,14 @@ def worker(args: argparse.Namespace) -> dict:
     cfg = UNetConfig.from_dict(json.loads(args.config))
     start = time.perf_counter()
     model = load(Path(args.file), args.backend, args.threads)
-    unquantized = ("onnxruntime", "") if args.backend == "onnxruntime" else ("fp32", "")
+    unquantized = (args.backend, "") if args.backend in GRAPH_BACKENDS else ("fp32", "")
     out = {
         "load_s": time.perf_counter() - start,
         "load_peak_rss_mb": peak_rss_mb(),
         "backend": list(getattr(model, "runtime_backend", unquantized)),
     }
+    if isinstance(model, OpenVinoModel):
+        out["layers"] = model.layer_precisions()
     if args.worker == "latency":
         out["step_ms"] = measure_step(model, cfg, args.reps, args.warmup)
     else:
@@ -238,8 +260,9 @@ def summarize(times: list[float]) -> dict:
 
 def agreement(modes, files: dict[str, Path], paths: dict[str, Path], cfg, threads: int) -> list[dict]:
     """Relative L2 output differences on one batch (4 maps, timesteps spread, conditional): each
-    runtime against the fake-quant model of its file, and the fake-quant model against fp32 and
-    against itself on another memory layout / one sample at a time (its own float-rounding spread)."""
+    runtime against the fake-quant model of its file (the eager fp32 model for a graph exported from
+    fp32), also as the largest absolute difference, and the fake-quant model against fp32 and against
+    itself on another memory layout / one sample at a time (its own float-rounding spread)."""
     from qgesco.quant import load_quantized
 
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -255,9 +278,9 @@ def agreement(modes, files: dict[str, Path], paths: dict[str, Path], cfg, thread
     with torch.no_grad():
         fp = load_model(files["fp32"])(x, t, y)
         for mode in modes:
-            if mode.file == "fp32":
+            if mode.file == "fp32" and mode.backend not in GRAPH_BACKENDS:
                 continue
-            sim = load_quantized(files[mode.file])
+            sim = load_model(files["fp32"]) if mode.file == "fp32" else load_quantized(files[mode.file])
             expected = sim(x, t, y)
             got = load(paths[mode.name], mode.backend, threads)(x, t, y)
             cl = [v.contiguous(memory_format=torch.channels_last) for v in (x, y)]
@@ -265,6 +288,7 @@ def agreement(modes, files: dict[str, Path], paths: dict[str, Path], cfg, thread
                 {
                     "mode": mode.label,
                     "runtime_vs_sim": rel(got, expected),
+                    "runtime_vs_sim_max_abs": (got - expected).abs().max().item(),
                     "sim_vs_fp32": rel(expected, fp),
                     "runtime_vs_fp32": rel(got, fp),
                     "sim_channels_last_vs_sim": rel(sim(cl[0], t, cl[1]), expected),
@@ -486,12 +510,13 @@ def report(name: str, result: dict) -> str:
         lines += [
             "",
             "Agreement, relative L2 difference of one forward (4 maps, t = 50, 300, 600, 900): runtime vs the "
-            "fake-quant model of the same file (sim), and the sim's own spread under another memory layout / one "
-            "sample at a time:",
+            "fake-quant model of the same file (sim; the eager fp32 model for an fp32 graph), also as the largest "
+            "absolute difference, and the sim's own spread under another memory layout / one sample at a time:",
             "",
             *header(
                 "mode",
                 "runtime vs sim",
+                "max abs, runtime vs sim",
                 "sim vs fp32",
                 "runtime vs fp32",
                 "sim channels_last vs sim",
@@ -499,10 +524,17 @@ def report(name: str, result: dict) -> str:
             ),
         ]
         lines += [
-            f"| {r['mode']} | {r['runtime_vs_sim']:.2e} | {r['sim_vs_fp32']:.2e} | {r['runtime_vs_fp32']:.2e} | "
+            f"| {r['mode']} | {r['runtime_vs_sim']:.2e} | {r['runtime_vs_sim_max_abs']:.2e} | "
+            f"{r['sim_vs_fp32']:.2e} | {r['runtime_vs_fp32']:.2e} | "
             f"{r['sim_channels_last_vs_sim']:.2e} | {r['sim_per_sample_vs_sim']:.2e} |"
             for r in result["agreement"]
         ]
+        compiled = [r for r in rows.values() if "layers" in r]
+        if compiled:
+            lines += ["", f"Layers as OpenVINO {result['openvino']} compiled them (kind and precision: count):", ""]
+            lines += [
+                f"- {r['label']}: " + ", ".join(f"{k} {n}" for k, n in sorted(r["layers"].items())) for r in compiled
+            ]
     else:
         lines += [
             "",
@@ -547,6 +579,12 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
     result["measured"] = measured
     if measured:
         modes = MODES + (ONNX_MODES if args.onnx else ())
+        if args.openvino:
+            result["openvino"] = openvino_version()
+            if result["openvino"] is None:
+                print("openvino is not installed (pip install openvino): skipping the OpenVINO modes", flush=True)
+            else:
+                modes += OPENVINO_MODES
         with tempfile.TemporaryDirectory(prefix="qgesco-bench-") as tmp:
             folder = Path(args.keep) if args.keep else Path(tmp)
             folder.mkdir(parents=True, exist_ok=True)
@@ -555,12 +593,13 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
             del model
             files = {name: folder / f"{name}.safetensors" for name in ["fp32", *QUANT]}
             paths = {m.name: files[m.file] for m in MODES}
-            if args.onnx:
+            graphs = {m.file for m in modes if m.backend in GRAPH_BACKENDS}
+            if graphs:
                 from qgesco.runtime.onnx import export_onnx, load_for_export
 
-                for mode in ONNX_MODES:
-                    paths[mode.name] = folder / f"{mode.name}.onnx"
-                    export_onnx(load_for_export(files[mode.file]), paths[mode.name])
+                for file in sorted(graphs):
+                    export_onnx(load_for_export(files[file]), folder / f"{file}.onnx")
+                paths.update({m.name: folder / f"{m.file}.onnx" for m in modes if m.backend in GRAPH_BACKENDS})
             result["agreement"] = agreement(modes, files, paths, cfg, args.threads)
             result["baseline_rss_mb"] = spawn("baseline", args.threads)["peak_rss_mb"]
             runs = alternate(modes, paths, cfg, [args.threads], args.rounds, args.reps, args.warmup)
@@ -568,7 +607,9 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
                 row = rows.setdefault(mode.name, {"label": mode.label})
                 times = [s for out in runs[(mode.name, args.threads)] for s in out["step_ms"]]
                 row.update(file_bytes=paths[mode.name].stat().st_size, **summarize(times))
-                if mode.backend != "onnxruntime":
+                if "layers" in runs[(mode.name, args.threads)][0]:
+                    row["layers"] = runs[(mode.name, args.threads)][0]["layers"]
+                if mode.backend not in GRAPH_BACKENDS:
                     out = spawn(
                         "receiver",
                         args.threads,
@@ -620,9 +661,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also time the fp32 and QDQ ONNX graphs in onnxruntime",
     )
     p.add_argument(
+        "--openvino",
+        action="store_true",
+        help="also time the fp32, W8A8 and W7A8 symmetric ONNX graphs in OpenVINO (opt-in: pip install openvino)",
+    )
+    p.add_argument(
         "--analytic-only", action="store_true", help="only the analytic figures (always so for gesco-cityscapes-256)"
     )
     p.add_argument("--keep", metavar="DIR", help="keep the checkpoints and ONNX files in DIR")
+    p.add_argument("--name", help="write results/receiver_NAME.{json,md} (default: the model's name)")
 
 
 def main() -> None:
@@ -637,7 +684,7 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
     name, result, text = bench(args)
-    save(f"receiver_{name}", result, text, "python bench/receiver.py " + " ".join(sys.argv[1:]))
+    save(f"receiver_{args.name or name}", result, text, "python bench/receiver.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -460,6 +460,17 @@ def test_quantized_onnx_export_is_a_qdq_graph_of_the_checkpoint_integers_and_agr
         assert run_onnx(path, x[:1], t[:1], y[:1]).shape == (1, 6, 16, 16)  # dynamic batch
 
 
+def test_openvino_runs_the_qdq_export_as_well_as_the_simulation(mini):
+    pytest.importorskip("openvino")
+    from qgesco.runtime.onnx import OpenVinoModel
+
+    net, checkpoint, path, (x, t, y) = mini
+    model = OpenVinoModel(path, threads=1)
+    with torch.no_grad():
+        assert_as_good_as_the_simulation(model(x, t, y), load_quantized(checkpoint)(x, t, y), net(x, t, y))
+        assert model(x[:1], t[:1], y[:1]).shape == (1, 6, 16, 16)  # dynamic batch
+
+
 @pytest.mark.slow
 def test_fp32_and_cpu_test_quantized_onnx_exports_agree(model, files, calib, tmp_path):
     x, t, y = calib.batch(slice(None))

@@ -1,4 +1,4 @@
-"""ONNX export of the fp32 and the quantized UNet, runnable by onnxruntime on CPU.
+"""ONNX export of the fp32 and the quantized UNet, runnable by onnxruntime or OpenVINO on CPU.
 
 The quantized graph is the QDQ format: every integer weight is an int8 initializer behind a
 per-channel ``DequantizeLinear`` (axis 0, the checkpoint's zero points; split layers as two
@@ -205,3 +205,34 @@ class OnnxModel:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})[0]
         return torch.from_numpy(out)
+
+
+class OpenVinoModel:
+    """``model(x, t, y)`` over an exported ONNX graph compiled by OpenVINO for the CPU (``pip install
+    qgesco[openvino]``), in fp32 (OpenVINO would pick bf16 on CPUs that have it). QDQ convolutions
+    run in int8 only with symmetric weights; without VNNI only 7-bit ones are exact (``qgesco
+    quantize --wbits 7 --abits 8 --symmetric``): 8-bit weights saturate (docs/runtime.md)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import openvino as ov
+
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.request.infer({"x": x.numpy(), "t": t.numpy(), "y": y.numpy()})
+        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())  # the request reuses its buffer
+
+    def layer_precisions(self) -> dict[str, int]:
+        """Convolutions and matrix products of the compiled graph by the precision they run in."""
+        counts: dict[str, int] = {}
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            kind = info["layerType"].astype(str)
+            if kind in ("Convolution", "FullyConnected", "MatMul"):
+                key = f"{kind} {info['runtimePrecision'].astype(str)}"
+                counts[key] = counts.get(key, 0) + 1
+        return counts
