@@ -471,6 +471,27 @@ def test_openvino_runs_the_qdq_export_as_well_as_the_simulation(mini):
         assert model(x[:1], t[:1], y[:1]).shape == (1, 6, 16, 16)  # dynamic batch
 
 
+def test_openvino_refuses_8_bit_symmetric_weights_where_its_kernels_saturate(mini, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from qgesco.runtime import onnx as runtime_onnx
+
+    net, _, asymmetric, _ = mini
+    paths = {}
+    for bits in (7, 8):
+        qmodel = quantize(net, None, weight_bits=bits, symmetric=True, iters=0, weight_init="minmax", progress=False)
+        save_quantized(qmodel, tmp_path / f"w{bits}s.safetensors")
+        paths[bits] = tmp_path / f"w{bits}s.onnx"
+        export(tmp_path / f"w{bits}s.safetensors", paths[bits])
+    assert runtime_onnx._wide_symmetric_weights(paths[8]) > 5
+    assert runtime_onnx._wide_symmetric_weights(paths[7]) == runtime_onnx._wide_symmetric_weights(asymmetric) == 0
+    monkeypatch.setattr(runtime_onnx, "pairs_saturate", lambda: True)  # a CPU without VNNI
+    with pytest.raises(ValueError, match="more than 7 bits.*--wbits 7"):
+        runtime_onnx.OpenVinoModel(paths[8])
+    runtime_onnx.OpenVinoModel(paths[7])
+    monkeypatch.setattr(runtime_onnx, "pairs_saturate", lambda: False)  # VNNI: 8-bit weights are exact
+    runtime_onnx.OpenVinoModel(paths[8])
+
+
 @pytest.mark.slow
 def test_fp32_and_cpu_test_quantized_onnx_exports_agree(model, files, calib, tmp_path):
     x, t, y = calib.batch(slice(None))

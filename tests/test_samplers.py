@@ -110,8 +110,9 @@ def test_specs():
     [
         (lambda: make_sampler(BASE, "euler20"), "unknown sampler spec.*ddim25q"),
         (lambda: make_sampler(BASE, "ddim"), "unknown sampler spec"),
-        (lambda: make_sampler(BASE, "ddim0"), r"steps must be an integer in 1\.\.1000"),
-        (lambda: make_sampler(BASE, "ddpm1001"), r"steps must be an integer in 1\.\.1000"),
+        (lambda: make_sampler(BASE, "ddim0"), r"steps must be an integer in 2\.\.1000"),
+        (lambda: make_sampler(BASE, "ddim1"), r"steps must be an integer in 2\.\.1000.*not from noise"),
+        (lambda: make_sampler(BASE, "ddpm1001"), r"steps must be an integer in 2\.\.1000"),
         (lambda: DDIMSampler(BASE, 10, spacing="cosine"), "unknown timestep spacing"),
         (lambda: DDIMSampler(BASE, 10, eta=-1), "eta must be >= 0"),
         (lambda: DPMSolverPPSampler(BASE, 10, order=3), "order must be 1 or 2"),

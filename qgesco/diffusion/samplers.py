@@ -65,8 +65,11 @@ def select_steps(diffusion: GaussianDiffusion, steps: int, spacing: str = "unifo
     if spacing not in SPACINGS:
         raise ValueError(f"unknown timestep spacing {spacing!r}; use one of {', '.join(SPACINGS)}")
     length = diffusion.num_timesteps
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= length:
-        raise ValueError(f"steps must be an integer in 1..{length} (the process's length), got {steps!r}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= length:
+        raise ValueError(
+            f"steps must be an integer in 2..{length} (the process's length; one step would start from t=0, "
+            f"not from noise), got {steps!r}"
+        )
     if spacing == "uniform":
         return [k * length // steps for k in range(steps)]
     if spacing == "quadratic":

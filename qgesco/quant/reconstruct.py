@@ -15,8 +15,9 @@ One pass when it fits: the float model runs once over the calibration set, keepi
 block's output (the targets), then the quantized model runs once over the whole set as one batch,
 and a pre-hook on each block reconstructs it on the inputs it is about to receive before the
 forward goes on through it. Every block thus sees exactly the partly quantized inputs of the
-block-by-block algorithm, at the cost of two forwards instead of one per block (at the published
-width, 61 blocks: minutes instead of half an hour). When the targets do not fit ``cache_mb``, each
+block-by-block algorithm, for one forward of each model instead of one (prefix) of each per block
+(at the published width, 61 blocks: minutes instead of half an hour); the one-batch pass holds
+about as much again in activations as the targets. When the targets do not fit ``cache_mb``, each
 block's data is captured by rerunning both models' prefixes, cached if it fits, else streamed in
 chunks (bounded memory, O(blocks x forward) time). Each finished block is saved to the resume
 folder, so a crash continues from the last finished block and, every block seeding its own

@@ -23,6 +23,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ ops before the exporter builds its table)
 import torch.nn as nn
@@ -33,6 +34,7 @@ from ..models.unet import UNetModel
 from ..quant.layers import QuantLayer
 from ..quant.quantizers import ActQuantizer, int_range
 from ..quant.swap import act_quantizers, quant_layers
+from .int8 import pairs_saturate
 
 INPUT_NAMES = ["x", "t", "y"]
 
@@ -207,6 +209,27 @@ class OnnxModel:
         return torch.from_numpy(out)
 
 
+def _wide_symmetric_weights(path: str | os.PathLike) -> int:
+    """How many int8 weights behind a ``DequantizeLinear`` with zero points 0 reach beyond 7 bits
+    (|q| > 63): those OpenVINO runs as u8 x i8, exactly only where pairs of products fit int16."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {init.name: init for init in graph.initializer if init.data_location != onnx.TensorProto.EXTERNAL}
+    wide = 0
+    for node in graph.node:
+        if (
+            node.op_type != "DequantizeLinear"
+            or len(node.input) < 3
+            or not {node.input[0], node.input[2]} <= inits.keys()
+        ):
+            continue
+        q, zero = (numpy_helper.to_array(inits[name]) for name in (node.input[0], node.input[2]))
+        wide += int(q.dtype == np.int8 and not zero.any() and np.abs(q.astype(np.int16)).max() > 63)
+    return wide
+
+
 class OpenVinoModel:
     """``model(x, t, y)`` over an exported ONNX graph compiled by OpenVINO for the CPU (``pip install
     qgesco[openvino]``), in fp32 (OpenVINO would pick bf16 on CPUs that have it). QDQ convolutions
@@ -216,6 +239,12 @@ class OpenVinoModel:
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         import openvino as ov
 
+        if pairs_saturate() and (wide := _wide_symmetric_weights(path)):
+            raise ValueError(
+                f"{path}: {wide} symmetric weight tensors use more than 7 bits, which OpenVINO's int8 kernels "
+                "compute wrongly on this CPU (no VNNI: 16-bit pair saturation); export a file quantized with "
+                "--wbits 7, or run this graph with OnnxModel"
+            )
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
