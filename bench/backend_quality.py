@@ -18,7 +18,6 @@ import argparse
 import statistics
 import sys
 import time
-from unittest import mock
 
 import torch
 from common import markdown_table, save
@@ -30,7 +29,7 @@ from qgesco.diffusion import create_diffusion, make_sampler
 from qgesco.metrics import lpips
 from qgesco.models.checkpoint import bundled_path
 from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate, to_unit
-from qgesco.runtime import int8, load_runtime
+from qgesco.runtime import load_runtime, to_int8
 
 BAR = 0.005
 
@@ -51,8 +50,7 @@ def main() -> None:
     w8 = bundled_path("camvid-demo-w8")
     receivers = {"fp32": fp32, "W8 weight-only": load_runtime(w8, backend="weight-only")}
     for bits in (7, 8):
-        with mock.patch.object(int8, "dynamic_bits", lambda bits=bits: bits):
-            receivers[f"W8 int8 (dynamic u{bits})"] = load_runtime(w8, backend="int8")
+        receivers[f"W8 int8 (dynamic u{bits})"] = to_int8(load_runtime(w8, backend="weight-only"), grid_bits=bits)
     images, ms = {}, {}
     for name, model in receivers.items():
         start = time.perf_counter()

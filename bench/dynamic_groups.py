@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from unittest import mock
 
 import torch
 from common import markdown_table, save
@@ -25,7 +24,7 @@ from qgesco.data.datasets import CamVid
 from qgesco.diffusion import create_diffusion
 from qgesco.models.checkpoint import bundled_path
 from qgesco.quant.swap import quant_layers
-from qgesco.runtime import Int8Layer, int8, load_runtime
+from qgesco.runtime import Int8Layer, load_runtime
 from qgesco.runtime.load import WEIGHT_ONLY_LAYERS
 
 ROLES = ("time_embed", "emb_layers", "mlp_shared", "mlp_gamma", "mlp_beta", "in_layers", "out_layers")
@@ -73,8 +72,7 @@ def main() -> None:
 
     rows = {}
     for bits in (7, 8):
-        with mock.patch.object(int8, "dynamic_bits", lambda bits=bits: bits):
-            integer = {n: Int8Layer(m) for n, m in quant_layers(exact) if n not in WEIGHT_ONLY_LAYERS}
+        integer = {n: Int8Layer(m, grid_bits=bits) for n, m in quant_layers(exact) if n not in WEIGHT_ONLY_LAYERS}
         exact_layers = {n: exact.get_submodule(n) for n in integer}
         groups: dict[str, list[str]] = {}
         for name in integer:

@@ -121,13 +121,14 @@ class _Group(nn.Module):
         bias: torch.Tensor | None,
         act: tuple[float, int, int] | None,
         halves: bool,
+        grid_bits: int | None = None,
     ):
         super().__init__()
         out_ch = q.shape[0]
         self.op, self.conv_args, self.out_ch, self.halves = op, conv_args, out_ch, halves
         self.dynamic = act is None
         if self.dynamic:  # unsigned grid [0, 2^bits - 1], scale and zero point from each input's range
-            self.act_scale, self.act_zero, self.u_min, self.u_max = 1.0, 0, 0, 2 ** dynamic_bits() - 1
+            self.act_scale, self.act_zero, self.u_min, self.u_max = 1.0, 0, 0, 2 ** (grid_bits or dynamic_bits()) - 1
         else:
             act_scale, act_zero, act_bits = act
             qmin, qmax = int_range(act_bits)
@@ -174,13 +175,15 @@ class _Group(nn.Module):
 
 class Int8Layer(nn.Module):
     """A :class:`QuantLayer` computed by oneDNN's int8 kernels: on the file's activation grids where it
-    has activation quantizers (W8A8), else on a grid found per call from the input's range (W8, dynamic)."""
+    has activation quantizers (W8A8), else on a grid found per call from the input's range (W8, dynamic),
+    of ``grid_bits`` bits (default :func:`dynamic_bits`, this CPU's; 8 on a CPU without VNNI computes what
+    a VNNI CPU does, exactly, as 7-bit weight halves)."""
 
-    def __init__(self, layer: QuantLayer):
+    def __init__(self, layer: QuantLayer, grid_bits: int | None = None):
         super().__init__()
         if layer.op != "linear" and layer.conv["groups"] != 1:
             raise ValueError(f"int8 compute supports groups=1 convolutions only, got groups={layer.conv['groups']}")
-        self.op = layer.op
+        self.op, self.grid_bits = layer.op, grid_bits or dynamic_bits()
         with layer.unpacked() if isinstance(layer, PackedQuantLayer) else contextlib.nullcontext():
             weights = layer.qweight
         in_ch, out_ch = weights.shape[1], weights.shape[0]
@@ -195,7 +198,7 @@ class Int8Layer(nn.Module):
         groups = []
         for g, ((a, b), act) in enumerate(zip(self.bounds, acts)):
             q = weights[:, a:b]
-            u_max = 2 ** dynamic_bits() - 1 if act is None else int_range(act[2])[1] + U8_SHIFT
+            u_max = 2**self.grid_bits - 1 if act is None else int_range(act[2])[1] + U8_SHIFT
             worst = 2 * u_max * int(q.to(torch.int16).abs().max())  # int8 abs(-128) wraps
             groups.append(
                 _Group(
@@ -207,6 +210,7 @@ class Int8Layer(nn.Module):
                     layer.bias if g == 0 else None,
                     act,
                     halves=pairs_saturate() and worst > INT16_MAX,
+                    grid_bits=self.grid_bits,
                 )
             )
         self.groups = nn.ModuleList(groups)
@@ -219,5 +223,5 @@ class Int8Layer(nn.Module):
 
     def extra_repr(self) -> str:
         halves = any(g.halves for g in self.groups)
-        grid = f"dynamic u{dynamic_bits()}" if self.groups[0].dynamic else "static"
+        grid = f"dynamic u{self.grid_bits}" if self.groups[0].dynamic else "static"
         return f"{self.op}, input groups={len(self.groups)}, activations {grid}" + (", 7-bit halves" if halves else "")

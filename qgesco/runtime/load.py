@@ -62,15 +62,15 @@ def _integer(name: str, layer: QuantLayer, dynamic: bool) -> bool:
     return layer.input_quant is not None
 
 
-def to_int8(model: UNetModel) -> UNetModel:
+def to_int8(model: UNetModel, grid_bits: int | None = None) -> UNetModel:
     """Swap, in place, quantized layers for :class:`Int8Layer`: in a W8A8 file those with activation
     quantizers (the rest keep the file's float activations) bar :data:`WEIGHT_ONLY_LAYERS`; in a W8 file
-    (dynamic grids) every one bar those and :data:`DYNAMIC_WEIGHT_ONLY`."""
+    (dynamic grids of ``grid_bits``, default this CPU's) every one bar those and :data:`DYNAMIC_WEIGHT_ONLY`."""
     layers = quant_layers(model)
     dynamic = all(layer.input_quant is None for _, layer in layers)
     for name, layer in layers:
         if _integer(name, layer, dynamic):
-            model.set_submodule(name, Int8Layer(layer))
+            model.set_submodule(name, Int8Layer(layer, grid_bits))
     return model
 
 
