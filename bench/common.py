@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,25 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict:
-    """qgesco.runtime.timing.machine() (CPU, ISA, int8 capability, versions) and torch's thread count."""
-    return {**timing.machine(), "torch_threads": torch.get_num_threads()}
+    """qgesco.runtime.timing.machine() (CPU, class, ISA, int8 capability, versions), torch's thread count,
+    the date and the commit."""
+    return {
+        **timing.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit(),
+    }
+
+
+def commit() -> str:
+    """The checkout's commit (with "+dirty" when it has uncommitted changes): results name what measured them."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True)
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if head.returncode == 0 else "unknown"
 
 
 def median_ms(fn: Callable[[], object], warmup: int = 2, repeat: int = 7) -> float:
@@ -42,11 +60,10 @@ def save(name: str, payload: dict, table: str, command: str) -> None:
     """Write ``results/NAME.json`` and ``results/NAME.md`` (table + machine + command), print the table."""
     m = machine()
     write_json(RESULTS / f"{name}.json", {**payload, "machine": m, "command": command})
-    vnni = ", no VNNI (int8 pairs saturate)" if m["int8_pairs_saturate"] else ", int8 VNNI"
     ort = f", onnxruntime {m['onnxruntime']}" if "onnxruntime" in m else ""
     text = (
-        f"{table}\nMachine: {m['cpu']}, {m['cores']} cores, {m['isa']}{vnni}, torch {m['torch']} "
-        f"({m['torch_threads']} threads){ort}. Command: `{command}`\n"
+        f"{table}\nMachine: {timing.machine_line(m)} ({m['torch_threads']} threads){ort}. "
+        f"Command: `{command}`\nMeasured {m['date']} at commit {m['commit']}.\n"
     )
     write_text(RESULTS / f"{name}.md", text)
     print(text)

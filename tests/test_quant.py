@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from qgesco.channel import AWGN, encode, transmit
 from qgesco.data import SyntheticScenes
@@ -272,22 +273,53 @@ def test_block_data_streams_chunks_when_the_cache_budget_is_small(model, calib, 
     )
 
 
-def test_one_pass_reconstruction_equals_block_by_block(model, calib, monkeypatch):
-    """The one-pass path (targets fit the cache) gives every block the inputs the block-by-block path
-    captures: same block errors, activation scales and roundings, up to float summation order."""
-    args = dict(weight_bits=4, act_bits=8, iters=3, batch_size=4, progress=False)
+def _one_pass_and_by_block(model, calib, monkeypatch, **args):
+    args = dict(weight_bits=4, iters=3, batch_size=4, progress=False, **args)
     assert reconstruct_module.block_targets(model, ["out"], calib, 4, cache_bytes=1) is None
     one_pass = quantize(model, calib, **args)
-    monkeypatch.setattr(reconstruct_module, "block_targets", lambda *args: None)  # as when they do not fit
-    by_block = quantize(model, calib, **args)
-    for a, b in zip(one_pass.quant_report["blocks"], by_block.quant_report["blocks"]):
+    with monkeypatch.context() as patch:
+        patch.setattr(reconstruct_module, "block_targets", lambda *args: None)  # as when they do not fit
+        by_block = quantize(model, calib, **args)
+    return one_pass, by_block
+
+
+def _qweight_flips(a: nn.Module, b: nn.Module) -> float:
+    state, other = a.state_dict(), b.state_dict()
+    flips = sum(int((state[k] != other[k]).sum()) for k in state if k.endswith("qweight"))
+    return flips / sum(state[k].numel() for k in state if k.endswith("qweight"))
+
+
+def test_one_pass_reconstruction_equals_block_by_block(model, calib, monkeypatch):
+    """The one-pass path (targets fit the cache) gives every block the inputs the block-by-block path
+    captures. The two batch the float model differently (one batch vs batches of 4), so oneDNN may pick
+    other kernels and the block inputs differ by summation order only: each conv sums K <= 1152 products,
+    relative error ~sqrt(K)*eps ~ 4e-6, so the block errors (means of squares) agree to 1e-5 — measured
+    <= 4e-7 on AMX, AVX-512 VNNI and forced-AVX2 kernels. Same roundings chosen; AdaRound's learned
+    rounding may flip a weight whose soft value sits on the threshold (none measured), at most 0.1%."""
+    one_pass, by_block = _one_pass_and_by_block(model, calib, monkeypatch)
+    for a, b in zip(one_pass.quant_report["blocks"], by_block.quant_report["blocks"], strict=True):
         assert a["block"] == b["block"] and a["rounding"] == b["rounding"]
-        assert a["error_nearest"] == pytest.approx(b["error_nearest"], rel=1e-4, abs=1e-9)
+        assert a["error_nearest"] == pytest.approx(b["error_nearest"], rel=1e-5, abs=1e-12)
+    assert _qweight_flips(one_pass, by_block) <= 1e-3
+
+
+def test_one_pass_activation_ranges_match_block_by_block(model, calib, monkeypatch):
+    """With 8-bit activations the float noise above feeds discrete choices: the clip search picks a
+    range ratio on a grid (steps of 0.05, then 0.01; quantizers.COARSE_RATIOS), and the mean over 4
+    batches moves by at most one coarse step when one batch's choice flips; learning then follows it.
+    So every activation scale agrees within 6%, at least half exactly (to 1e-4; measured 63-95%), the
+    block errors within 2% (measured <= 0.3% on AMX, AVX-512 VNNI and forced-AVX2 kernels), and where
+    the chosen rounding differs its two candidate errors were within 2% of each other."""
+    one_pass, by_block = _one_pass_and_by_block(model, calib, monkeypatch, act_bits=8)
+    for a, b in zip(one_pass.quant_report["blocks"], by_block.quant_report["blocks"], strict=True):
+        assert a["block"] == b["block"]
+        assert a["error_nearest"] == pytest.approx(b["error_nearest"], rel=2e-2)
+        if a["rounding"] != b["rounding"]:
+            assert b["error_learned"] == pytest.approx(b["error_nearest"], rel=2e-2)
     state, other = one_pass.state_dict(), by_block.state_dict()
     scales = [k for k in state if k.endswith("_quant.scale") or ".input_quant." in k and k.endswith("scale")]
-    assert scales and all(torch.allclose(state[k], other[k], rtol=1e-4) for k in scales)
-    flips = sum(int((state[k] != other[k]).sum()) for k in state if k.endswith("qweight"))
-    assert flips <= 1e-3 * sum(state[k].numel() for k in state if k.endswith("qweight"))
+    gaps = torch.stack([((state[k] - other[k]).abs() / other[k].abs()).max() for k in scales])
+    assert scales and gaps.max() <= 0.06 and (gaps <= 1e-4).float().mean() >= 0.5
 
 
 def test_quantize_leaves_the_float_model_untouched(model, w4):

@@ -11,6 +11,9 @@ exactly on the inputs the fake-quant model feeds it (docs/runtime.md).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -23,7 +26,7 @@ from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.costs import model_costs
 from qgesco.quant import build_calibration_set, load_quantized, quantize, save_quantized
 from qgesco.quant.swap import quant_layers
-from qgesco.runtime import Int8Layer, PackedQuantLayer, load_runtime, pairs_saturate
+from qgesco.runtime import Int8Layer, PackedQuantLayer, load_runtime, pairs_saturate, timing
 from qgesco.runtime import load as runtime_load
 from qgesco.runtime.costs import bit_ops, quant_skeleton, quantized_bytes
 from qgesco.runtime.int8 import _Group
@@ -386,6 +389,40 @@ def load_json(path):
     import json
 
     return json.loads(path.read_text())
+
+
+CPUINFO_FLAGS = {  # the kernel-relevant flags of the three CPU kinds this project is built on
+    "AMX": "fpu avx2 avx512f avx512_vnni avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8",
+    "AVX-512 VNNI": "fpu avx2 avx512f avx512_vnni",
+    "AVX2": "fpu sse4_2 avx2 fma",
+}
+
+
+@pytest.mark.parametrize("kind", CPUINFO_FLAGS)
+def test_bench_names_the_cpu_class_from_cpuinfo(kind, tmp_path, monkeypatch, capsys):
+    """``qgesco bench --json`` records the CPU class (AMX changes every int8/bf16 ratio) read from
+    /proc/cpuinfo, here a patched one, beside the ISA oneDNN really dispatched to."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU {kind}\nflags\t\t: {CPUINFO_FLAGS[kind]}\n")
+    monkeypatch.setattr(timing, "CPUINFO", cpuinfo)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--model", "cpu-test", "--reps", "1", "--warmup", "0", "--json", str(out)]) == 0
+    m = load_json(out)["machine"]
+    assert m["cpu"] == f"Test CPU {kind}" and m["cpu_class"] == kind
+    assert ("amx_int8" in m["cpu_flags"]) == (kind == "AMX") and "fpu" not in m["cpu_flags"]
+    assert m["onednn_isa"] == timing.onednn_isa() != "unknown"
+    assert f"class {kind} (oneDNN {m['onednn_isa']}" in capsys.readouterr().out
+
+
+def test_machine_report_says_when_the_kernels_were_capped(tmp_path):
+    """Under ``ONEDNN_MAX_CPU_ISA=AVX2`` oneDNN runs AVX2 kernels (int8 pairs saturate) whatever the CPU,
+    and the report says the numbers are an indication of another class."""
+    code = "from qgesco.runtime.timing import machine, machine_line; m = machine(); print(m['onednn_isa']); "
+    code += "print(m['int8_pairs_saturate']); print(machine_line(m))"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    isa, saturate, line = run.stdout.splitlines()
+    assert isa == "Intel AVX2" and saturate == "True" and "capped by ONEDNN_MAX_CPU_ISA=AVX2" in line
 
 
 # --- ONNX ---------------------------------------------------------------------------------------------

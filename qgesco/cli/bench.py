@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from qgesco.models.config import UNetConfig
     from qgesco.models.costs import model_costs
     from qgesco.models.presets import PRESETS
-    from qgesco.runtime.timing import machine, measure_step, peak_rss_mb, randomize_zero_init
+    from qgesco.runtime.timing import machine, machine_line, measure_step, peak_rss_mb, randomize_zero_init
 
     validate.finite_number("--reps", args.reps, low=1, integer=True)
     validate.finite_number("--warmup", args.warmup, low=0, integer=True)
@@ -115,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine(),
     }
     m = result["machine"]
-    int8 = "no VNNI: int8 pairs saturate, 7-bit grids" if m["int8_pairs_saturate"] else "int8 VNNI"
     made = (
         f"built in {made_s:.2f} s (preset, seeded random weights, seed {args.seed}; not loaded from a file)"
         if source is None
@@ -132,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"peak RSS     {result['peak_rss_mb']:.0f} MB (this process: imports, model, steps)")
     print(f"threads      {result['threads']}")
-    print(f"machine      {m['cpu']}, {m['cores']} cores, {m['isa']}, {int8}, torch {m['torch']}")
+    print(f"machine      {machine_line(m)}")
     print("every runtime mode, in fresh processes: python bench/receiver.py in a checkout (docs/runtime.md)")
     if args.json is not None:
         write_json(args.json, result)

@@ -9,9 +9,12 @@ CPU's int8 capability, which decides whether the int8 backend pays off.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import resource
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,25 +24,80 @@ from ..channel import encode
 from ..diffusion import create_diffusion, make_sampler
 from .int8 import pairs_saturate
 
+CPUINFO = Path("/proc/cpuinfo")
+
+#: The /proc/cpuinfo flags that change which kernels run: AMX tiles, int8 dot products, bf16 arithmetic.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo_field(names: tuple[str, ...]) -> str | None:
+    try:
+        lines = CPUINFO.read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.partition(":")[2].strip() for line in lines if line.startswith(names)), None)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo``; empty where there is none."""
+    return set((_cpuinfo_field(("flags", "Features")) or "").split())
+
+
+def cpu_class(flags: set[str]) -> str:
+    """The class a CPU's int8 / bf16 ratios belong to: AMX, AVX-512 VNNI, AVX-512, AVX2 or other.
+    Each changes every receiver ratio (docs/runtime.md), so every measurement names it."""
+    if "amx_int8" in flags:
+        return "AMX"
+    if "avx512_vnni" in flags:
+        return "AVX-512 VNNI"
+    if "avx512f" in flags:
+        return "AVX-512"
+    return "AVX2" if "avx2" in flags else "other"
+
+
+@functools.cache
+def onednn_isa() -> str:
+    """The ISA oneDNN actually dispatches to, as its verbose header names it: what the hardware has,
+    capped by ``ONEDNN_MAX_CPU_ISA``. Read by running one int8 convolution with verbose output caught
+    at the file-descriptor level (oneDNN prints from C); "unknown" where that is not possible."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        return "unknown"
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                pairs_saturate.__wrapped__()
+        except RuntimeError:
+            pass
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        caught.seek(0)
+        text = caught.read().decode(errors="replace")
+    return next((line.split("isa:", 1)[1].strip() for line in text.splitlines() if ",isa:" in line), "unknown")
+
 
 def machine() -> dict:
-    """CPU, cores, ISA, int8 capability and library versions: what every timing depends on.
+    """CPU, its class and kernel flags, the ISA oneDNN runs, int8 capability and library versions: what
+    every timing depends on.
 
+    ``cpu_class`` is the hardware's; ``onednn_isa`` what ran, lower where ``ONEDNN_MAX_CPU_ISA``
+    (recorded as ``forced_isa``) caps it: such numbers are indications of another class, not that CPU.
     ``int8_pairs_saturate`` is True on CPUs without VNNI, where the int8 kernels sum pairs in
     int16 and qgesco uses 7-bit grids (docs/runtime.md)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
+    cpu = _cpuinfo_field(("model name",)) or platform.processor() or platform.machine()
+    flags = cpu_flags()
     info = {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "cpu_class": cpu_class(flags),
+        "cpu_flags": sorted(flags & set(KERNEL_FLAGS)),
         "isa": torch.backends.cpu.get_cpu_capability(),
+        "onednn_isa": onednn_isa(),
+        "forced_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "int8_pairs_saturate": pairs_saturate(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -51,6 +109,16 @@ def machine() -> dict:
     except ImportError:
         pass
     return info
+
+
+def machine_line(m: dict) -> str:
+    """One line naming what a measurement ran on: CPU, cores, class, the kernels oneDNN dispatched
+    (marked as an indication when ``ONEDNN_MAX_CPU_ISA`` capped them), int8 capability, torch."""
+    int8 = "no VNNI: int8 pairs saturate, 7-bit grids" if m["int8_pairs_saturate"] else "int8 VNNI"
+    kernels = f"oneDNN {m['onednn_isa']}"
+    if m.get("forced_isa"):
+        kernels += f", capped by ONEDNN_MAX_CPU_ISA={m['forced_isa']}: an indication, not that CPU class"
+    return f"{m['cpu']}, {m['cores']} cores, class {m['cpu_class']} ({kernels}), {int8}, torch {m['torch']}"
 
 
 def peak_rss_mb() -> float:
