@@ -18,14 +18,18 @@ from typing import Any
 
 import torch
 
-from .fileio import read_meta
+from .fileio import digests_required, read_meta
 from .models.checkpoint import BUNDLED, bundled_path, load_float_model, load_official_checkpoint
 from .models.unet import UNetModel
 from .runtime import load_runtime
 
 
 def load_model(
-    path_or_name: str | os.PathLike, device: str | torch.device = "cpu", backend: str = "auto", **flags: Any
+    path_or_name: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    backend: str = "auto",
+    require_digest: bool = False,
+    **flags: Any,
 ) -> UNetModel:
     """Any model, in eval mode on ``device``: a bundled name (``camvid-demo``, ``camvid-demo-w8``),
     one of our ``.safetensors`` files (full precision or quantized), or a published GESCO/SDM
@@ -35,7 +39,13 @@ def load_model(
     weights stay int8 / packed int4 in memory. ``backend="auto"`` takes the faster backend for the
     file (integer kernels for 8-bit files on CPU; :func:`qgesco.runtime.default_backend` says why);
     ``"weight-only"`` computes exactly what the simulated model (:func:`qgesco.quant.load_quantized`)
-    computes."""
+    computes.
+
+    Every file is checked against its digest; one without (a published ``.pt``, a file from before
+    qgesco wrote digests) loads with a warning, or is refused with ``require_digest=True``."""
+    if require_digest:
+        with digests_required():
+            return load_model(path_or_name, device, backend, **flags)
     if not isinstance(path_or_name, (str, os.PathLike)):
         raise ValueError(
             f"load_model takes a file path or a bundled name ({', '.join(BUNDLED)}), got {type(path_or_name).__name__}"

@@ -9,10 +9,13 @@ truncated file behind.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -163,18 +166,80 @@ def _read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return tensors
 
 
+class UncheckedFileWarning(UserWarning):
+    """A file was loaded that carries no qgesco digest, so damage to it cannot be detected."""
+
+
+_REQUIRE_DIGEST: contextvars.ContextVar[bool | None] = contextvars.ContextVar("require_digest", default=None)
+_WARNED: set[str] = set()
+
+
+@contextlib.contextmanager
+def digests_required(required: bool = True) -> Iterator[None]:
+    """Within the block, files without a qgesco digest are refused instead of loaded with a warning
+    (``qgesco --require-digest``; ``QGESCO_REQUIRE_DIGEST=1`` sets the default)."""
+    token = _REQUIRE_DIGEST.set(required)
+    try:
+        yield
+    finally:
+        _REQUIRE_DIGEST.reset(token)
+
+
+def unchecked(path: str | os.PathLike, what: str) -> None:
+    """A file with no digest of ours: refused when digests are required, else loaded with a
+    warning (once per file), since nothing can tell whether it was damaged."""
+    required = _REQUIRE_DIGEST.get()
+    if required is None:
+        required = os.environ.get("QGESCO_REQUIRE_DIGEST", "") not in ("", "0")
+    if required:
+        raise ValueError(
+            f"{path}: {what} carries no qgesco digest, and digests are required (--require-digest / "
+            "QGESCO_REQUIRE_DIGEST); re-save it with qgesco, or drop --require-digest to load it unchecked"
+        )
+    if str(path) not in _WARNED:
+        _WARNED.add(str(path))
+        warnings.warn(
+            f"{path}: {what} carries no qgesco digest; loaded unchecked (damage to it cannot be detected)",
+            UncheckedFileWarning,
+            stacklevel=3,
+        )
+
+
+@functools.cache
+def _bundled_digests() -> dict[str, str]:
+    """Tensor digests of the bundled files that predate digests in files, by the sha256 of their
+    metadata: a file that carries a bundled file's metadata claims to be that file."""
+    known = json.loads((Path(__file__).resolve().parent / "assets" / "digests.json").read_text())
+    return {entry["metadata_sha256"]: entry["tensors_sha256"] for entry in known.values()}
+
+
+def _expected_digest(path: str | os.PathLike, meta: dict[str, Any]) -> str | None:
+    if "sha256" in meta:
+        return meta["sha256"]
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {})["qgesco"]
+    return _bundled_digests().get(hashlib.sha256(raw.encode()).hexdigest())
+
+
 def load_tensors(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load every tensor of a qgesco safetensors file plus its metadata, checked against the
-    ``sha256`` written with it (files from before digests existed have none and load as they are)."""
+    ``sha256`` written with it, or for the bundled files written before digests, the digest shipped
+    beside them (``assets/digests.json``). Any other file without a digest loads with a warning,
+    or is refused under :func:`digests_required`."""
     meta = read_meta(path)
     try:
         tensors = _read_tensors(path)
     except (KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
         raise ValueError(f"{path}: corrupt safetensors file ({e}); re-create it") from None
-    if "sha256" in meta and tensors_sha256(tensors) != meta["sha256"]:
+    expected = _expected_digest(path, meta)
+    if expected is None:
+        unchecked(path, f"this {meta.get('kind', 'qgesco')} file (written before qgesco wrote digests)")
+    elif tensors_sha256(tensors) != expected:
         fix = _FIX.get(meta.get("kind"), "delete it and re-create it with the qgesco command that wrote it")
+        if "sha256" not in meta:
+            fix = "it is a damaged copy of a file bundled with qgesco: use the bundled name or reinstall qgesco"
         raise ValueError(
             f"{path}: tensor data do not match the checksum written with the file: it was modified "
             f"or corrupted after saving; {fix}"

@@ -11,10 +11,12 @@ on stderr with exit status 2, never as a traceback: errors that describe bad inp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
 import sys
+import warnings
 
 #: The order verbs appear in ``--help``: the story the code tells.
 STORY = (
@@ -48,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback of an error (also: QGESCO_DEBUG=1)"
     )
+    parser.add_argument(
+        "--require-digest",
+        action="store_true",
+        help="refuse files that carry no qgesco digest (published .pt checkpoints, files from before digests) "
+        "instead of loading them with a warning (also: QGESCO_REQUIRE_DIGEST=1)",
+    )
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for name in _verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)
@@ -60,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from ..fileio import digests_required
+
+    warnings.formatwarning = _one_line_warning
     try:
-        return int(args.func(args) or 0)
+        with digests_required() if args.require_digest else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except BrokenPipeError:
         sys.stderr.close()
         return 0
@@ -73,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"qgesco {args.verb}: error: {_describe(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"qgesco: warning: {message}\n"
 
 
 #: Errors whose message is written for the user; anything else is named with its type.

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..fileio import load_tensors, read_meta, require_finite, save_tensors
+from ..fileio import load_tensors, read_meta, require_finite, save_tensors, unchecked
 from .config import UNetConfig, config_from_official_flags
 from .presets import PRESETS, get_preset
 from .unet import UNetModel
@@ -105,6 +105,7 @@ def load_official_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     model = skeleton(config_from_official_flags(**flags))
+    unchecked(path, "this PyTorch checkpoint")
     try:  # memory-mapped: the pages are the parameters' storage (assign=True below)
         sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # torch raises several types for corrupt or non-tensor pickles
