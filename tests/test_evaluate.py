@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from qgesco import load_model
 from qgesco.cli import main
 from qgesco.data import open_dataset
 from qgesco.diffusion import create_diffusion
@@ -273,6 +274,35 @@ def test_describe_reports_bits_size_and_calibration(files):
     )  # attention stays float
     assert (w8["calibration"], w4["calibration"], fp["calibration"]) == ("timestep", "noise+timestep", None)
     assert fp["sha256"] == describe(_tiny_model(), "again")["sha256"] != w8["sha256"]
+
+
+def _stored_tensor_bytes(path: Path) -> int:
+    """Bytes of the tensor data a safetensors file stores, read from its header: the oracle for Table I."""
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    return sum(e["data_offsets"][1] - e["data_offsets"][0] for k, e in header.items() if k != "__metadata__")
+
+
+def test_table_size_is_what_the_file_stores_whatever_the_backend(files, tmp_path, capsys):
+    """The int8 backend holds its weights prepacked by oneDNN, invisible to ``state_dict``; Table I's size
+    still equals the file's stored tensor bytes (within 1%), as does the weight-only backend's and ``info``'s."""
+    path = files / "w8t.safetensors"
+    models = {"int8": load_model(path, backend="int8"), "wo": load_model(path, backend="weight-only"), "file": path}
+    assert models["int8"].runtime_backend[0] == "int8" and models["wo"].runtime_backend[0] == "weight-only"
+    result = evaluate(
+        {**models, "fp32": files / "fp32.safetensors"},
+        "synthetic:2",
+        out=tmp_path / "run",
+        **{**RUN, "images": 1, "psnrs": (100.0,), "metrics": ("pixel",)},
+    )
+    for name in ("int8", "wo", "file"):
+        assert result["models"][name]["size_mb"] * 1e6 == pytest.approx(_stored_tensor_bytes(path), rel=0.01)
+    fp32 = result["models"]["fp32"]["size_mb"] * 1e6
+    assert fp32 == pytest.approx(_stored_tensor_bytes(files / "fp32.safetensors"), rel=0.01)
+    assert "| int8 | 8 (-75%) |" in (tmp_path / "run" / "table.md").read_text()
+    assert main(["info", str(path)]) == 0
+    stored = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("stored size"))
+    assert float(stored.split()[2]) * 1e6 == pytest.approx(_stored_tensor_bytes(path), rel=0.01)
 
 
 # ---------------------------------------------------------------- clear failures

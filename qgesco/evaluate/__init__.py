@@ -10,7 +10,7 @@ land on disk (resumable), and LPIPS, FID/KID, mIoU and PSNR/SSIM are computed fr
 ``torchrun`` the images are shared across ranks. See docs/evaluation.md.
 """
 
-from .models import EvalModel, describe, load_eval_model, tensor_bytes
+from .models import EvalModel, describe, load_eval_model
 from .report import render, table_i, table_ii
 from .runner import (
     METRICS,
@@ -45,6 +45,5 @@ __all__ = [
     "stream_seed",
     "table_i",
     "table_ii",
-    "tensor_bytes",
     "write_report",
 ]

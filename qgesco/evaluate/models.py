@@ -5,8 +5,9 @@ bundled model, or any loaded ``model(x, t, y)`` with a ``config`` (:class:`UNetC
 low-bit runtime model can be evaluated like the others. Its Table I entries:
 
 - **weight bits**: the quantizer's, else the parameters' float width;
-- **size**: bytes of its tensors with quantized weights at their bit width (what the
-  checkpoint holds, header aside), in MB of 10^6 bytes as the paper's 2699 MB;
+- **size**: bytes of the tensors its checkpoint stores (:func:`qgesco.runtime.costs.stored_bytes`:
+  int8 per weight up to 8 bits, two per byte at 4, header aside), whatever form the backend holds
+  them in, in MB of 10^6 bytes as the paper's 2699 MB;
 - **TFLOPs**: one classifier-free-guided step (two forwards, the paper's 13.82 for GESCO),
   :func:`qgesco.runtime.costs.bit_scaled_flops`: for a quantized model each layer's FLOPs are
   scaled by (weight bits / 32) x (input bits / 32), the bit-operation count in fp32 units (the
@@ -16,7 +17,6 @@ low-bit runtime model can be evaluated like the others. Its Table I entries:
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ from ..models.checkpoint import BUNDLED
 from ..models.config import UNetConfig
 from ..models.costs import model_costs
 from ..models.unet import UNetModel
-from ..runtime.costs import bit_scaled_flops
+from ..runtime.costs import bit_scaled_flops, stored_bytes
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 #: Names the run's folders and grid columns use for other things.
@@ -94,7 +94,7 @@ def describe(model: Any, origin: str) -> dict[str, Any]:
         "kind": "quantized" if plan else "fp",
         "weight_bits": plan["weight_bits"] if plan else float_bits,
         "act_bits": plan["act_bits"] if plan else None,
-        "size_mb": None if state is None else tensor_bytes(state, plan) / 1e6,
+        "size_mb": stored_bytes(model.config, plan) / 1e6,
         "tflops": bit_scaled_flops(_costs(model.config), plan) / 1e12,
         "calibration": None if not calib else ("timestep" if calib.get("timestep_only") else "noise+timestep"),
         "sha256": None if state is None else tensors_sha256(state),
@@ -102,17 +102,3 @@ def describe(model: Any, origin: str) -> dict[str, Any]:
 
 
 _costs = functools.lru_cache(maxsize=8)(model_costs)
-
-
-def tensor_bytes(state: dict[str, torch.Tensor], plan: dict[str, Any] | None) -> int:
-    """Bytes of ``state`` with every quantized weight at the plan's bit width, however it is held
-    in memory (one int8 per value in fake quantization, packed in the runtime)."""
-    layers = plan["layers"] if plan else {}
-    total = 0
-    for key, t in state.items():
-        layer, _, leaf = key.rpartition(".")
-        if leaf == "qweight" and layer in layers:
-            total += math.ceil(math.prod(layers[layer]["weight_shape"]) * plan["weight_bits"] / 8)
-        else:
-            total += t.numel() * t.element_size()
-    return total

@@ -34,8 +34,20 @@ def quant_skeleton(
     return model
 
 
+def stored_bytes(cfg: UNetConfig, plan: QuantPlan | None = None) -> int:
+    """Tensor bytes of the checkpoint that holds a model of ``cfg`` quantized by ``plan`` (fp32 without
+    one), header excluded: the project's one byte count (Table I, ``info``), whatever form a backend
+    holds the weights in (prepacked oneDNN int8 is invisible to ``state_dict``; packed int4; bf16)."""
+    with torch.device("meta"):
+        model = UNetModel(cfg.replace(use_fp16=False))
+        if plan:
+            model = apply_plan(model, plan, fit=False)
+    return quantized_bytes(model)
+
+
 def quantized_bytes(skeleton: UNetModel) -> int:
-    """Tensor bytes of the checkpoint ``save_quantized`` writes for ``skeleton`` (header excluded)."""
+    """Tensor bytes of the checkpoint ``save_model`` / ``save_quantized`` writes for ``skeleton`` (header
+    excluded): int8 per weight up to 8 bits, two per byte at <= 4."""
     total = sum(t.numel() * t.element_size() for t in skeleton.state_dict().values())
     for _, layer in quant_layers(skeleton):
         if layer.bits <= PACKED_BITS:
