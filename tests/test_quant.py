@@ -254,6 +254,8 @@ def test_block_reconstruction_error_is_never_worse_than_nearest_rounding(model, 
     finally:
         for h in hooks:
             h.remove()
+    # Weight-only: this pass and the report batch differently, so the errors differ by float summation
+    # order alone (<= 1e-5 relative, as derived in test_one_pass_reconstruction_equals_block_by_block).
     assert learned.item() == pytest.approx(blocks[-1]["error"], rel=1e-4)
     assert learned <= nearest
 
