@@ -29,6 +29,7 @@ STORY = (
     "sample",
     "evaluate",
     "compare",
+    "train_jscc",
     "bench",
     "demo",
 )
