@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default="camvid:train", help="training split")
     p.add_argument("--val-data", default="camvid:val", help="split of the validation PSNRs saved with the model")
     p.add_argument("--data-root", help="folder holding the dataset (default: the usual search path)")
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (a tenth for the last quarter)")
     p.add_argument("--snr-range", type=number_list, default=list(SNR_RANGE), help="training SNRs lo,hi in dB")

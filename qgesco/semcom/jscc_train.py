@@ -65,7 +65,7 @@ def train_jscc(
     image_hw=(48, 64),
     filters=FILTERS,
     snr_range=SNR_RANGE,
-    steps: int = 6000,
+    steps: int = 1500,
     batch: int = 32,
     lr: float = 1e-3,
     seed: int = 0,
