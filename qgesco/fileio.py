@@ -67,6 +67,7 @@ _FIX = {
     "quantized-unet": "re-create it with qgesco quantize",
     "calibration-set": "re-create it with qgesco calibrate",
     "received-maps": "re-create it with qgesco transmit",
+    "deepjscc": "restore it from git or re-create it with qgesco train-jscc (docs/semcom.md)",
 }
 
 

@@ -106,8 +106,10 @@ def test_codecs_round_trip(codec):
         # self-delimiting: the link's zero padding to a whole codeword changes nothing
         assert torch.equal(decode_image(payload + bytes(70), HW, factor, quality, codec), expected)
         # not sent: JPEG's tables and JPEG 2000's main header (at 48x64) with their end markers; WebP's
-        # 20-byte RIFF container, for which 2 bytes of length are sent
-        assert factor > 1 or len(file) - len(payload) == {"jpeg": 625, "webp": 18, "jp2": 125}[codec]
+        # 20-byte RIFF container, for which 2 bytes of length are sent; the HEIF containers (with HEVC's parameter
+        # sets) and AVIF's sequence header
+        unsent = {"jpeg": 625, "webp": 18, "jp2": 125, "hevc": 417, "avif": 288}
+        assert factor > 1 or len(file) - len(payload) == unsent[codec]
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -122,7 +124,8 @@ def test_codec_quality_grows_with_the_budget(codec):
         sizes.append(len(payload))
         assert len(payload) <= room
     assert sizes == sorted(sizes) and psnrs == sorted(psnrs), (sizes, psnrs)
-    assert psnrs[-1] > psnrs[0] + 3
+    # HEVC and AVIF are within 3 dB of their 4:2:0 ceiling on this photo (~30 dB) already at 150 bytes
+    assert psnrs[-1] > psnrs[0] + (1.5 if codec in ("hevc", "avif") else 3)
 
 
 def test_every_digital_scheme_delivers_its_payload_exactly_on_a_clean_channel(schemes):

@@ -31,6 +31,7 @@ STORY = (
     "sample",
     "evaluate",
     "compare",
+    "train_jscc",
     "bench",
     "demo",
 )

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="semantic (map + regeneration) vs digital (JPEG + LDPC) transmission at equal channel uses",
         description="Send each image with every scheme (analog-map: the paper's; digital-map: PNG map + LDPC + QAM; "
-        "digital-image: JPEG/WebP/JPEG 2000 + LDPC + QAM; ideal-*: the same payloads at Shannon capacity) within "
+        "digital-image: JPEG/WebP/JPEG 2000/HEVC/AVIF + LDPC + QAM; ideal-*: the same payloads at Shannon capacity; "
+        "deepjscc: the learned joint source-channel code, bundled models from qgesco train-jscc) within "
         "the same budget of real channel uses per pixel and the same seeded channel noise, regenerate the maps with "
         "the receiver's defaults, and score LPIPS, FID/KID and mIoU against the original photos. Writes "
         "OUT/results.json, table.md, quality_vs_snr.png, quality_vs_budget.png and images/; rerunning "

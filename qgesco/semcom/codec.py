@@ -1,5 +1,5 @@
-"""Source coding for the comparison: label maps (deflate) and photos (JPEG, WebP, JPEG 2000), at reduced
-resolution.
+"""Source coding for the comparison: label maps (deflate) and photos (JPEG, WebP, JPEG 2000, HEVC, AVIF), at
+reduced resolution.
 
 Only what the receiver cannot know is sent and counted, and every payload delimits itself: the receiver
 gets it zero-padded to whole codewords and needs no length. Both ends know the resolution, the codec and its
@@ -15,7 +15,9 @@ dominate (a PNG container is ~140 of a map's ~400 bytes, PIL's JPEG header 623 b
   settings only (:func:`_fixed_header` checks it is the same for this photo) and the end marker is
   appended; the tile-part headers, with their lengths, are sent and counted;
 - ``webp``: the lossy VP8 bitstream whole (its frame tag, start code and dimensions, 10 bytes, counted)
-  plus 2 bytes of its length, from which the receiver rebuilds the 20-byte RIFF container.
+  plus 2 bytes of its length, from which the receiver rebuilds the 20-byte RIFF container;
+- ``hevc`` (HEIC: HEVC intra, the codec of BPG) and ``avif`` (AV1 intra): the coded units of the file's ``mdat``,
+  the container and AVIF's sequence header rebuilt by the receiver (:mod:`~qgesco.semcom.heif`).
 
 A cheaper map is a downsampled one (every ``factor``-th label, upsampled again by repetition at the
 receiver); a cheaper photo is a lower quality or a downsampled one (bicubic down and up): the sender,
@@ -35,11 +37,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import heif
+
 #: Resolution reductions tried, finest first: 1 = the full map or photo.
 FACTORS = (1, 2, 4, 8)
 QUALITIES = range(100, 0, -1)
 #: The photo codecs, by the names ``qgesco compare --codec`` takes.
-CODECS = ("jpeg", "webp", "jp2")
+CODECS = ("jpeg", "webp", "jp2", *heif.CODECS)
 
 
 def downsample_labels(labels: torch.Tensor, factor: int) -> torch.Tensor:
@@ -74,6 +78,8 @@ def _save(image: torch.Tensor, codec: str, quality: int) -> bytes:
     """The whole file PIL writes for a (3, H, W) uint8 photo at ``quality`` (1..100, higher is better)."""
     buffer = io.BytesIO()
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+    if codec in heif.CODECS:
+        return heif.save(pil, codec, quality)
     if codec == "jpeg":
         pil.save(buffer, format="JPEG", quality=quality)
     elif codec == "webp":
@@ -102,20 +108,35 @@ def _header_length(codec: str, data: bytes) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
+def _blank(codec: str, hw: tuple[int, int], quality: int) -> bytes:
+    """The file of a black photo at these settings: what the receiver derives every fixed header from."""
+    return _save(torch.zeros((3, *hw), dtype=torch.uint8), codec, quality)
+
+
 def _fixed_header(codec: str, hw: tuple[int, int], quality: int) -> bytes:
-    blank = _save(torch.zeros((3, *hw), dtype=torch.uint8), codec, quality)
+    blank = _blank(codec, hw, quality)
     return blank[: _header_length(codec, blank)]
 
 
 def image_payload(image: torch.Tensor, factor: int, quality: int, codec: str = "jpeg") -> bytes:
     """What is sent of a (3, H, W) uint8 photo downsampled by ``factor`` and coded at ``quality``."""
-    h, w = image.shape[1:]
+    return _payload(image.numpy().tobytes(), tuple(image.shape), factor, quality, codec)
+
+
+@functools.lru_cache(maxsize=8192)
+def _payload(pixels: bytes, shape: tuple[int, ...], factor: int, quality: int, codec: str) -> bytes:
+    """:func:`image_payload`, each coding done once: the quality search repeats them for every budget and SNR,
+    and x265 takes tens of milliseconds per tiny photo."""
+    image = torch.frombuffer(bytearray(pixels), dtype=torch.uint8).reshape(shape)
+    h, w = shape[1:]
     small = image if factor == 1 else _resize(image, (h // factor, w // factor))
     data = _save(small, codec, quality)
     if codec == "webp":
         if data[12:16] != b"VP8 ":
             raise RuntimeError(f"PIL wrote a {data[12:16]!r} WebP, not the simple lossy format this codec sends")
         return len(data[20:]).to_bytes(2, "big") + data[20:]
+    if codec in heif.CODECS:
+        return heif.split(data, _blank(codec, tuple(small.shape[1:]), quality), codec)
     start = _header_length(codec, data)
     if data[:start] != _fixed_header(codec, tuple(small.shape[1:]), quality):
         raise RuntimeError(f"the {codec} header of this photo is not the one the receiver assumes")
@@ -129,9 +150,11 @@ def decode_image(data: bytes, hw: tuple[int, int], factor: int, quality: int, co
         stream = data[2 : 2 + int.from_bytes(data[:2], "big")]
         riff = b"WEBPVP8 " + len(stream).to_bytes(4, "little") + stream
         file = b"RIFF" + len(riff).to_bytes(4, "little") + riff
+    elif codec in heif.CODECS:
+        file = heif.join(data, _blank(codec, small, quality), codec)
     else:
         file = _fixed_header(codec, small, quality) + (_tile_parts(data) if codec == "jp2" else data) + b"\xff\xd9"
-    with Image.open(io.BytesIO(file)) as im:
+    with heif.open_file(file) if codec in heif.CODECS else Image.open(io.BytesIO(file)) as im:
         image = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
     return image if factor == 1 else _resize(image, hw)
 

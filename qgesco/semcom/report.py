@@ -85,7 +85,9 @@ def _save(plt, fig, path) -> None:
 
 
 def _style(name: str) -> dict[str, Any]:
-    return {"ls": "--" if name.startswith("ideal") else "-", "marker": "o", "lw": 1.2, "label": name}
+    style = {"ls": "--" if name.startswith("ideal") else "-", "marker": "o", "lw": 1.2, "label": name}
+    # the learned baseline in black: with 11 schemes the colour cycle of 10 would repeat on it
+    return style | ({"color": "black", "marker": "s"} if name == "deepjscc" else {})
 
 
 def plot_vs_snr(result: dict[str, Any], path: str | Path) -> None:

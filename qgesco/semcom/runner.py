@@ -239,7 +239,7 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
                             plan = Plan(name, budget, 0, None)
                             outcome, detail = Outcome(failed=True), {}
                         else:
-                            memo = (name, plan.payload, plan.factor, p, i)
+                            memo = (name, plan.payload, plan.factor, plan.uses, p, i)
                             if memo not in decoded_cache:
                                 g = torch.Generator().manual_seed(seed)
                                 decoded_cache[memo] = (scheme.receive(plan, x.label, p, g), dict(plan.detail))
@@ -247,7 +247,8 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
                         if outcome.failed:
                             path = failed
                         elif outcome.image is not None:
-                            path = out / "images" / name / f"f{plan.factor}q{plan.quality}" / f"{i:05d}.png"
+                            folder = outcome.tag or f"f{plan.factor}q{plan.quality}"
+                            path = out / "images" / name / folder / f"{i:05d}.png"
                             if not path.exists():
                                 save_png(Image.fromarray(outcome.image.permute(1, 2, 0).numpy()), path)
                         else:

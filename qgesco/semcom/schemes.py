@@ -15,7 +15,10 @@ budget. Each scheme picks the best content that fits the budget:
   header byte, same code and modulation, decoded and shown; a failed decode is mid-grey too.
   ``digital-image-webp`` and ``digital-image-jp2`` are the same with WebP and JPEG 2000
   (:mod:`~qgesco.semcom.codec` says which header bytes each sends).
-- ``ideal-map`` / ``ideal-image`` (``-webp``, ``-jp2``): the same payloads through an ideal code at Shannon
+- ``deepjscc``: the photo through the learned joint source-channel code of Bourtsoulatze, Kurka & Gündüz
+  (:mod:`~qgesco.semcom.jscc`): the bundled model of the most channel uses that fit, its unit-power real symbols
+  one real use each, no header (the model follows from the budget both ends know), decoded knowing the SNR.
+- ``ideal-map`` / ``ideal-image`` (``-webp``, ``-jp2``, ...): the same payloads through an ideal code at Shannon
   capacity of the real channel at this PSNR and, with Rayleigh fading, this image's fade
   (:func:`~qgesco.semcom.link.capacity`): the payload is chosen knowing both, and it never fails unless the
   fade is so deep that nothing fits (an outage). An upper bound for any real code, not a scheme.
@@ -49,9 +52,10 @@ from .codec import (
     map_payload,
     upsample,
 )
-from .link import DigitalLink, capacity, check_channel
+from .jscc import add_noise, bundled_models, load_jscc
+from .link import DigitalLink, capacity, check_channel, rayleigh_gain
 
-SCHEMES = ("analog-map", "digital-map", "digital-image", "ideal-map", "ideal-image")
+SCHEMES = ("analog-map", "digital-map", "digital-image", "ideal-map", "ideal-image", "deepjscc")
 #: Bits naming the payload's resolution and quality, sent with every image by every scheme.
 HEADER_BITS_ANALOG = 2
 HEADER_BYTES_DIGITAL = 1
@@ -83,6 +87,8 @@ class Outcome:
     key: tuple | None = None
     image: torch.Tensor | None = None
     failed: bool = False
+    #: the folder naming a decoded photo that depends on more than the plan's factor and quality (DeepJSCC's)
+    tag: str | None = None
 
 
 class Scheme:
@@ -219,6 +225,58 @@ class IdealImage(DigitalImage):
     ideal = True
 
 
+@dataclass
+class SymbolPlan(Plan):
+    """A plan whose content is real channel symbols (unit average power), not bytes."""
+
+    symbols: torch.Tensor | None = None
+
+
+class DeepJSCCScheme(Scheme):
+    """The photo through the DeepJSCC model (:mod:`~qgesco.semcom.jscc`) of the most real channel uses that fit
+    the budget, of those in ``models`` (a folder; default the bundled ones) made for the photo's size."""
+
+    name = "deepjscc"
+    regenerates = False
+
+    def __init__(self, num_classes: int, channel: str = "awgn", models=None):
+        check_channel(channel)
+        self.num_classes, self.channel = num_classes, channel
+        self.models = [load_jscc(path) for path in bundled_models(models)]
+        if not self.models:
+            raise ValueError(f"no DeepJSCC models in {models or 'qgesco/assets'}; train one with qgesco train-jscc")
+
+    def _fitting(self, hw: tuple[int, int], budget: int):
+        fits = [(m.uses(hw), m, meta) for m, meta in self.models if tuple(meta["image_hw"]) == hw]
+        return sorted((f for f in fits if f[0] <= budget), key=lambda f: f[0])
+
+    def smallest(self, hw: tuple[int, int]) -> int:
+        fits = self._fitting(hw, 10**12)
+        if not fits:
+            raise ValueError(f"no DeepJSCC model for {hw[0]}x{hw[1]} photos; train one with qgesco train-jscc")
+        return fits[0][0]
+
+    @torch.no_grad()
+    def plan(self, labels, image, budget, psnr_db, gain=1.0):
+        fits = self._fitting(tuple(image.shape[1:]), budget)
+        if not fits:
+            return None
+        uses, model, meta = fits[-1]
+        symbols = model.encode(image[None].float() / 255)
+        detail = {"channels": model.channels, "model_sha256": meta["sha256"]}
+        return SymbolPlan(self.name, budget, uses, 1, detail=detail, symbols=symbols)
+
+    @torch.no_grad()
+    def receive(self, plan, labels, psnr_db, generator):
+        model = next(m for m, meta in self.models if meta["sha256"] == plan.detail["model_sha256"])
+        gain = abs(rayleigh_gain(generator)) if self.channel == "rayleigh" else 1.0
+        received = add_noise(plan.symbols, float(psnr_db), gain, generator)
+        decoded = model.decode(received, torch.tensor(float(psnr_db) + 20 * math.log10(gain)))
+        image = (decoded[0] * 255).round().clamp(0, 255).to(torch.uint8)
+        tag = f"c{model.channels}-{plan.detail['model_sha256'][:8]}/snr{float(psnr_db):g}"
+        return Outcome(image=image, tag=tag)
+
+
 def make_schemes(
     names, num_classes: int, mcs: str, cleanup: str = "avgmax", channel: str = "awgn", codecs=("jpeg",)
 ) -> dict[str, Scheme]:
@@ -235,6 +293,8 @@ def make_schemes(
     for n in names:
         if n == "analog-map":
             made[n] = AnalogMap(num_classes, cleanup, channel)
+        elif n == "deepjscc":
+            made[n] = DeepJSCCScheme(num_classes, channel)
         elif n in ("digital-map", "ideal-map"):
             made[n] = (DigitalMap if n == "digital-map" else IdealMap)(num_classes, link)
         else:
@@ -248,6 +308,8 @@ def smallest_budget(scheme: Scheme, labels: torch.Tensor, image: torch.Tensor, p
     """The fewest real channel uses with which ``scheme`` can send anything of this image (for error messages)."""
     if isinstance(scheme, AnalogMap):
         return scheme.uses(labels, FACTORS[-1])
+    if isinstance(scheme, DeepJSCCScheme):
+        return scheme.smallest(tuple(image.shape[1:]))
     coarsest = FACTORS[-1]
     if isinstance(scheme, DigitalMap):
         payload = map_payload(labels, coarsest)
