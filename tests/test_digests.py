@@ -21,7 +21,8 @@ from qgesco.fileio import UncheckedFileWarning, digests_required, load_tensors
 from qgesco.metrics.segnet import WEIGHTS as SEGNET
 from qgesco.models.checkpoint import BUNDLED, create_model, save_model
 
-BUNDLED_FILES = {**BUNDLED, "segnet": SEGNET}
+#: Every file the package ships: the demo models, the mIoU judge, the DeepJSCC baselines.
+BUNDLED_FILES = {path.stem: path for path in sorted(SEGNET.parent.glob("*.safetensors"))}
 
 
 def flip_one_bit(src, dst, tensor: str):
@@ -43,6 +44,7 @@ def first_float_tensor(path) -> str:
 @pytest.mark.parametrize("name", BUNDLED_FILES)
 def test_bundled_files_are_checked_and_a_flipped_copy_is_refused(name, tmp_path):
     path = BUNDLED_FILES[name]
+    assert {BUNDLED["camvid-demo"].stem, BUNDLED["camvid-demo-w8"].stem, SEGNET.stem} <= set(BUNDLED_FILES)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the pristine files carry or are shipped with their digests
         with digests_required():
