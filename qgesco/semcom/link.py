@@ -194,13 +194,20 @@ class DigitalLink:
         info[:, : self.payload_bits] = torch.from_numpy(padded.reshape(blocks, -1))
         return info
 
+    def _scrambling(self, codewords: int) -> torch.Tensor:
+        """The bits XORed onto the coded bits before mapping, as 5G scrambles them (TS 38.211 7.3.1.1, here a
+        fixed pseudo-random sequence both ends know): without it a payload's zero padding and CRC would
+        favour some constellation points and the average power would drift from 1."""
+        g = torch.Generator().manual_seed(0x5C4A)
+        return torch.randint(0, 2, (codewords, self.n), generator=g).float()
+
     def _modulate(self, info: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Complex symbols (unit average energy: 1/2 per real use) and each coded bit's mother-code position:
         below the mother code's rate 1/5 a codeword repeats its bits cyclically (5G's circular buffer)."""
         encoder, _, mapper, _ = self._sionna()
         mother = encoder(info)
         where = torch.arange(self.n) % mother.shape[1]
-        return mapper(mother[:, where]), where
+        return mapper((mother[:, where] + self._scrambling(info.shape[0])) % 2), where
 
     @torch.no_grad()
     def real_symbols(self, payload: bytes) -> torch.Tensor:
@@ -237,5 +244,6 @@ class DigitalLink:
         # equalised by the known fade: noise variance sigma^2 / |h|^2 per complex symbol (1/sqrt(2) above)
         n0 = torch.tensor(sigma**2 / abs(h) ** 2, dtype=torch.float32)
         llr = demapper(received / torch.tensor(h, dtype=torch.complex64), n0)
+        llr = llr * (1 - 2 * self._scrambling(info.shape[0]))  # descrambled: a flipped bit's LLR changes sign
         # the receiver adds the LLRs of each repeated bit's copies, which is exact for repetition
         return decoder(torch.zeros(llr.shape[0], int(where.max()) + 1).index_add_(1, where, llr))

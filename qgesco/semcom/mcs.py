@@ -59,6 +59,7 @@ def block_error(mcs: str, snr_db: float, codewords: int) -> float:
 _FADE_NODES = -np.log1p(-(np.arange(200) + 0.5) / 200)
 
 
+@functools.lru_cache(maxsize=4096)
 def choose(snr_db: float, budget_uses: int, target: float = DEFAULT_TARGET, fading: bool = False) -> str:
     """The MCS the sender uses at ``snr_db`` for a budget of real channel uses (the rule above). With
     ``fading`` the sender knows only the average SNR of a quasi-static Rayleigh channel: the error rate is
@@ -67,8 +68,10 @@ def choose(snr_db: float, budget_uses: int, target: float = DEFAULT_TARGET, fadi
     for i in range(len(MCS_TABLE)):
         name = f"mcs{i}"
         codewords = max(1, budget_uses // DigitalLink(name).uses_per_codeword)
-        snrs = snr_db + 10 * np.log10(_FADE_NODES) if fading else [snr_db]
-        if np.mean([block_error(name, float(x), codewords) for x in snrs]) <= target:
+        snrs = snr_db + 10 * np.log10(_FADE_NODES) if fading else np.array([snr_db])
+        t = table()
+        errors = 1 - (1 - np.interp(snrs, t["snr_db"], t["bler"][name], left=1.0, right=0.0)) ** codewords
+        if errors.mean() <= target:
             best = name
     return best
 

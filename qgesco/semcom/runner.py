@@ -296,12 +296,17 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
             clean[(factor, i)] = str(_regen_path(s, i, key))
         return clean[(factor, i)]
 
-    def image_path(name: str, plan: Plan, i: int, image: torch.Tensor) -> str:
+    def image_path(name: str, plan: Plan, i: int) -> str:
+        """The photo this plan's payload decodes to, saved once per (scheme, resolution, quality, image)."""
         path = out / "images" / name / f"f{plan.factor}q{plan.quality}" / f"{i:05d}.png"
-        if not path.exists():
-            save_png(Image.fromarray(image.permute(1, 2, 0).numpy()), path)
+        if str(path) not in saved:
+            if not path.exists():
+                image = decode_image(plan.payload, (h, w), plan.factor, plan.quality, made[name].codec)
+                save_png(Image.fromarray(image.permute(1, 2, 0).numpy()), path)
+            saved.add(str(path))
         return str(path)
 
+    saved: set[str] = set()
     made_classes = next(iter(made.values())).num_classes
     # for Rayleigh's expected quality: the same coded schemes choosing their MCS for an unknown fade
     twins = {}
@@ -334,12 +339,11 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
                         if isinstance(scheme, DigitalMap) and plan.factor is not None:
                             success = exact_map(i, plan.factor)
                         elif isinstance(scheme, DigitalImage) and plan.payload is not None:
-                            shown = decode_image(plan.payload, (h, w), plan.factor, plan.quality, scheme.codec)
-                            success = image_path(name, plan, i, shown)
+                            success = image_path(name, plan, i)
                         if outcome.failed:
                             path = str(failed)
-                        elif outcome.image is not None:
-                            path = image_path(name, plan, i, outcome.image)
+                        elif outcome.image is not None:  # a delivered payload decodes to the sent photo
+                            path = image_path(name, plan, i)
                         else:
                             key = map_key(outcome.y)
                             regen[(i, key)] = outcome.y
@@ -354,12 +358,7 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
                                     fading_codewords=twins[name].link(budget, p).codewords(bits),
                                     fading_path=exact_map(i, twin.factor)
                                     if isinstance(scheme, DigitalMap)
-                                    else image_path(
-                                        name,
-                                        twin,
-                                        i,
-                                        decode_image(twin.payload, (h, w), twin.factor, twin.quality, scheme.codec),
-                                    ),
+                                    else image_path(name, twin, i),
                                 )
                         records.append(
                             dict(
