@@ -20,8 +20,9 @@ import torch
 from common import RESULTS, machine
 
 from qgesco.fileio import write_json, write_text
+from qgesco.semcom.bler import TABLE_PATH
 from qgesco.semcom.link import CODEWORD_BITS, CRC_BITS, MCS_TABLE, DigitalLink
-from qgesco.semcom.mcs import TABLE_PATH, shannon_snr
+from qgesco.semcom.mcs import shannon_snr
 
 
 def measure(name: str, snr: float, codewords: int) -> float:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..channel import noise_sigma
+from .bler import bler
 
 #: Codeword length in coded bits: divisible by 2, 4, 6 and 8 (QPSK to 256-QAM) and by 3 and 4 (rates 1/3, 3/4).
 CODEWORD_BITS = 1200
@@ -223,8 +224,6 @@ class DigitalLink:
         h = rayleigh_gain(generator) if self.channel == "rayleigh" else 1.0
         info = self._info(payload)
         if self.mode == "table":
-            from .mcs import bler
-
             lost = torch.rand(info.shape[0], generator=generator, dtype=torch.float64) < bler(
                 self.mcs, float(psnr_db) + 20 * math.log10(abs(h))
             )

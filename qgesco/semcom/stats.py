@@ -29,6 +29,8 @@ import math
 
 import numpy as np
 
+from .bler import bler
+
 RESAMPLES = 1000
 LEVEL = 0.95
 FADES = 200
@@ -116,8 +118,6 @@ def effective_snr(snr_db: float, gains: np.ndarray) -> np.ndarray:
 
 
 def delivery_probability(mcs: str, eff_snr: np.ndarray, codewords: int) -> np.ndarray:
-    from .mcs import bler
-
     return np.array([(1.0 - bler(mcs, float(e))) ** codewords for e in eff_snr])
 
 
