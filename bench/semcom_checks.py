@@ -1,7 +1,7 @@
 """Checks of the comparison's two shortcuts against direct simulation on a subset of scenes.
 
     python bench/semcom_checks.py --awgn runs/semcom --ldpc runs/semcom-ldpc --rayleigh runs/semcom-rayleigh \
-        --w8 runs/semcom-w8
+        --receivers runs/semcom-w8,runs/semcom-ddpm30
 
 - ``--link table`` (each codeword's fate drawn from the cached BLER curves) against ``--link ldpc`` (every
   codeword decoded) on AWGN: the share of lost images per scheme, budget and SNR, over the same scenes.
@@ -10,8 +10,8 @@
   the fade's effective SNR against the LPIPS it got, and each digital payload's predicted loss probability
   (1 - BLER(effective SNR))^C against the losses that happened.
 
-- The W8 receiver against fp32 on the W8 run's scenes: per-image LPIPS differences, paired (the same maps,
-  x_T and sampler noise).
+- Other receivers (the W8 model, the DDPM-30 sampler) against the grid's on their runs' scenes: per-image
+  LPIPS and pixel-accuracy differences, paired (the same maps and x_T).
 
 Reads the runs' results.json; writes bench/results/semcom_checks.{json,md}.
 """
@@ -96,7 +96,7 @@ def receiver_check(awgn: str, w8: str) -> list[dict]:
         pa = np.array([r["pixel_accuracy"] for r in rows]) - [base[(*k, r["scene"])]["pixel_accuracy"] for r in rows]
         boot = Bootstrap(len(rows))
         out.append(
-            {"scheme": k[0], "budget": k[1], "snr": k[2], "lpips_w8": a.mean(), "lpips_fp32": b.mean(),
+            {"scheme": k[0], "budget": k[1], "snr": k[2], "lpips_other": a.mean(), "lpips_grid": b.mean(),
              "difference": boot.mean_difference(a, b), "pixel_accuracy_difference": boot.mean(pa)}
         )  # fmt: skip
     return out
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--awgn", required=True)
     parser.add_argument("--ldpc", required=True)
     parser.add_argument("--rayleigh", required=True)
-    parser.add_argument("--w8", required=True)
+    parser.add_argument("--receivers", required=True, help="comma-separated runs of other receivers")
     args = parser.parse_args()
     links = link_check(args.awgn, args.ldpc)
     analog, digital = fading_check(args.awgn, args.rayleigh)
@@ -139,14 +139,15 @@ def main() -> None:
         f"Digital payloads under Rayleigh: {digital['payloads']}, lost {100 * digital['lost']:.1f} %, "
         f"predicted from the BLER curves {100 * digital['predicted']:.1f} %.",
     ]
-    receiver = receiver_check(args.awgn, args.w8)
-    lines += ["", "## W8 receiver vs fp32 (same scenes, maps and noise)", ""]
-    lines += ["| scheme | budget | SNR dB | LPIPS W8 | LPIPS fp32 | W8 − fp32 [95 %] | pixel acc. W8 − fp32 pts |"]
-    lines += ["|---|---|---|---|---|---|---|"]
-    for r in receiver:
+    receiver = {run: receiver_check(args.awgn, run) for run in args.receivers.split(",")}
+    lines += ["", "## Other receivers vs the grid's (same scenes, maps and x_T)", ""]
+    lines += ["| run | scheme | budget | SNR dB | LPIPS | LPIPS grid | difference [95 %] | pixel acc. difference pts |"]
+    lines += ["|---|---|---|---|---|---|---|---|"]
+    for run, r in ((run, r) for run, rows in receiver.items() for r in rows):
         d, p = r["difference"], r["pixel_accuracy_difference"]
         lines.append(
-            f"| {r['scheme']} | {r['budget']:g} | {r['snr']:g} | {r['lpips_w8']:.3f} | {r['lpips_fp32']:.3f} | "
+            f"| {Path(run).name} | {r['scheme']} | {r['budget']:g} | {r['snr']:g} | {r['lpips_other']:.3f} | "
+            f"{r['lpips_grid']:.3f} | "
             f"{d['value']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] | {100 * p['value']:+.2f} [{100 * p['lo']:+.2f}, "
             f"{100 * p['hi']:+.2f}] |"
         )
@@ -154,7 +155,13 @@ def main() -> None:
     print(text)
     write_json(
         RESULTS / "semcom_checks.json",
-        {"links": links, "rayleigh_analog": analog, "rayleigh_digital": digital, "w8": receiver, "runs": vars(args)},
+        {
+            "links": links,
+            "rayleigh_analog": analog,
+            "rayleigh_digital": digital,
+            "receivers": receiver,
+            "runs": vars(args),
+        },
     )
     write_text(
         RESULTS / "semcom_checks.md", "# Checks of the comparison's shortcuts (bench/semcom_checks.py)\n\n" + text
