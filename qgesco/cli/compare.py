@@ -105,6 +105,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cache", metavar="DIR", help="folder of regenerated images, shared by runs (default OUT/images/regen)"
     )
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes (one thread each) that regenerate the maps (default 1)"
+    )
     p.add_argument("--fid-kid", action="store_true", help="FID and KID at the view SNR (needs at least 100 images)")
     p.add_argument("--images", type=int, help="N scenes evenly spaced over the split (default: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         fades=validate.finite_number("--fades", args.fades, low=0, integer=True),
         fid_kid=args.fid_kid,
         cache=args.cache,
+        workers=validate.finite_number("--workers", args.workers, low=1, integer=True),
         channel=args.channel,
         codecs=args.codec,
         images=args.images,

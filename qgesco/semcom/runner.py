@@ -139,6 +139,7 @@ def compare(
     fades: int = stats.FADES,
     fid_kid: bool = False,
     cache=None,
+    workers: int = 1,
     seed: int = 0,
     data_root=None,
     device: str = "cpu",
@@ -149,7 +150,8 @@ def compare(
     ``sampler``, score with bootstrap intervals, and write ``results.json``, ``table.md`` and the plots to
     ``out``. On AWGN with ``fades`` > 0 it adds Rayleigh fading's expected quality (:mod:`.stats`).
     Regenerated images go to ``cache`` (default ``out/images/regen``), under the model's digest, the sampler,
-    the seed and the scene's index in the split: runs on subsets or other channels can share it."""
+    the seed and the scene's index in the split: runs on subsets or other channels can share it. ``workers``
+    processes of one thread each regenerate (the sending and scoring stay in this process)."""
     started = time.perf_counter()
     codecs = list(codecs)
     check_settings(snrs, budgets, list(schemes), images, view_snr, mcs, cleanup, channel, codecs, power, link_mode)
@@ -219,7 +221,9 @@ def compare(
         save_png(Image.new("RGB", (w, h), (FAILED_GREY,) * 3), failed)
 
     records, regen, clean = _send(made, samples, photos, s, out, failed, progress)
-    _regenerate(m.model, regen, s, device, progress)
+    if workers > 1 and not isinstance(model, (str, Path)):
+        raise ValueError("workers > 1 loads the receiver in each process: give the model as a file or bundled name")
+    _regenerate(m.model, regen, s, device, progress, workers, model)
     pairs = {(r[k], r["index"]) for r in records for k in ("path", "success_path", "fading_path") if r.get(k)}
     pairs |= {(p, i) for (_, i), p in clean.items()} | {(str(p), i) for i, p in enumerate(originals)}
     pairs |= {(str(failed), i) for i in range(count)}
@@ -384,17 +388,54 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
     return records, regen, clean
 
 
-def _regenerate(model, regen, s, device, progress: bool) -> None:
-    """Each pending map alone; scene i's x_T and step noise are the same for every map of it (CRN)."""
-    todo = sorted((i, key) for i, key in regen if not _regen_path(s, i, key).exists())
-    sampler = make_sampler(create_diffusion(learn_sigma=model.config.learn_sigma), s["sampler"])
-    shape = (1, 3, *s["image_hw"])
-    for i, key in tqdm(todo, desc="regenerating", unit="img", disable=not progress):
+def _regenerate(model, regen, s, device, progress: bool, workers: int = 1, source: Any = None) -> None:
+    """Each pending map alone; scene i's x_T and step noise are the same for every map of it (CRN). With
+    ``workers`` > 1 they are spread over that many processes of one thread each, each loading ``source``
+    (a file or bundled name): an image depends only on its map, scene and seed, not on who made it."""
+    todo = [(i, key, regen[(i, key)]) for i, key in sorted(regen) if not _regen_path(s, i, key).exists()]
+    if workers > 1 and todo:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, context, initializer=_worker_init, initargs=(source, device, s)) as pool:
+            jobs = [pool.submit(_worker_regenerate, i, key, y) for i, key, y in todo]
+            for job in tqdm(as_completed(jobs), total=len(jobs), desc="regenerating", unit="img", disable=not progress):
+                job.result()
+        return
+    regenerator = _Regenerator(model, device, s)
+    for i, key, y in tqdm(todo, desc="regenerating", unit="img", disable=not progress):
+        regenerator(i, key, y)
+
+
+class _Regenerator:
+    def __init__(self, model, device, s):
+        self.model, self.device, self.s = model, device, s
+        self.sampler = make_sampler(create_diffusion(learn_sigma=model.config.learn_sigma), s["sampler"])
+
+    def __call__(self, i: int, key: str, y: torch.Tensor) -> None:
+        path = _regen_path(self.s, i, key)
+        if path.exists():  # another process of a shared cache made it meanwhile
+            return
+        s, device = self.s, self.device
         scene = s["dataset_indices"][i]
+        shape = (1, 3, *s["image_hw"])
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(s["seed"], _X_T, scene)))
         g = torch.Generator(device).manual_seed(stream_seed(s["seed"], _STEPS, scene))
-        image = regenerate(model, regen[(i, key)].to(device), sampler=sampler, generator=g, noise=noise.to(device))
-        save_png(Image.fromarray(images_to_uint8(image)[0]), _regen_path(s, i, key))
+        image = regenerate(self.model, y.to(device), sampler=self.sampler, generator=g, noise=noise.to(device))
+        save_png(Image.fromarray(images_to_uint8(image)[0]), path)
+
+
+_WORKER: dict[str, _Regenerator] = {}
+
+
+def _worker_init(source, device, s) -> None:
+    torch.set_num_threads(1)
+    _WORKER["run"] = _Regenerator(load_eval_model("receiver", source, device).model, device, s)
+
+
+def _worker_regenerate(i: int, key: str, y: torch.Tensor) -> None:
+    _WORKER["run"](i, key, y)
 
 
 def _score(pairs, originals, labels, device, progress: bool) -> dict[tuple[str, int], dict[str, Any]]:
