@@ -237,6 +237,8 @@ def compare(
     report.plot_vs_snr(result, out / "quality_vs_snr.png")
     report.plot_vs_budget(result, out / "quality_vs_budget.png")
     report.plot_regions(result, out / "regions.png")
+    if result.get("rayleigh"):
+        report.plot_vs_snr(result, out / "rayleigh_quality_vs_snr.png", key="rayleigh")
     return result
 
 
