@@ -31,7 +31,9 @@ def main() -> None:
     rows, started = [], time.perf_counter()
     for mcs in args.mcs.split(","):
         link = DigitalLink(mcs)
-        payload = np.random.default_rng(0).integers(0, 256, args.codewords * link.k // 8, dtype=np.uint8).tobytes()
+        payload = (
+            np.random.default_rng(0).integers(0, 256, args.codewords * link.payload_bits // 8, dtype=np.uint8).tobytes()
+        )
         for p in snrs:
             d = link.send(payload, p, torch.Generator().manual_seed(int(p * 100) + 10_000))
             rows.append(
@@ -40,7 +42,7 @@ def main() -> None:
                     "psnr_db": p,
                     "codeword_error_rate": d.codeword_errors / d.codewords,
                     "codewords": d.codewords,
-                    "bits_per_real_use": link.k / link.uses_per_codeword,
+                    "bits_per_real_use": link.payload_bits / link.uses_per_codeword,
                     "capacity": capacity(p),
                 }
             )

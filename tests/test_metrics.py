@@ -31,6 +31,7 @@ from qgesco.metrics import (
     load_image,
     lpips,
     miou,
+    ms_ssim,
     pixel_accuracy,
     psnr,
     ssim,
@@ -333,6 +334,24 @@ def test_ssim_matches_direct_formula():
     assert ssim(torch.from_numpy(ref), torch.from_numpy(ref)).tolist() == pytest.approx([1.0, 1.0])
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(torch.rand(1, 3, 10, 40), torch.rand(1, 3, 10, 40))
+
+
+def test_ms_ssim_matches_pytorch_msssim_and_shrinks_its_scales_for_small_images():
+    """Five scales on 192x192: the values pytorch-msssim 1.0.0 gives for these seeded images (computed once,
+    ms_ssim(a, b, data_range=1, size_average=False)); 48x64 uses three scales and is 1 on identical images."""
+    from qgesco.metrics.pixel import ms_ssim_scales
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 192, 192, generator=g)
+    b = (a + 0.1 * torch.randn(2, 3, 192, 192, generator=g)).clamp(0, 1)
+    a, b = torch.nn.functional.avg_pool2d(a, 3, 1, 1), torch.nn.functional.avg_pool2d(b, 3, 1, 1)
+    assert ms_ssim_scales(192, 192) == 5 and ms_ssim_scales(48, 64) == 3
+    assert ms_ssim(a, b).tolist() == pytest.approx([0.957967, 0.956744], abs=2e-5)
+    x = torch.rand(1, 3, 48, 64, generator=g)
+    assert ms_ssim(x, x).item() == pytest.approx(1.0)
+    assert ms_ssim(x, x * 0.5).item() < ms_ssim(x, x * 0.9).item() < 1
+    with pytest.raises(ValueError, match="at least 11x11"):
+        ms_ssim(torch.rand(1, 3, 10, 40), torch.rand(1, 3, 10, 40))
 
 
 # ---------------------------------------------------------------- mIoU / pixel accuracy

@@ -33,9 +33,14 @@ def transmit(
     check_y(y, num_classes)
     channel.check_batch(y.shape[0])
     if not compress:
-        return filters.cleanup(channel(y, generator=generator), cleanup)
+        received = channel(y, generator=generator)
+        if cleanup == "argmax":
+            return filters.hard_decision(received, torch.ones(y.shape[:2], dtype=torch.bool), num_classes)
+        return filters.cleanup(received, cleanup)
     sent = presence.compress(y, num_classes)
     received = channel(sent.symbols, generator=generator, image_index=sent.image_index)
+    if cleanup == "argmax":
+        return filters.hard_decision(presence.decompress(sent._replace(symbols=received)), sent.sent, num_classes)
     return presence.decompress(sent._replace(symbols=filters.cleanup(received, cleanup)))
 
 

@@ -12,20 +12,23 @@ def _names(text: str) -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from qgesco.receiver import DEFAULT_SAMPLER
     from qgesco.semcom.codec import CODECS
-    from qgesco.semcom.link import CHANNELS, DEFAULT_MCS, mcs_names
-    from qgesco.semcom.schemes import SCHEMES
+    from qgesco.semcom.link import ADAPTIVE, CHANNELS, LINK_MODES, MCS_TABLE
+    from qgesco.semcom.schemes import MAP_CLEANUPS, POWERS, SCHEMES
+    from qgesco.semcom.stats import FADES
 
     p = subparsers.add_parser(
         "compare",
-        help="semantic (map + regeneration) vs digital (JPEG + LDPC) transmission at equal channel uses",
-        description="Send each image with every scheme (analog-map: the paper's; digital-map: PNG map + LDPC + QAM; "
-        "digital-image: JPEG/WebP/JPEG 2000/HEVC/AVIF + LDPC + QAM; ideal-*: the same payloads at Shannon capacity; "
-        "deepjscc: the learned joint source-channel code, bundled models from qgesco train-jscc) within "
-        "the same budget of real channel uses per pixel and the same seeded channel noise, regenerate the maps with "
-        "the receiver's defaults, and score LPIPS, FID/KID and mIoU against the original photos. Writes "
-        "OUT/results.json, table.md, quality_vs_snr.png, quality_vs_budget.png and images/; rerunning "
-        "reuses the regenerated images (docs/semcom.md).",
+        help="semantic (map + regeneration) vs digital (JPEG + LDPC) transmission at equal channel uses and power",
+        description="Send each image with every scheme (analog-map: the paper's; digital-map: deflated map + "
+        "5G LDPC + QAM with link adaptation; digital-image: JPEG/WebP/JPEG 2000/HEVC/AVIF + the same link; ideal-*: "
+        "the same payloads at Shannon capacity; deepjscc: the learned joint source-channel code, bundled models from "
+        "qgesco train-jscc) within the same budget of real channel uses per pixel, at unit average "
+        "power and with the same seeded channel noise, regenerate the maps (the same x_T and sampler noise for "
+        "every map of an image), and score LPIPS, mIoU, PSNR and MS-SSIM against the original photos with 95%% "
+        "bootstrap intervals. Writes OUT/results.json, table.md, quality_vs_snr.png, quality_vs_budget.png, "
+        "regions.png and images/; rerunning reuses the regenerated images (docs/semcom.md).",
     )
     p.add_argument("--data", default="camvid:val", help="dataset spec (default camvid:val)")
     p.add_argument("--data-root", help="folder holding the dataset (default: the usual search path)")
@@ -67,13 +70,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--mcs",
-        default=DEFAULT_MCS,
-        help=f"LDPC rate and modulation of the digital schemes: {', '.join(mcs_names())} (default {DEFAULT_MCS})",
+        default=ADAPTIVE,
+        help=f"5G NR MCS of the digital schemes: {ADAPTIVE} (default: per SNR and budget, the highest-rate MCS whose "
+        f"payload error rate is at most --bler-target) or a fixed one, mcs0..mcs{len(MCS_TABLE) - 1} or "
+        "qpsk-1/2, 16qam-3/4, ... (the cliff)",
     )
     p.add_argument(
-        "--filter", choices=("avgmax", "median", "none"), default="avgmax", help="analog map cleanup (default avgmax)"
+        "--link",
+        choices=LINK_MODES,
+        default="ldpc",
+        help="ldpc: decode every codeword (default); table: draw each codeword's fate from the cached BLER curves",
     )
-    p.add_argument("--images", type=int, help="the first N scenes of the split (default: all)")
+    p.add_argument("--bler-target", type=float, default=0.1, help="payload error rate the MCS choice allows (0.1)")
+    p.add_argument(
+        "--power",
+        choices=POWERS,
+        default="unit",
+        help="unit: the analog map scaled to average power 1 per real use like every scheme (default); "
+        "peak: the paper's PSNR (one-hot symbols as they are)",
+    )
+    p.add_argument(
+        "--filter",
+        choices=MAP_CLEANUPS,
+        default="auto",
+        help="analog map cleanup: auto (default: the paper's avgmax below 0 dB, the hard argmax decision above), "
+        "argmax, avgmax, median or none",
+    )
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"receiver sampler (default {DEFAULT_SAMPLER})")
+    p.add_argument(
+        "--fades",
+        type=int,
+        default=FADES,
+        help=f"on awgn: Rayleigh fades per image and SNR for the expected-quality table (default {FADES}; 0: none)",
+    )
+    p.add_argument(
+        "--cache", metavar="DIR", help="folder of regenerated images, shared by runs (default OUT/images/regen)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="processes (one thread each) that regenerate the maps (default 1)"
+    )
+    p.add_argument("--fid-kid", action="store_true", help="FID and KID at the view SNR (needs at least 100 images)")
+    p.add_argument("--images", type=int, help="N scenes evenly spaced over the split (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (reused to resume)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto (cuda if available)")
@@ -103,6 +140,14 @@ def run(args: argparse.Namespace) -> int:
         budgets=args.budget,
         schemes=args.schemes,
         mcs=args.mcs,
+        link_mode=args.link,
+        bler_target=args.bler_target,
+        power=args.power,
+        sampler=args.sampler,
+        fades=validate.finite_number("--fades", args.fades, low=0, integer=True),
+        fid_kid=args.fid_kid,
+        cache=args.cache,
+        workers=validate.finite_number("--workers", args.workers, low=1, integer=True),
         channel=args.channel,
         codecs=args.codec,
         images=args.images,

@@ -1,4 +1,4 @@
-"""Image-quality and segmentation metrics for regenerated images: LPIPS, FID/KID, PSNR/SSIM, mIoU,
+"""Image-quality and segmentation metrics for regenerated images: LPIPS, FID/KID, PSNR/SSIM/MS-SSIM, mIoU,
 and a small CamVid segmentation network (:mod:`qgesco.metrics.segnet`) for semantic fidelity.
 
 Images are float RGB tensors in [0, 1]. LPIPS and Inception weights come from the cache filled
@@ -21,7 +21,7 @@ from qgesco.metrics.fid_kid import (
 )
 from qgesco.metrics.images import list_images, load_image
 from qgesco.metrics.perceptual import LPIPS, lpips
-from qgesco.metrics.pixel import psnr, ssim
+from qgesco.metrics.pixel import ms_ssim, psnr, ssim
 from qgesco.metrics.segmentation import ConfusionMatrix, miou, pixel_accuracy
 from qgesco.metrics.segnet import SegNet, segment
 from qgesco.metrics.weights import FetchError, WeightsMissingError, fetch, fetch_all
@@ -46,6 +46,7 @@ __all__ = [
     "load_image",
     "lpips",
     "miou",
+    "ms_ssim",
     "pixel_accuracy",
     "psnr",
     "segment",

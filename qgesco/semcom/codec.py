@@ -172,18 +172,26 @@ def _psnr(decoded: torch.Tensor, image: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
-def best_fit(image: torch.Tensor, max_bytes: int, codec: str = "jpeg") -> tuple[int, int, bytes] | None:
+def best_fit(
+    image: torch.Tensor, max_bytes: int, codec: str = "jpeg", memo: dict | None = None
+) -> tuple[int, int, bytes] | None:
     """(factor, quality, bytes) of the best photo within ``max_bytes``: at each resolution the highest
-    quality that fits, and of those the one that decodes nearest the original; None if none fits."""
+    quality that fits, and of those the one that decodes nearest the original; None if none fits. ``memo``
+    (a dict kept per photo) saves coding it again for another room."""
     hw = tuple(image.shape[1:])
+    memo = {} if memo is None else memo
     best, best_psnr = None, -math.inf
     for factor in FACTORS:
         for quality in QUALITIES:  # sizes are not strictly monotone in quality: take the first that fits
             if codec == "jpeg" and quality > 95:
                 continue  # above 95 PIL's JPEG grows without getting better
-            data = image_payload(image, factor, quality, codec)
+            if (factor, quality) not in memo:
+                memo[(factor, quality)] = [image_payload(image, factor, quality, codec), None]
+            data = memo[(factor, quality)][0]
             if len(data) <= max_bytes:
-                psnr = _psnr(decode_image(data, hw, factor, quality, codec), image)
+                if memo[(factor, quality)][1] is None:
+                    memo[(factor, quality)][1] = _psnr(decode_image(data, hw, factor, quality, codec), image)
+                psnr = memo[(factor, quality)][1]
                 if psnr > best_psnr:
                     best, best_psnr = (factor, quality, data), psnr
                 break
