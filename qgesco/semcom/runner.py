@@ -49,6 +49,7 @@ from .schemes import (
     POWERS,
     SCHEMES,
     AnalogMap,
+    DeepJSCCScheme,
     DigitalImage,
     DigitalMap,
     Outcome,
@@ -547,10 +548,11 @@ def _image_scores(scores, r) -> dict[str, float]:
 
 
 def _regions(cells, boot: stats.Bootstrap, made, s) -> dict[str, dict]:
-    """Per budget and SNR: the best regenerated scheme against the best photo scheme (each the best by its
-    point estimate, per metric), their paired difference with its interval."""
+    """Per budget and SNR: the best regenerated scheme against the best photo scheme (a coded photo over the
+    link, or DeepJSCC; each the best by its point estimate, per metric), their paired difference with its
+    interval."""
     semantic = [n for n in made if n in ("analog-map", "digital-map")]
-    photo = [n for n in made if n.startswith("digital-image")]
+    photo = [n for n in made if n.startswith("digital-image") or n == "deepjscc"]
     if not semantic or not photo:
         return {}
     out: dict[str, dict] = {}
@@ -579,7 +581,7 @@ def _fading(records, scores, boot: stats.Bootstrap, made, s, failed: str) -> dic
     index = {(r["scheme"], r["budget"], r["snr"], r["index"]): r for r in records}
     out: dict[str, dict] = {}
     for name, scheme in made.items():
-        interpolated = isinstance(scheme, AnalogMap) or name.startswith("ideal")
+        interpolated = isinstance(scheme, (AnalogMap, DeepJSCCScheme)) or name.startswith("ideal")  # no MCS to choose
         out[name] = {}
         for cpp in s["budgets"]:
             out[name][budget_label(cpp)] = {}
