@@ -5,7 +5,11 @@ which adds its parser and sets ``func``; the modules are found by name, so addin
 verb never touches this file. Every error is printed as one line (plus at most a hint line)
 on stderr with exit status 2, never as a traceback: errors that describe bad input
 (``ValueError``, missing files) as they are, anything else with its type and a hint. Set
-``QGESCO_DEBUG=1`` or pass ``--debug`` to see the traceback.
+``QGESCO_DEBUG=1`` or pass ``--debug`` to see the traceback (the exit status stays 2). Usage
+errors are one line plus a hint too, not argparse's usage block.
+
+Verbs that compute run on the cores other processes leave free (:mod:`qgesco.runtime.threads`),
+said on stderr before the work starts; ``--threads`` (train: ``--threads`` as a field) overrides.
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ import importlib
 import os
 import pkgutil
 import sys
+import traceback
+
+from qgesco.runtime.threads import passive_wait
+
+passive_wait()  # before any verb imports torch
 
 #: The order verbs appear in ``--help``: the story the code tells.
 STORY = (
@@ -39,8 +48,19 @@ def _verb_modules() -> list[str]:
     return sorted(found, key=lambda n: (STORY.index(n) if n in STORY else len(STORY), n))
 
 
+#: Verbs that only read files or metadata: no thread choice (and no sampling delay) for them.
+_LIGHT = ("info", "data", "fetch-weights")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line plus a hint, like every other error, and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\nhint: see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qgesco",
         description="Quantized generative semantic communication: transmit semantic maps, regenerate images with a "
         "(quantized) diffusion model.",
@@ -51,16 +71,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for name in _verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for verb, p in sub.choices.items():
+        p.set_defaults(parser=p)
+        if verb not in _LIGHT and "threads" not in {a.dest for a in p._actions} and verb != "train":
+            p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores other work leaves free)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # refused by the verb's parser, so that the hint names the verb's --help
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
     try:
+        if args.verb not in _LIGHT:
+            _set_threads(args)
         return int(args.func(args) or 0)
     except BrokenPipeError:
         sys.stderr.close()
@@ -70,9 +98,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - the one place that turns every error into one line
         if args.debug or os.environ.get("QGESCO_DEBUG", "") not in ("", "0"):
-            raise
+            traceback.print_exc()
         print(f"qgesco {args.verb}: error: {_describe(e)}", file=sys.stderr)
         return 2
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """torch's thread count for this verb: ``--threads`` if given, else the free cores; one line on stderr."""
+    import torch
+
+    from qgesco import validate
+    from qgesco.runtime.threads import choose_threads
+
+    if getattr(args, "field_threads", None) is not None:
+        return  # train --threads: a config field, which the trainer sets
+    requested = getattr(args, "threads", None)
+    if requested is not None:
+        validate.finite_number("--threads", requested, low=1, integer=True)
+    threads, why = choose_threads(requested)
+    torch.set_num_threads(threads)
+    print(f"qgesco {args.verb}: {threads} thread{'s' if threads > 1 else ''} ({why})", file=sys.stderr)
 
 
 #: Errors whose message is written for the user; anything else is named with its type.
