@@ -86,7 +86,7 @@ def _reliability_files(d: Path, model) -> None:
     (d / "label_link.png").symlink_to(d / "label.png")
     shutil.copy(d / "model.safetensors", d / "model_copy.safetensors")
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    state["out.2.weight"].fill_(1e12)  # finite, so it was saved; a diverged run's "last good" weights
+    state["out.2.weight"][:3].fill_(1e5)  # finite noise head: a saturated image with exit 0 before
     save_tensors(d / "huge_model.safetensors", state, {"kind": "unet", "config": model.config.to_dict()})
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(d / "photo.png")  # twice the map's size
     Image.fromarray(np.zeros((512, 512), np.uint8)).save(d / "label_512.png")
@@ -574,17 +574,17 @@ def test_usage_errors_are_one_line_and_a_hint_naming_the_verb(capsys):
     ]
 
 
-def test_the_thread_count_is_said_and_threads_overrides_it(files, tmp_path, capsys, monkeypatch):
-    tx = ["transmit", str(files / "label.png"), "--num-classes", "12", "--psnr", "100", "--stats"]
-    assert main([*tx, "--threads", "1"]) == 0
-    assert "qgesco transmit: 1 thread (--threads)" in capsys.readouterr().err
-    assert torch.get_num_threads() == 1
+def test_the_progress_line_says_the_threads_and_threads_overrides_them(files, tmp_path, capsys, monkeypatch):
+    sample = ["sample", str(files / "rx.safetensors"), "--model", str(files / "model.safetensors"), "--steps", "2"]
     monkeypatch.delenv("QGESCO_THREADS")
-    threads = len(os.sched_getaffinity(0))
-    assert main(tx) == 0
-    assert f"qgesco transmit: {threads} thread" in capsys.readouterr().err
-    assert torch.get_num_threads() == threads
-    torch.set_num_threads(1)
+    try:
+        assert main([*sample, "--out", str(tmp_path / "a.png")]) == 0
+        threads = len(os.sched_getaffinity(0))  # every core this process may use
+        assert f"DDPMSampler 2, threads={threads}" in capsys.readouterr().err
+        assert main([*sample, "--threads", "3", "--out", str(tmp_path / "b.png")]) == 0
+        assert "DDPMSampler 2, threads=3" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_the_cli_lets_waiting_openmp_threads_sleep():

@@ -8,8 +8,9 @@ on stderr with exit status 2, never as a traceback: errors that describe bad inp
 ``QGESCO_DEBUG=1`` or pass ``--debug`` to see the traceback (the exit status stays 2). Usage
 errors are one line plus a hint too, not argparse's usage block.
 
-Verbs that compute run on the cores other processes leave free (:mod:`qgesco.runtime.threads`),
-said on stderr before the work starts; ``--threads`` (train: ``--threads`` as a field) overrides.
+Verbs that compute run one torch thread per usable core with sleeping OpenMP waits
+(:mod:`qgesco.runtime.threads`), shown as ``threads=N`` in their progress bars; ``--threads``
+(train: the config field) overrides.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _set_threads(args: argparse.Namespace) -> None:
-    """torch's thread count for this verb: ``--threads`` if given, else the free cores; one line on stderr."""
+    """torch's thread count for this verb: ``--threads`` if given, else one per usable core (the progress
+    bars show it as ``threads=N``)."""
     import torch
 
     from qgesco import validate
@@ -115,9 +117,7 @@ def _set_threads(args: argparse.Namespace) -> None:
     requested = getattr(args, "threads", None)
     if requested is not None:
         validate.finite_number("--threads", requested, low=1, integer=True)
-    threads, why = choose_threads(requested)
-    torch.set_num_threads(threads)
-    print(f"qgesco {args.verb}: {threads} thread{'s' if threads > 1 else ''} ({why})", file=sys.stderr)
+    torch.set_num_threads(choose_threads(requested))
 
 
 #: Errors whose message is written for the user; anything else is named with its type.

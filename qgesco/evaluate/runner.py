@@ -149,7 +149,12 @@ def _regenerate_shard(
     todo = [(p, chunk, pending) for p, chunk, pending in todo if pending]
     samplers = {m.name: make_sampler(create_diffusion(learn_sigma=m.config.learn_sigma), s.sampler) for m in models}
     total = sum(len(chunk) * len(pending) for _, chunk, pending in todo)
-    with tqdm(total=total, unit="img", desc="regenerating", disable=not progress or not total) as bar:
+    with tqdm(
+        total=total,
+        unit="img",
+        desc=f"regenerating, threads={torch.get_num_threads()}",
+        disable=not progress or not total,
+    ) as bar:
         for p, chunk, pending in todo:
             y, noise = scenes.received(chunk, p).to(device), scenes.x_T(chunk).to(device)
             for m in pending:

@@ -288,7 +288,11 @@ def build_calibration_set(
     was_training = model.training
     model.eval()
     bar = tqdm(
-        total=len(batches) * steps, initial=done * steps, desc="calibration set", unit="step", disable=not progress
+        total=len(batches) * steps,
+        initial=done * steps,
+        desc=f"calibration set, threads={torch.get_num_threads()}",
+        unit="step",
+        disable=not progress,
     )
     try:
         for b, start in enumerate(batches):

@@ -27,16 +27,14 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def choose_threads(requested: int | None = None) -> tuple[int, str]:
-    """The thread count to run with and why, in words for the progress line: ``requested`` when given
-    (``--threads``), else ``QGESCO_THREADS``, else :func:`usable_cores`."""
+def choose_threads(requested: int | None = None) -> int:
+    """The thread count to run with: ``requested`` when given (``--threads``), else ``QGESCO_THREADS``,
+    else :func:`usable_cores`."""
     if requested:
-        return requested, "--threads"
+        return requested
     text = os.environ.get("QGESCO_THREADS", "")
     if text:
         if not text.isdigit() or int(text) < 1:
             raise ValueError(f"QGESCO_THREADS={text!r}: give a positive integer, or unset it to use every core")
-        return int(text), "QGESCO_THREADS"
-    policy = os.environ.get("OMP_WAIT_POLICY", "")
-    waiting = "waiting threads sleep" if policy.upper() == "PASSIVE" else f"OMP_WAIT_POLICY={policy}"
-    return usable_cores(), f"one per usable core, {waiting}; --threads N to choose"
+        return int(text)
+    return usable_cores()

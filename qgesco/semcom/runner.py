@@ -225,7 +225,7 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
     records, regen = [], {}
     decoded_cache = {}
     total = len(samples) * len(s["budgets"]) * len(s["snrs"]) * len(made)
-    with tqdm(total=total, desc="sending", unit="tx", disable=not progress) as bar:
+    with tqdm(total=total, desc=f"sending, threads={torch.get_num_threads()}", unit="tx", disable=not progress) as bar:
         for i, (x, photo) in enumerate(zip(samples, photos)):
             for cpp in s["budgets"]:
                 budget = math.floor(cpp * h * w)
@@ -299,7 +299,9 @@ def _regenerate(model, regen, out: Path, s, device, progress: bool) -> None:
     ]
     sampler = make_sampler(create_diffusion(learn_sigma=model.config.learn_sigma), DEFAULT_SAMPLER)
     shape = (1, 3, *s["image_hw"])
-    for key, i, y in tqdm(todo, desc="regenerating", unit="img", disable=not progress):
+    for key, i, y in tqdm(
+        todo, desc=f"regenerating, threads={torch.get_num_threads()}", unit="img", disable=not progress
+    ):
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(s["seed"], _X_T, i)))
         g = torch.Generator(device).manual_seed(stream_seed(s["seed"], _STEPS, _key_seed(key), i))
         image = regenerate(model, y.to(device), sampler=sampler, generator=g, noise=noise.to(device))

@@ -383,7 +383,11 @@ class Trainer:
         train_config, env = self.train_config, self.env
         handlers = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
         bar = tqdm(
-            total=train_config.steps, initial=self.step, desc="train", disable=not env.is_main, dynamic_ncols=True
+            total=train_config.steps,
+            initial=self.step,
+            desc=f"train, threads={torch.get_num_threads()}",
+            disable=not env.is_main,
+            dynamic_ncols=True,
         )
         t0, done_at_start, last = time.perf_counter(), self.step, {}
         try:
