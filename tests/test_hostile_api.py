@@ -206,3 +206,9 @@ def test_outputs_may_not_be_inputs(tmp_path):
 def test_seeds_are_what_torch_generators_take(value):
     with pytest.raises(ValueError, match="seed"):
         EvalSettings(data="synthetic:2", seed=value)
+
+
+def test_load_model_on_cuda_without_a_gpu_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device cuda: no CUDA GPU is visible to torch; use cpu"):
+        qgesco.load_model("camvid-demo", device="cuda")
