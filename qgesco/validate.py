@@ -65,7 +65,7 @@ def seed(name: str, value) -> int:
 
 #: Largest image side qgesco computes at: Cityscapes' full width (the published models run at 256x512).
 MAX_SIDE = 2048
-#: Largest float map (N, C, H, W) a command builds or writes: three times a full-resolution Cityscapes
+#: Largest float map (C, H, W) a command builds or writes: three times a full-resolution Cityscapes
 #: map (36 planes of 1024x2048); beyond it a class count is a typo, not a dataset.
 MAX_MAP_BYTES = 2**30
 
@@ -87,9 +87,9 @@ def image_size(option: str, height: int, width: int, factor: int = 1) -> tuple[i
     return height, width
 
 
-def map_bytes(option: str, channels: int, height: int, width: int, count: int = 1) -> int:
-    """The bytes of ``count`` float32 maps of ``channels`` planes, refused beyond :data:`MAX_MAP_BYTES`."""
-    size = 4 * channels * height * width * count
+def map_bytes(option: str, channels: int, height: int, width: int) -> int:
+    """The bytes of a float32 map of ``channels`` planes, refused beyond :data:`MAX_MAP_BYTES`."""
+    size = 4 * channels * height * width
     if size > MAX_MAP_BYTES:
         raise ValueError(
             f"{option}: {channels} planes of {height}x{width} would make a {size / 1e9:.1f} GB map (at most "

@@ -49,7 +49,7 @@ def _verb_modules() -> list[str]:
     return sorted(found, key=lambda n: (STORY.index(n) if n in STORY else len(STORY), n))
 
 
-#: Verbs that only read files or metadata: no thread choice (and no sampling delay) for them.
+#: Verbs that only read files or metadata: they take no --threads.
 _LIGHT = ("info", "data", "fetch-weights")
 
 
@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     for verb, p in sub.choices.items():
         p.set_defaults(parser=p)
-        if verb not in _LIGHT and "threads" not in {a.dest for a in p._actions} and verb != "train":
-            p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores other work leaves free)")
+        if verb not in _LIGHT and "--threads" not in p._option_string_actions:
+            p.add_argument("--threads", type=int, help="torch CPU threads (default: one per usable core)")
     return parser
 
 

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hw", metavar="H,W", help="image height,width to run at (default: the model's own size)")
     p.add_argument("--reps", type=int, default=5, help="timed guided steps (default 5; the median is printed)")
     p.add_argument("--warmup", type=int, default=1, help="untimed guided steps first (default 1)")
-    p.add_argument("--threads", type=int, help="torch threads (default: the cores other work leaves free)")
+    p.add_argument("--threads", type=int, help="torch threads (default: one per usable core)")
     p.add_argument("--seed", type=int, default=0, help="weights seed of a preset (default 0)")
     p.add_argument("--json", metavar="OUT", help="also write the figures to OUT (.json)")
     p.set_defaults(func=run)

@@ -78,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        help="torch CPU threads (default: the cores other work leaves free)",
+        help="torch CPU threads (default: one per usable core)",
     )
     p.set_defaults(func=run)
 

@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-psnr", type=float, help="PSNR of the sample grid (default 10 if evaluated, else the lowest)")
     p.add_argument("--grid-images", type=int, default=4, help="rows of the sample grid (default 4)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: the cores other work leaves free)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: one per usable core)")
     p.set_defaults(func=run)
 
 
