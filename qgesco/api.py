@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from . import validate
 from .fileio import digests_required, read_meta
 from .models.checkpoint import BUNDLED, bundled_path, load_float_model, load_official_checkpoint
 from .models.unet import UNetModel
@@ -50,6 +51,7 @@ def load_model(
         raise ValueError(
             f"load_model takes a file path or a bundled name ({', '.join(BUNDLED)}), got {type(path_or_name).__name__}"
         )
+    validate.device("device", str(device))  # cuda without a GPU: one line here, not torch's deep in loading
     path = bundled_path(str(path_or_name)) if str(path_or_name) in BUNDLED else Path(path_or_name)
     if path.suffix == ".pt":
         if not flags:

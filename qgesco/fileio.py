@@ -32,8 +32,11 @@ os.umask(_UMASK)
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -41,6 +44,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp.exists():
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual mode
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename not in (str(tmp), tmp):  # not ours to rename: an input's error, say, as it is
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None  # the user's name, not the hidden temporary one
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -118,6 +125,8 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``qgesco`` metadata of a safetensors file, with a clear error for anything else."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; give a .safetensors file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -127,7 +136,18 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: not a readable safetensors file ({e}); was it truncated or overwritten?") from None
     if "qgesco" not in meta:
         raise ValueError(f"{path}: safetensors file without qgesco metadata; it was not written by qgesco")
-    return json.loads(meta["qgesco"])
+    try:
+        meta = json.loads(meta["qgesco"])
+    except ValueError as e:
+        raise ValueError(
+            f"{path}: its qgesco metadata are not valid JSON ({e}); the file was damaged: re-create it"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{path}: its qgesco metadata are a JSON {type(meta).__name__}, not an object; the file was not written "
+            "by qgesco: re-create it"
+        )
+    return meta
 
 
 #: safetensors dtype names -> torch dtypes (the ones qgesco writes, and the usual others).

@@ -45,7 +45,7 @@ def regenerate(
     """
     validate.model("regenerate: model", model)
     validate.maps("received maps", y, getattr(getattr(model, "config", None), "label_channels", None))
-    validate.finite_number("guidance", guidance)
+    validate.guidance("guidance", guidance)
     if noise is not None:
         validate.finite_tensor("noise", noise)
     if generator is not None and not isinstance(generator, torch.Generator):

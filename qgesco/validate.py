@@ -11,7 +11,8 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -34,6 +35,68 @@ def finite_number(
         bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
         raise ValueError(f"{name} must be in {bounds}, got {value}")
     return value
+
+
+#: The classifier-free guidance scales accepted everywhere (CLI and API): 0 is the unconditional model,
+#: 1 the conditional one, the paper uses 2; far beyond the top every image saturates to black and white.
+GUIDANCE_RANGE = (0.0, 20.0)
+
+
+def guidance(name: str, value) -> float:
+    """A guidance scale within :data:`GUIDANCE_RANGE`."""
+    low, high = GUIDANCE_RANGE
+    value = finite_number(name, value)
+    if not low <= value <= high:
+        raise ValueError(
+            f"{name} {value:g}: guidance scales go from {low:g} (unconditional) to {high:g}, beyond which every "
+            "image saturates; the receiver's default is 2"
+        )
+    return value
+
+
+#: Seeds are what ``torch.Generator.manual_seed`` takes without wrapping or overflow.
+SEED_RANGE = (0, 2**63 - 1)
+
+
+def seed(name: str, value) -> int:
+    """A seed within :data:`SEED_RANGE`."""
+    return finite_number(name, value, low=SEED_RANGE[0], high=SEED_RANGE[1], integer=True)
+
+
+#: Largest image side qgesco computes at: Cityscapes' full width (the published models run at 256x512).
+MAX_SIDE = 2048
+#: Largest float map (C, H, W) a command builds or writes: three times a full-resolution Cityscapes
+#: map (36 planes of 1024x2048); beyond it a class count is a typo, not a dataset.
+MAX_MAP_BYTES = 2**30
+
+
+def image_size(option: str, height: int, width: int, factor: int = 1) -> tuple[int, int]:
+    """An image size of 1..:data:`MAX_SIDE` pixels a side, each side a multiple of ``factor`` (the
+    model's downsampling), so that a model never fails on it half-way through."""
+    for side in (height, width):
+        finite_number(option, side, low=1, integer=True)
+    if max(height, width) > MAX_SIDE:
+        raise ValueError(
+            f"{option} {height}x{width}: qgesco runs at up to {MAX_SIDE} pixels a side; give a smaller size"
+        )
+    if height % factor or width % factor:
+        raise ValueError(
+            f"{option} {height}x{width}: the model downsamples to 1/{factor}; give multiples of {factor}, "
+            f"e.g. {max(factor, height // factor * factor)}x{max(factor, width // factor * factor)}"
+        )
+    return height, width
+
+
+def map_bytes(option: str, channels: int, height: int, width: int) -> int:
+    """The bytes of a float32 map of ``channels`` planes, refused beyond :data:`MAX_MAP_BYTES`."""
+    size = 4 * channels * height * width
+    if size > MAX_MAP_BYTES:
+        raise ValueError(
+            f"{option}: {channels} planes of {height}x{width} would make a {size / 1e9:.1f} GB map (at most "
+            f"{MAX_MAP_BYTES / 1e9:.1f} GB); the bundled models take 12 classes (CamVid), the published ones 35 "
+            "(Cityscapes)"
+        )
+    return size
 
 
 def finite_tensor(name: str, t: torch.Tensor) -> torch.Tensor:
@@ -87,11 +150,33 @@ def device(option: str, name: str) -> torch.device:
     return torch.device(name)
 
 
+#: No weight of a trained GESCO model comes near this (inits and trained weights are of order 1): a
+#: model beyond it diverged, finite or not, and only ever makes saturated images.
+MAX_ABS_WEIGHT = 1e4
+
+
+def oversized(tensors) -> list[str]:
+    """Names of the floating-point tensors holding a value beyond +-:data:`MAX_ABS_WEIGHT`."""
+    return [
+        k
+        for k, v in tensors.items()
+        if v.is_floating_point() and v.numel() and float(v.detach().abs().max()) > MAX_ABS_WEIGHT
+    ]
+
+
 def finite_weights(name: str, net: torch.nn.Module) -> None:
-    bad = nonfinite(net.state_dict())
+    """Weights without NaN/inf and within +-:data:`MAX_ABS_WEIGHT`: finite is not the same as sane."""
+    state = net.state_dict()
+    bad = nonfinite(state)
     if bad:
         raise ValueError(
             f"{name} has NaN/inf weights (first: {', '.join(bad[:3])}); it diverged or its file is damaged"
+        )
+    big = oversized(state)
+    if big:
+        raise ValueError(
+            f"{name} has weights beyond +-{MAX_ABS_WEIGHT:g} (first: {', '.join(big[:3])}), far outside any trained "
+            "model's: its training diverged or its file is damaged; use an earlier checkpoint"
         )
 
 
@@ -103,17 +188,45 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def _writable(option: str, path: Path, folder: Path) -> None:
-    """The nearest existing folder at or above ``folder`` (where ``path`` goes) is writable, with no file in the way."""
+    """The nearest existing folder at or above ``folder`` (where ``path`` goes) takes new files, with no file
+    in the way: a file is created there and removed, since permission bits do not tell (root, /proc, read-only
+    mounts)."""
     anchor = _existing_ancestor(folder)
     if not anchor.is_dir():
         raise ValueError(f"{option} {path}: {anchor} is a file, not a folder; choose another path")
     if not os.access(anchor, os.W_OK | os.X_OK):
         raise PermissionError(f"{option} {path}: folder {anchor} is not writable; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".qgesco-probe.", dir=anchor)
+    except OSError as e:
+        raise PermissionError(
+            f"{option} {path}: cannot create files in {anchor} ({e.strerror or e}); choose another path"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
-def output_file(option: str, path: str | os.PathLike, suffixes: Iterable[str] = ()) -> Path:
-    """A file we may create or replace: not a folder, in a writable folder, with one of ``suffixes``."""
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def output_file(
+    option: str,
+    path: str | os.PathLike,
+    suffixes: Iterable[str] = (),
+    inputs: Mapping[str, str | os.PathLike | None] | None = None,
+) -> Path:
+    """A file we may create or replace: not a folder, in a writable folder, with one of ``suffixes``,
+    and not (a link to) any of ``inputs`` (option -> path), which writing it would destroy."""
     path = Path(path)
+    for other, source in (inputs or {}).items():
+        if source is not None and _same_file(path, Path(source)):
+            raise ValueError(f"{option} {path}: is the same file as {other}; writing it would destroy that input")
     if path.is_dir() or str(path).endswith(os.sep):
         raise ValueError(f"{option} {path}: is a folder; give a file name")
     suffixes = tuple(suffixes)

@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("QGESCO_SHARED", REPO.parent / "shared"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The CLI would otherwise sample /proc/stat on every call and pick its own count (qgesco.runtime.threads).
+os.environ.setdefault("QGESCO_THREADS", "1")
 
 
 def _need(path: Path) -> Path:

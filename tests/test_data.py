@@ -4,6 +4,7 @@ synthetic scenes, loaders and the dataset checker."""
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 from pathlib import Path
 
@@ -99,6 +100,27 @@ def test_cityscapes_spec_and_instance_batches(cityscapes_root):
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate)))
     assert batch.image.shape == (2, 3, 32, 64) and batch.instance.shape == (2, 32, 64)
     assert batch.name == ["frankfurt_000003_000019", "frankfurt_000004_000019"]
+
+
+def test_damaged_cache_is_refused_and_an_undigested_one_rebuilt(cityscapes_root, tmp_path, monkeypatch):
+    """A zeroed image in the cache's .npy was read as data (issue 36: LPIPS 0.913 instead of 0.319, exit 0)."""
+    monkeypatch.setenv("QGESCO_CACHE", str(tmp_path / "cache"))
+    direct = Cityscapes(cityscapes_root, "val", image_hw=(32, 64), cache=False)
+    Cityscapes(cityscapes_root, "val", image_hw=(32, 64))
+    (meta_path,) = (tmp_path / "cache" / "data").glob("*/meta.json")
+    labels = np.load(meta_path.parent / "labels.npy", mmap_mode="r+")
+    labels[1] = 0
+    labels.flush()
+    del labels
+    with pytest.raises(ValueError, match=rf"labels.npy: does not match the checksum.*delete {meta_path.parent}"):
+        Cityscapes(cityscapes_root, "val", image_hw=(32, 64))
+    meta = json.loads(meta_path.read_text())
+    del meta["sha256"]  # as an older qgesco wrote it
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="has no checksums .* rebuilding it"):
+        rebuilt = Cityscapes(cityscapes_root, "val", image_hw=(32, 64))
+    assert all(torch.equal(rebuilt[i].label, direct[i].label) for i in range(len(direct)))
+    assert set(json.loads(meta_path.read_text())["sha256"]) == {"images", "labels", "instances"}
 
 
 def test_unwritable_cache_falls_back_to_memory(cityscapes_root, tmp_path, monkeypatch):

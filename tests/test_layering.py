@@ -23,7 +23,7 @@ ALLOWED = {
     "train": {"models", "diffusion", "channel", "data", "distributed", "fileio", "validate", "viz"},
     "quant": {"models", "diffusion", "channel", "data", "fileio", "validate"},
     "runtime": {"quant", "models", "diffusion", "channel", "receiver", "fileio"},
-    "api": {"models", "runtime", "fileio"},
+    "api": {"models", "runtime", "fileio", "validate"},
     "evaluate": {
         "api",
         "models",

@@ -87,6 +87,11 @@ def bandwidth(
     labels = torch.as_tensor(labels)
     if images is not None and (len(images) != len(labels)):
         raise ValueError(f"{len(images)} images for {len(labels)} label maps; give one photo per map")
+    if images is not None and tuple(images.shape[-2:]) != tuple(labels.shape[-2:]):
+        raise ValueError(
+            f"the photos are {images.shape[-2]}x{images.shape[-1]} but the maps {labels.shape[-2]}x{labels.shape[-1]}: "
+            "the per-pixel figures compare equal pixels; give the photo at the map's size"
+        )
     return [
         Bandwidth(
             height=y.shape[2],

@@ -54,8 +54,9 @@ def class_indices(labels, num_classes: int, ignore: IgnoreMap | None = None) -> 
         values = torch.unique(labels[bad]).tolist()
         shown = ", ".join(map(str, values[:8])) + (", ..." if len(values) > 8 else "")
         raise ValueError(
-            f"label values {shown} are outside 0..{num_classes - 1}; give the model's class count "
-            f"as num_classes, or map void labels with ignore={{{values[0]}: None}} (no class) or {{{values[0]}: CLASS}}"
+            f"label values {shown} are outside 0..{num_classes - 1}; give the model's class count (--num-classes), "
+            f"or map void labels to no class with --ignore {values[0]} (or to a class: --ignore {values[0]}:CLASS; "
+            f"in Python ignore={{{values[0]}: None}})"
         )
     indices = labels.clone()
     for raw, cls in ignore.items():

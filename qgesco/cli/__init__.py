@@ -5,7 +5,12 @@ which adds its parser and sets ``func``; the modules are found by name, so addin
 verb never touches this file. Every error is printed as one line (plus at most a hint line)
 on stderr with exit status 2, never as a traceback: errors that describe bad input
 (``ValueError``, missing files) as they are, anything else with its type and a hint. Set
-``QGESCO_DEBUG=1`` or pass ``--debug`` to see the traceback.
+``QGESCO_DEBUG=1`` or pass ``--debug`` to see the traceback (the exit status stays 2). Usage
+errors are one line plus a hint too, not argparse's usage block.
+
+Verbs that compute run one torch thread per usable core with sleeping OpenMP waits
+(:mod:`qgesco.runtime.threads`), shown as ``threads=N`` in their progress bars; ``--threads``
+(train: the config field) overrides.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ import importlib
 import os
 import pkgutil
 import sys
+import traceback
 import warnings
+
+from qgesco.runtime.threads import passive_wait
+
+passive_wait()  # before any verb imports torch
 
 #: The order verbs appear in ``--help``: the story the code tells.
 STORY = (
@@ -42,8 +52,19 @@ def _verb_modules() -> list[str]:
     return sorted(found, key=lambda n: (STORY.index(n) if n in STORY else len(STORY), n))
 
 
+#: Verbs that only read files or metadata: they take no --threads.
+_LIGHT = ("info", "data", "fetch-weights")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error as one line plus a hint, like every other error, and exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\nhint: see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qgesco",
         description="Quantized generative semantic communication: transmit semantic maps, regenerate images with a "
         "(quantized) diffusion model.",
@@ -60,12 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for name in _verb_modules():
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for verb, p in sub.choices.items():
+        p.set_defaults(parser=p)
+        if verb not in _LIGHT and "--threads" not in p._option_string_actions:
+            p.add_argument("--threads", type=int, help="torch CPU threads (default: one per usable core)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # refused by the verb's parser, so that the hint names the verb's --help
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -73,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = _one_line_warning
     try:
+        if args.verb not in _LIGHT:
+            _set_threads(args)
         with digests_required() if args.require_digest else contextlib.nullcontext():
             return int(args.func(args) or 0)
     except BrokenPipeError:
@@ -83,13 +112,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - the one place that turns every error into one line
         if args.debug or os.environ.get("QGESCO_DEBUG", "") not in ("", "0"):
-            raise
+            traceback.print_exc()
         print(f"qgesco {args.verb}: error: {_describe(e)}", file=sys.stderr)
         return 2
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"qgesco: warning: {message}\n"
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    """torch's thread count for this verb: ``--threads`` if given, else one per usable core (the progress
+    bars show it as ``threads=N``)."""
+    import torch
+
+    from qgesco import validate
+    from qgesco.runtime.threads import choose_threads
+
+    if getattr(args, "field_threads", None) is not None:
+        return  # train --threads: a config field, which the trainer sets
+    requested = getattr(args, "threads", None)
+    if requested is not None:
+        validate.finite_number("--threads", requested, low=1, integer=True)
+    torch.set_num_threads(choose_threads(requested))
 
 
 #: Errors whose message is written for the user; anything else is named with its type.

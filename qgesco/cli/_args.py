@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 
 
+def input_files(**sources: str | None) -> dict[str, str | None]:
+    """``--option -> file`` of a verb's input options (a bundled model name resolved to its file), for
+    :func:`qgesco.validate.output_file` to refuse an output that would overwrite one."""
+    from qgesco.models.checkpoint import BUNDLED
+
+    return {f"--{k}": str(BUNDLED[v]) if v in BUNDLED else v for k, v in sources.items()}
+
+
 def _floats(text: str, shown: str, what: str, example: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]

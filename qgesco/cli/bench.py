@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hw", metavar="H,W", help="image height,width to run at (default: the model's own size)")
     p.add_argument("--reps", type=int, default=5, help="timed guided steps (default 5; the median is printed)")
     p.add_argument("--warmup", type=int, default=1, help="untimed guided steps first (default 1)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    p.add_argument("--threads", type=int, help="torch threads (default: one per usable core)")
     p.add_argument("--seed", type=int, default=0, help="weights seed of a preset (default 0)")
     p.add_argument("--json", metavar="OUT", help="also write the figures to OUT (.json)")
     p.set_defaults(func=run)
@@ -55,18 +55,16 @@ def run(args: argparse.Namespace) -> int:
     from qgesco import validate
     from qgesco.api import load_model
     from qgesco.fileio import read_meta, write_json
-    from qgesco.models.checkpoint import BUNDLED, bundled_path, create_model
-    from qgesco.models.config import UNetConfig
+    from qgesco.models.checkpoint import BUNDLED, bundled_path, create_model, file_config
     from qgesco.models.costs import model_costs
     from qgesco.models.presets import PRESETS
     from qgesco.runtime.timing import machine, machine_line, measure_step, peak_rss_mb, randomize_zero_init
 
     validate.finite_number("--reps", args.reps, low=1, integer=True)
     validate.finite_number("--warmup", args.warmup, low=0, integer=True)
-    if args.threads is not None:
-        validate.finite_number("--threads", args.threads, low=1, integer=True)
+    validate.seed("--seed", args.seed)
     if args.json is not None:
-        validate.output_file("--json", args.json, (".json",))
+        validate.output_file("--json", args.json, (".json",), inputs={"--model": args.model})
     source = bundled_path(args.model) if args.model in BUNDLED else Path(args.model)
     if source.is_file():
         meta = read_meta(source)
@@ -75,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--model {source}: holds a {meta.get('kind', 'unknown')!r} file, not a model; "
                 "give a model file, bundled name or preset"
             )
-        cfg = UNetConfig.from_dict(meta["config"])
+        cfg = file_config(source, meta)
     elif args.model in PRESETS:
         cfg, source = PRESETS[args.model], None
     else:
@@ -83,13 +81,8 @@ def run(args: argparse.Namespace) -> int:
             f"--model {args.model}: no such file, bundled model ({', '.join(BUNDLED)}) or preset ({', '.join(PRESETS)})"
         )
     if args.hw:
-        h, w = parse_hw(args.hw)
-        f = cfg.downsample_factor
-        if h % f or w % f:
-            raise ValueError(f"--hw {args.hw}: {args.model} downsamples to 1/{f}; give multiples of {f}, e.g. 64,128")
+        h, w = validate.image_size("--hw", *parse_hw(args.hw), cfg.downsample_factor)
         cfg = cfg.replace(image_hw=(h, w))
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
     if source is None:  # built, not loaded: channels_last as load_model gives a float model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from qgesco.cli._args import psnr_list
+from qgesco.cli._args import input_files, psnr_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,10 +60,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.timestep_only and args.psnr is not None:
         raise ValueError("--psnr sets the channel noise; --timestep-only records clean maps: give one or the other")
-    validate.output_file("--out", args.out, (".safetensors",))
+    validate.seed("--seed", args.seed)
+    validate.output_file("--out", args.out, (".safetensors",), inputs=input_files(model=args.model))
     for flag in ("maps", "steps", "every", "batch_size"):
         validate.finite_number(f"--{flag.replace('_', '-')}", getattr(args, flag), low=1, integer=True)
-    validate.finite_number("--guidance", args.guidance, low=0)
+    validate.guidance("--guidance", args.guidance)
     validate.finite_number("--eta", args.eta, low=0)
     for level in args.psnr or ():
         validate.finite_number("--psnr", level)

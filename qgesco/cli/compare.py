@@ -47,7 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--codec",
         type=_names,
-        default=["jpeg"],
         help=f"photo codecs of digital-image / ideal-image, each a variant: comma-separated subset of "
         f"{','.join(CODECS)} (default jpeg)",
     )
@@ -117,21 +116,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        help="torch CPU threads (default: torch's; on a shared machine 1 is much faster for the LDPC decoder)",
+        help="torch CPU threads (default: one per usable core)",
     )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from qgesco import validate
     from qgesco.semcom import compare
     from qgesco.semcom.report import render
 
     device = validate.device("--device", args.device)
-    if args.threads is not None:
-        torch.set_num_threads(validate.finite_number("--threads", args.threads, low=1, integer=True))
+    validate.seed("--seed", args.seed)
+    if args.codec is not None and not {"digital-image", "ideal-image"} & set(args.schemes):
+        raise ValueError(
+            f"--codec {','.join(args.codec)} sets the photo codec of digital-image / ideal-image, which --schemes "
+            f"{','.join(args.schemes)} leaves out: add one of them or leave --codec out"
+        )
     result = compare(
         args.data,
         out=args.out,
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         cache=args.cache,
         workers=validate.finite_number("--workers", args.workers, low=1, integer=True),
         channel=args.channel,
-        codecs=args.codec,
+        codecs=args.codec or ["jpeg"],
         images=args.images,
         view_snr=args.view_snr,
         cleanup=args.filter,

@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from qgesco.data.check import check_dataset
 
+    if not args.path.strip():
+        raise ValueError("PATH '': give the dataset's root folder, e.g. qgesco data check ../shared/datasets/camvid")
     report = check_dataset(args.path, args.format, args.split)
     print(report)
     return 0 if report.ok else 1

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     validate.output_dir("--out", args.out)
+    validate.seed("--seed", args.seed)
     psnrs = parse_psnrs(args.psnr)
     for level in psnrs:
         validate.finite_number("--psnr", level)

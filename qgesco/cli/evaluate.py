@@ -77,13 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-psnr", type=float, help="PSNR of the sample grid (default 10 if evaluated, else the lowest)")
     p.add_argument("--grid-images", type=int, default=4, help="rows of the sample grid (default 4)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: one per usable core)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-
-    import torch
 
     from qgesco import validate
     from qgesco.diffusion import parse_guidance_window, sampler_spec
@@ -93,16 +91,14 @@ def run(args: argparse.Namespace) -> int:
 
     validate.output_dir("--out", args.out)
     validate.device("--device", args.device)
-    validate.finite_number("--guidance", args.guidance)
+    validate.guidance("--guidance", args.guidance)
     validate.finite_number("--batch-size", args.batch_size, low=1, integer=True)
     validate.finite_number("--grid-images", args.grid_images, low=1, integer=True)
-    for flag in ("images", "threads", "steps"):
+    for flag in ("images", "steps"):
         if getattr(args, flag) is not None:
             validate.finite_number(f"--{flag}", getattr(args, flag), low=1, integer=True)
     for level in args.psnr + ([args.grid_psnr] if args.grid_psnr is not None else []):
         validate.finite_number("--psnr/--grid-psnr", level)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     models = {}
     for item in args.model:
         name, sep, source = item.partition("=")

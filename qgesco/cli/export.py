@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from qgesco.cli._args import input_files
+
 FORMATS = ("onnx",)
 
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from qgesco import validate
 
-    validate.output_file("--out", args.out, (".onnx",))
+    validate.output_file("--out", args.out, (".onnx",), inputs=input_files(model=args.model))
     needed = ["onnx", "onnxscript"] + ([] if args.no_check else ["onnxruntime"])
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from qgesco import validate
 
     if args.source_dir is not None:
+        if not args.source_dir.strip():
+            raise ValueError("--from '': give the folder holding the archives, e.g. --from ./archives")
         source = Path(args.source_dir)
         if source.is_file():
             raise ValueError(f"--from {source}: is a file, not a folder; give the folder holding the archives")

@@ -22,8 +22,7 @@ def run(args) -> int:
 
     from .. import validate
     from ..fileio import read_meta
-    from ..models.checkpoint import BUNDLED, bundled_path
-    from ..models.config import UNetConfig
+    from ..models.checkpoint import BUNDLED, bundled_path, file_config
     from ..models.costs import model_costs
     from ..models.presets import PRESETS, get_preset
     from ..quant.swap import PLAN_KEYS
@@ -42,10 +41,12 @@ def run(args) -> int:
             raise ValueError(
                 f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a model; give a model file or preset"
             )
-        cfg = UNetConfig.from_dict(meta["config"])
+        cfg = file_config(path, meta)
         if meta["kind"] == "quantized-unet":
             plan = {k: meta.get(k) for k in PLAN_KEYS}
-    c = model_costs(cfg, args.height, args.width)
+    h, w = args.height or cfg.image_hw[0], args.width or cfg.image_hw[1]
+    validate.image_size("--height/--width", h, w, cfg.downsample_factor)
+    c = model_costs(cfg, h, w)
     print(f"model            {args.model}")
     print(f"resolution       {c.height}x{c.width}")
     print(f"parameters       {c.params:,}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from qgesco.cli._args import input_files
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from qgesco.quant.settings import DEFAULT_ITERS
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         check_bits("--abits", args.abits)
     validate.finite_number("--iters", args.iters, low=0, integer=True)
     validate.finite_number("--batch-size", args.batch_size, low=1, integer=True)
-    validate.output_file("--out", args.out, (".safetensors",))
+    validate.seed("--seed", args.seed)
+    validate.output_file("--out", args.out, (".safetensors",), inputs=input_files(model=args.model, calib=args.calib))
     device = validate.device("--device", args.device)
     if args.calib is not None and not Path(args.calib).is_file():
         raise FileNotFoundError(f"--calib {args.calib}: no such file; make one with qgesco calibrate")
@@ -107,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
     line = (
         f"wrote {args.out}: W{args.wbits}"
         + (f"A{args.abits}" if args.abits else "")
+        + (
+            f" ({len(qmodel.quant_plan['layers'])} layers quantized, {len(qmodel.quant_plan['fp_layers'])} kept in "
+            "float by --keep-fp)"
+            if qmodel.quant_plan["fp_layers"]
+            else ""
+        )
         + f", {os.path.getsize(args.out) / 2**20:.2f} MiB (fp32 {size_fp / 2**20:.2f} MiB), {report['seconds']:.0f} s"
     )
     if blocks:

@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
     spec = sampler_spec(args.sampler, args.steps, DEFAULT_SAMPLER)
     if args.guidance is not None:
-        validate.finite_number("--guidance", args.guidance)
-    validate.output_file("--out", args.out, (".png",))
+        validate.guidance("--guidance", args.guidance)
+    validate.seed("--seed", args.seed)
+    validate.output_file(
+        "--out", args.out, (".png",), inputs={"received.safetensors": args.received, "--model": args.model}
+    )
     tensors, meta = load_tensors(args.received)
     if meta.get("kind", "received-maps") != "received-maps":
         raise ValueError(
@@ -55,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if "y" not in tensors:
         raise ValueError(f"{args.received}: no received map 'y' in it; make it with `qgesco transmit ... --out`")
+    y = validate.maps(f"{args.received}: the received map", tensors["y"].float())
     model = load_model(args.model)
     validate.finite_weights(f"model {args.model}", model)
+    validate.image_size(f"{args.received}: the map size", *y.shape[2:], model.config.downsample_factor)
     line = backend_line(args.model)
     if line:
         print(line)
-    y = validate.maps(f"{args.received}: the received map", tensors["y"].float())
     if y.shape[1] != model.config.label_channels:
         raise ValueError(
             f"{args.received}: the map has {y.shape[1]} channels but the model takes {model.config.label_channels}; "

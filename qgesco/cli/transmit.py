@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: Label PNGs hold 8- or 16-bit class ids.
+MAX_CLASSES = 2**16
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -15,7 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("label", metavar="LABEL.png", help="8/16-bit PNG of class indices")
     p.add_argument("--instance", metavar="INST.png", help="PNG of instance ids; adds the instance-edge channel")
     p.add_argument(
-        "--num-classes", type=int, default=35, help="C, the model's class count (35 Cityscapes, 12 CamVid; default 35)"
+        "--num-classes",
+        type=int,
+        default=35,
+        help=f"C, the model's class count, 1..{MAX_CLASSES} (35 Cityscapes, 12 CamVid; default 35)",
     )
     p.add_argument(
         "--ignore",
@@ -49,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preview", metavar="received.png", help="clean map and argmax of the received map side by side")
     p.add_argument("--stats", action="store_true", help="print channel uses and the bits of the digital alternatives")
     p.add_argument("--image", metavar="RGB.png", help="the map's photo, for the JPEG figure of --stats")
-    p.add_argument("--jpeg-quality", type=int, default=75)
+    p.add_argument("--jpeg-quality", type=int, help="JPEG quality of --stats' photo figure, 1..100 (default 75)")
     p.set_defaults(func=run)
 
 
@@ -107,15 +113,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to do: give --out, --preview and/or --stats")
     if args.block is not None and args.channel != "rayleigh":
         raise ValueError("--block sets the fading block of --channel rayleigh; it has no meaning for awgn")
+    unused = [flag for flag, value in (("--image", args.image), ("--jpeg-quality", args.jpeg_quality)) if value]
+    if unused and not args.stats:
+        raise ValueError(f"{' and '.join(unused)} only feed the JPEG figure of --stats: add --stats or leave them out")
     validate.finite_number("--psnr", args.psnr)
-    validate.finite_number("--num-classes", args.num_classes, low=1, integer=True)
-    validate.finite_number("--jpeg-quality", args.jpeg_quality, low=1, high=100, integer=True)
+    validate.finite_number("--num-classes", args.num_classes, low=1, high=MAX_CLASSES, integer=True)
+    quality = 75 if args.jpeg_quality is None else args.jpeg_quality
+    validate.finite_number("--jpeg-quality", quality, low=1, high=100, integer=True)
+    validate.seed("--seed", args.seed)
     if args.block is not None:
         validate.finite_number("--block", args.block, low=1, integer=True)
+    inputs = {"LABEL.png": args.label, "--instance": args.instance, "--image": args.image}
     if args.out:
-        validate.output_file("--out", args.out, (".safetensors",))
+        validate.output_file("--out", args.out, (".safetensors",), inputs=inputs)
     if args.preview:
-        validate.output_file("--preview", args.preview, (".png",))
+        validate.output_file("--preview", args.preview, (".png",), inputs={**inputs, "--out": args.out})
     if args.image and not Path(args.image).is_file():
         raise FileNotFoundError(f"--image {args.image}: no such file")
     link = ch.make_channel(args.channel, args.psnr, table=args.noise_table, block=args.block)
@@ -123,6 +135,26 @@ def run(args: argparse.Namespace) -> int:
     ignore = _parse_ignore(args.ignore)
     labels = torch.from_numpy(_read_ids(args.label, "the label map"))[None]
     instance = torch.from_numpy(_read_ids(args.instance, "the instance map"))[None] if args.instance else None
+    validate.map_bytes(f"--num-classes {C}", C + (instance is not None), *labels.shape[1:])
+    if instance is not None and instance.shape != labels.shape:
+        raise ValueError(
+            f"--instance {args.instance}: is {instance.shape[1]}x{instance.shape[2]} but the label map "
+            f"{labels.shape[1]}x{labels.shape[2]}; give the instance map of this label map"
+        )
+    photo = None
+    if args.image:
+        try:
+            with Image.open(args.image) as im:
+                photo = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None]
+        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ValueError(
+                f"--image {args.image}: cannot be read as an image ({e}); give an RGB PNG or JPEG"
+            ) from None
+        if photo.shape[2:] != labels.shape[1:]:
+            raise ValueError(
+                f"--image {args.image}: is {photo.shape[2]}x{photo.shape[3]} but the map {labels.shape[1]}x"
+                f"{labels.shape[2]}; the per-pixel figures compare equal pixels: give the photo at the map's size"
+            )
     y = ch.encode(labels, C, instance, ignore=ignore)
     generator = torch.Generator().manual_seed(args.seed)
     received = ch.transmit(y, link, C, cleanup=args.filter, compress=not args.no_compress, generator=generator)
@@ -160,16 +192,7 @@ def run(args: argparse.Namespace) -> int:
             Image.fromarray(side_by_side.numpy()).save(tmp, format="PNG")
         print(f"wrote {args.preview}: clean map | received argmax")
     if args.stats:
-        photo = None
-        if args.image:
-            try:
-                with Image.open(args.image) as im:
-                    photo = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None]
-            except (OSError, SyntaxError) as e:
-                raise ValueError(
-                    f"--image {args.image}: cannot be read as an image ({e}); give an RGB PNG or JPEG"
-                ) from None
-        b = ch.bandwidth(labels, C, instance, photo, jpeg_quality=args.jpeg_quality, ignore=ignore)[0]
+        b = ch.bandwidth(labels, C, instance, photo, jpeg_quality=quality, ignore=ignore)[0]
         pixels = b.height * b.width
         rows = [
             ("full one-hot", f"{b.full_channel_uses:,} real channel uses", b.full_channel_uses / pixels),

@@ -7,6 +7,11 @@ memory-mapped afterwards. A memory map is shared by DataLoader workers for free,
 pickled :class:`SceneArrays` reopens the files instead of copying the arrays, so spawned
 workers stay cheap too. The cache key covers every file's size and modification time and
 the resize, so editing a dataset or asking for another size builds a fresh entry.
+
+Every array's sha256 is written to ``meta.json`` with it and checked each time the entry is
+opened (a pickled copy in a DataLoader worker reopens it without checking again): a cache
+modified or damaged on disk is refused with the folder to delete, never read as data. An entry
+without digests (written by an older qgesco) is rebuilt, with one warning.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from qgesco.data.layouts import ScenePair
-from qgesco.fileio import atomic_path, cache_dir, write_json
+from qgesco.fileio import atomic_path, cache_dir, sha256_file, write_json
 
 #: Bump when the cached arrays' content or format changes, to orphan old entries.
 CACHE_VERSION = 1
@@ -77,7 +82,7 @@ def cached_scene_arrays(
     Falls back to arrays in memory (with a warning) where the cache folder cannot be written.
     """
     folder = cache_dir("data", cache_key(pairs, resize_hw))
-    if (folder / "meta.json").is_file():
+    if (folder / "meta.json").is_file() and _checked(folder):
         return SceneArrays.open(folder)
     names = ("images", "labels", "instances") if pairs[0].instance is not None else ("images", "labels")
     try:
@@ -97,6 +102,7 @@ def cached_scene_arrays(
     with contextlib.ExitStack() as stack:
         tmp = {name: stack.enter_context(atomic_path(folder / f"{name}.npy")) for name in names}
         _fill_files(tmp, pairs, resize_hw, decode)
+        digests = {name: sha256_file(path) for name, path in tmp.items()}
     write_json(
         folder / "meta.json",
         {
@@ -105,9 +111,32 @@ def cached_scene_arrays(
             "resize_hw": list(resize_hw),
             "first": str(pairs[0].image),
             "last": str(pairs[-1].image),
+            "sha256": digests,
         },
     )
     return SceneArrays.open(folder)
+
+
+def _checked(folder: Path) -> bool:
+    """Whether the finished entry in ``folder`` may be read: True when every array matches its digest,
+    False (after one warning) when it has none and is to be rebuilt; a mismatch is an error."""
+    try:
+        digests = json.loads((folder / "meta.json").read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        digests = None
+    if not isinstance(digests, dict) or not digests:
+        warnings.warn(
+            f"dataset cache {folder} has no checksums (an older qgesco wrote it); rebuilding it", stacklevel=4
+        )
+        return False
+    for name, digest in digests.items():
+        path = folder / f"{name}.npy"
+        if not path.is_file() or sha256_file(path) != digest:
+            raise ValueError(
+                f"dataset cache {path}: does not match the checksum written with it (modified or damaged since); "
+                f"delete {folder} and rerun: it is rebuilt from the dataset"
+            )
+    return True
 
 
 _DTYPES = {"images": np.uint8, "labels": np.uint8, "instances": np.int32}

@@ -115,7 +115,7 @@ def find_root(name: str, root: str | os.PathLike | None = None) -> Path:
             return candidate
     tried = ", ".join(dict.fromkeys(str(c) for c in candidates))
     raise FileNotFoundError(
-        f"no {name} dataset found (looked in {tried}); pass its folder as root=... (CLI: --root) "
+        f"no {name} dataset found (looked in {tried}); pass its folder as --data-root (Python: root=...) "
         f"or set QGESCO_DATA to a folder that holds {name}/"
     )
 

@@ -168,7 +168,12 @@ class Sampler(ABC):
         timestep_map = self.diffusion.timestep_map.to(x.device)
         state: dict = {}
         n = self.diffusion.num_timesteps
-        for i in tqdm(range(n - 1, -1, -1), desc=f"{type(self).__name__} {n}", disable=not progress, leave=False):
+        for i in tqdm(
+            range(n - 1, -1, -1),
+            desc=f"{type(self).__name__} {n}, threads={torch.get_num_threads()}",
+            disable=not progress,
+            leave=False,
+        ):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
             if callback is not None:
                 callback(i, timestep_map[t], x)

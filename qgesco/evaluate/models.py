@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .. import validate
 from ..api import load_model
 from ..fileio import tensors_sha256
 from ..models.checkpoint import BUNDLED
@@ -70,6 +71,7 @@ def load_eval_model(name: str, source: Any, device: str | torch.device = "cpu") 
     check_name(name)
     if isinstance(source, (str, os.PathLike)):
         model, origin = load_model(source, device), str(source)
+        validate.finite_weights(f"model {name!r} ({source})", model)
     else:
         model = source.to(device).eval() if isinstance(source, torch.nn.Module) else source
         origin = type(source).__name__

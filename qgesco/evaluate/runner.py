@@ -46,6 +46,7 @@ from ..distributed import closing_process_group, setup_distributed
 from ..fileio import write_json, write_text
 from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lpips, psnr, segment, ssim, weights
 from ..metrics.perceptual import MIN_SIDE as LPIPS_MIN_SIDE
+from ..models.checkpoint import BUNDLED
 from ..receiver import regenerate
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 from . import report
@@ -148,7 +149,12 @@ def _regenerate_shard(
     todo = [(p, chunk, pending) for p, chunk, pending in todo if pending]
     samplers = {m.name: make_sampler(create_diffusion(learn_sigma=m.config.learn_sigma), s.sampler) for m in models}
     total = sum(len(chunk) * len(pending) for _, chunk, pending in todo)
-    with tqdm(total=total, unit="img", desc="regenerating", disable=not progress or not total) as bar:
+    with tqdm(
+        total=total,
+        unit="img",
+        desc=f"regenerating, threads={torch.get_num_threads()}",
+        disable=not progress or not total,
+    ) as bar:
         for p, chunk, pending in todo:
             y, noise = scenes.received(chunk, p).to(device), scenes.x_T(chunk).to(device)
             for m in pending:
@@ -424,6 +430,11 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
     """Load the models and the data and check them against the settings, before any image is made."""
     if not isinstance(sources, Mapping):
         raise ValueError("models: give a mapping of names to model files, bundled names or loaded models")
+    for name, source in sources.items():  # every name checked before the first model loads
+        if isinstance(source, (str, os.PathLike)) and not (Path(source).is_file() or str(source) in BUNDLED):
+            raise FileNotFoundError(
+                f"model {name!r}: {source}: no such file, and not a bundled model (bundled: {', '.join(BUNDLED)})"
+            )
     models = [load_eval_model(name, source, device) for name, source in sources.items()]
     _check_models(models)
     cfg, data = models[0].config, settings.data
@@ -438,6 +449,13 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
     count = len(dataset) if settings.images is None else settings.images
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(dataset):
         raise ValueError(f"images={settings.images!r}: {data} has {len(dataset)} scenes; ask for 1..{len(dataset)}")
+    for i in range(count):  # a damaged label would otherwise fail after run.json and the originals were written
+        sample = dataset[i]
+        if not 0 <= int(sample.label.min()) <= int(sample.label.max()) < cfg.num_classes:
+            raise ValueError(
+                f"{data}: scene {i} ({sample.name}) has label values outside 0..{cfg.num_classes - 1}; "
+                "check the dataset with qgesco data check (a dataset cache is rebuilt once deleted)"
+            )
     metrics = _check_metrics(metrics, cfg, dataset)
     if "fid" in metrics and count < 2:
         raise ValueError("FID and KID need at least 2 images; raise the number of images or leave out 'fid'")

@@ -57,7 +57,8 @@ class EvalSettings:
             self.data_root = str(self.data_root)
         for p in self.psnrs:
             validate.finite_number("psnrs", p)
-        validate.finite_number("guidance", self.guidance)
+        validate.guidance("guidance", self.guidance)
+        validate.seed("seed", self.seed)
         self.psnrs = [float(p) for p in self.psnrs]
         self.compress = bool(self.compress)
         self.guidance = float(self.guidance)

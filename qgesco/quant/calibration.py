@@ -35,6 +35,8 @@ KIND = "calibration-set"
 FORMAT_VERSION = 1
 #: Largest magnitude a recorded x_t or received map can plausibly reach (they are O(1)).
 PLAUSIBLE = 1e3
+#: The receiver's diffusion length: recorded timesteps lie in [0, TIMESTEPS).
+TIMESTEPS = create_diffusion().num_timesteps
 
 
 @dataclass
@@ -62,10 +64,17 @@ class CalibrationSet:
             problems.append(
                 f"maps {tuple(self.maps.shape)} must be (M, C, H, W) at the size of x {tuple(self.x.shape)}"
             )
+        if n == 0:
+            problems.append("it holds no samples")
         if self.t.shape != (n,) or self.map_index.shape != (n,):
             problems.append(f"t {tuple(self.t.shape)} and map_index {tuple(self.map_index.shape)} must both be ({n},)")
         elif n and not (0 <= int(self.map_index.min()) and int(self.map_index.max()) < m):
             problems.append(f"map_index must lie in 0..{m - 1}")
+        elif n and not (0 <= float(self.t.min()) and float(self.t.max()) < TIMESTEPS):
+            problems.append(
+                f"timesteps t must lie in [0, {TIMESTEPS}), the diffusion's, got {float(self.t.min()):g}.."
+                f"{float(self.t.max()):g}"
+            )
         if self.psnr_db is not None and self.psnr_db.shape != (m,):
             problems.append(f"psnr_db {tuple(self.psnr_db.shape)} must give one PSNR per map, ({m},)")
         if problems:
@@ -131,9 +140,10 @@ class CalibrationSet:
                 "calibrate"
             )
         if meta.get("format_version") != FORMAT_VERSION:
+            found = "no format_version" if meta.get("format_version") is None else f"format {meta['format_version']!r}"
             raise ValueError(
-                f"{path}: calibration set format {meta.get('format_version')!r}, this qgesco reads {FORMAT_VERSION}; "
-                "re-create it"
+                f"{path}: calibration set with {found}, this qgesco reads {FORMAT_VERSION}; re-create it with "
+                "qgesco calibrate"
             )
         tensors, _ = load_tensors(path)
         missing = sorted({"x", "t", "map_index", "maps"} - set(tensors))
@@ -153,7 +163,10 @@ class CalibrationSet:
                 f"{path}: calibration map_index points outside its maps; re-create it with qgesco calibrate"
             )
         info = {k: v for k, v in meta.items() if k not in ("kind", "format_version", "sha256")}
-        return cls(tensors["x"], tensors["t"], tensors["map_index"], tensors["maps"], tensors.get("psnr_db"), info)
+        try:
+            return cls(tensors["x"], tensors["t"], tensors["map_index"], tensors["maps"], tensors.get("psnr_db"), info)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; re-create it with qgesco calibrate") from None
 
 
 def _clean_maps(model: UNetModel, maps, num_maps: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
@@ -194,7 +207,7 @@ def _check_recipe(num_maps: int, psnrs, steps: int, every: int, batch_size: int,
         raise ValueError(f"every={every} exceeds steps={steps}: no sample would be recorded from some maps")
     if psnrs is not None and len(psnrs) == 0:
         raise ValueError("psnrs is empty: give at least one channel PSNR, or timestep_only=True for clean maps")
-    validate.finite_number("guidance", guidance, low=0)
+    validate.guidance("guidance", guidance)
     for p in psnrs or ():
         validate.finite_number("psnrs", p)
 
@@ -275,7 +288,11 @@ def build_calibration_set(
     was_training = model.training
     model.eval()
     bar = tqdm(
-        total=len(batches) * steps, initial=done * steps, desc="calibration set", unit="step", disable=not progress
+        total=len(batches) * steps,
+        initial=done * steps,
+        desc=f"calibration set, threads={torch.get_num_threads()}",
+        unit="step",
+        disable=not progress,
     )
     try:
         for b, start in enumerate(batches):

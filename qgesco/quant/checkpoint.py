@@ -159,10 +159,17 @@ def read_quantized(path: str | os.PathLike) -> tuple[UNetModel, dict[str, torch.
             "full-precision models load with qgesco.models.checkpoint.load_float_model"
         )
     if meta.get("format_version") != FORMAT_VERSION:
+        found = "no format_version" if meta.get("format_version") is None else f"format {meta['format_version']!r}"
         raise ValueError(
-            f"{path}: quantized-checkpoint format {meta.get('format_version')!r}; this qgesco reads {FORMAT_VERSION}"
+            f"{path}: quantized checkpoint with {found}, this qgesco reads {FORMAT_VERSION}; re-create it with "
+            "qgesco quantize"
         )
     model, plan = _skeleton(meta, path)
+    if not plan["layers"]:
+        raise ValueError(
+            f"{path}: labelled W{plan['weight_bits']} but every layer is float (nothing quantized); quantize the "
+            "float model again with fewer --keep-fp patterns, or use the float model"
+        )
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
     for name, layer in quant_layers(model):
         if layer.bits <= PACKED_BITS:

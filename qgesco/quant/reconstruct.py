@@ -338,7 +338,12 @@ def reconstruct(
     units = block_units(qmodel)
     for _, a in act_quantizers(qmodel):
         a.enabled = False
-    bar = tqdm(total=len(units), desc="reconstructing blocks", unit="block", disable=not progress)
+    bar = tqdm(
+        total=len(units),
+        desc=f"reconstructing blocks, threads={torch.get_num_threads()}",
+        unit="block",
+        disable=not progress,
+    )
     reports = []
 
     def finish_block(index: int, name: str, unit: nn.Module, data: Callable[[], BlockData]) -> None:

@@ -141,6 +141,11 @@ def make_plan(
         if entry["op"] != "linear":
             entry["conv"] = {k: list(getattr(m, k)) for k in ("stride", "padding", "dilation")} | {"groups": m.groups}
         entries[name] = entry
+    if not entries:
+        raise ValueError(
+            f"keep_fp {list(keep_fp)} keeps all {len(layers)} Conv/Linear layers in float: nothing would be "
+            "quantized, yet the file would be labelled quantized; keep fewer layers in float, or use the float model"
+        )
     attention = sorted(n for n, m in model.named_modules() if isinstance(m, QKVAttention)) if quantize_attention else []
     return QuantPlan(
         weight_bits=weight_bits,

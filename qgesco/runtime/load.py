@@ -21,7 +21,6 @@ from ..models.checkpoint import BUNDLED, bundled_path
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
 from ..quant.checkpoint import KIND, PACKED_BITS, read_quantized
-from ..quant.layers import QuantLayer
 from ..quant.swap import quant_layers
 from .int8 import Int8Layer, dynamic_bits
 from .weight_only import PackedQuantLayer
@@ -53,13 +52,13 @@ WEIGHT_ONLY_LAYERS = ("input_blocks.0.0",)
 DYNAMIC_WEIGHT_ONLY = ("*.skip_connection", "out.2")
 
 
-def _integer(name: str, layer: QuantLayer, dynamic: bool) -> bool:
-    """Whether :func:`to_int8` gives this layer integer kernels."""
+def _integer(name: str, quantized_input: bool, dynamic: bool) -> bool:
+    """Whether :func:`to_int8` gives this layer (with an activation quantizer or not) integer kernels."""
     if name in WEIGHT_ONLY_LAYERS:
         return False
     if dynamic:
         return not any(fnmatch.fnmatchcase(name, pattern) for pattern in DYNAMIC_WEIGHT_ONLY)
-    return layer.input_quant is not None
+    return quantized_input
 
 
 def to_int8(model: UNetModel, grid_bits: int | None = None) -> UNetModel:
@@ -69,7 +68,7 @@ def to_int8(model: UNetModel, grid_bits: int | None = None) -> UNetModel:
     layers = quant_layers(model)
     dynamic = all(layer.input_quant is None for _, layer in layers)
     for name, layer in layers:
-        if _integer(name, layer, dynamic):
+        if _integer(name, layer.input_quant is not None, dynamic):
             model.set_submodule(name, Int8Layer(layer, grid_bits))
     return model
 
@@ -118,6 +117,14 @@ def backend_line(path_or_name: str | os.PathLike, device: str | torch.device = "
     if meta.get("kind") != KIND:
         return None
     backend, why = default_backend(meta, device)
+    layers = meta.get("layers", {})
+    if backend == "int8":
+        dynamic = not any(entry.get("act") for entry in layers.values())
+        integer = sum(_integer(name, bool(entry.get("act")), dynamic) for name, entry in layers.items())
+        why += f"; {integer} of {len(layers)} quantized layers on them, the rest in float"
+    kept = len(meta.get("fp_layers", []))
+    if kept:
+        why += f"; {kept} layer(s) kept in float by the file (--keep-fp)"
     return f"{Path(path).name}: runtime backend {backend} ({why})"
 
 

@@ -323,7 +323,7 @@ def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
                 twins[name] = copy.copy(scheme)
                 twins[name].channel, twins[name]._links = "rayleigh", {}
     total = len(samples) * len(s["budgets"]) * len(s["snrs"]) * len(made)
-    with tqdm(total=total, desc="sending", unit="tx", disable=not progress) as bar:
+    with tqdm(total=total, desc=f"sending, threads={torch.get_num_threads()}", unit="tx", disable=not progress) as bar:
         for i, (x, photo) in enumerate(zip(samples, photos)):
             for cpp in s["budgets"]:
                 budget = math.floor(cpp * h * w)

@@ -208,6 +208,8 @@ def check_values(train_config: TrainConfig) -> None:
     for name in ("weight_decay", "grad_clip", "warmup_steps", "sample_every", "num_workers", "threads", "seed"):
         if getattr(train_config, name) < 0:
             raise ValueError(f"config field {name}: must be >= 0, got {getattr(train_config, name)}")
+    validate.guidance("config field sample_guidance:", train_config.sample_guidance)
+    validate.seed("config field seed:", train_config.seed)
     if not train_config.lr > 0:
         raise ValueError(f"config field lr: must be > 0, got {train_config.lr}")
     if not 0 <= train_config.ema_rate < 1:

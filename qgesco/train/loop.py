@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from .. import validate
 from ..channel import AWGN, encode, transmit
 from ..data import make_loader, open_dataset
 from ..diffusion import GaussianDiffusion, create_diffusion, make_sampler
@@ -55,8 +56,15 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
 
 
+#: Divergence rule: one optimizer step may not grow the norm of all trainable weights more than this
+#: factor. Adam moves every weight by about lr per step, so only a learning rate near the weights' own
+#: size (far above any that trains) trips it; the saved weights must also stay within
+#: :data:`qgesco.validate.MAX_ABS_WEIGHT` (docs/training.md).
+MAX_NORM_GROWTH = 2.0
+
+
 class Diverged(RuntimeError):
-    """A non-finite loss or gradient: training stopped without saving the step."""
+    """A non-finite loss or gradient, or insane weights: training stopped without saving the step."""
 
 
 class Trainer:
@@ -226,8 +234,15 @@ class Trainer:
         )
         for group in self.opt.param_groups:
             group["lr"] = lr
+        before = torch.nn.utils.get_total_norm(self.params)
         self.opt.step()
-        self._stop_if_diverged(torch.nn.utils.get_total_norm(self.params), grad_norm, "weights")
+        after = torch.nn.utils.get_total_norm(self.params)
+        self._stop_if_diverged(after, grad_norm, "weights")
+        if after > MAX_NORM_GROWTH * before:
+            self._diverged(
+                f"one update grew the weights' norm from {float(before):.3g} to {float(after):.3g} (more than "
+                f"{MAX_NORM_GROWTH:g}x: finite, but no longer a sane model)"
+            )
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.model.parameters()):
                 e.lerp_(p, 1.0 - train_config.ema_rate)
@@ -249,13 +264,15 @@ class Trainer:
         if self.env.world_size > 1:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bad.any():
-            what = what if bad[0] else "gradient"
-            raise Diverged(
-                f"training diverged at step {self.step + 1}: the {what} became NaN/inf; nothing of this step "
-                f"was saved and the last checkpoint (if any) is kept in {self.train_config.out}/ckpt. Lower --lr "
-                f"(now {self.train_config.lr:g}) or set --grad-clip > 0 (now {self.train_config.grad_clip:g}), "
-                "then --resume or restart"
-            )
+            self._diverged(f"the {what if bad[0] else 'gradient'} became NaN/inf")
+
+    def _diverged(self, why: str, step: int | None = None) -> None:
+        raise Diverged(
+            f"training diverged at step {self.step + 1 if step is None else step}: {why}; nothing of this step "
+            f"was saved and the last checkpoint (if any) is kept in {self.train_config.out}/ckpt. Lower --lr "
+            f"(now {self.train_config.lr:g}) or set --grad-clip > 0 (now {self.train_config.grad_clip:g}), "
+            "then --resume or restart"
+        )
 
     def _update_schedule(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         if self.env.world_size > 1 and self.schedule.state_dict():
@@ -301,6 +318,14 @@ class Trainer:
         return bool(flag.item())
 
     def save(self) -> None:
+        """Write a checkpoint of this step, refused (:class:`Diverged`) when a weight left the sane range."""
+        big = validate.oversized(self.model.state_dict()) + validate.oversized(self.ema.state_dict())
+        if big:
+            self._diverged(
+                f"weights beyond +-{validate.MAX_ABS_WEIGHT:g} (first: {big[0]}), finite but far outside a "
+                "trained model's",
+                step=self.step,
+            )
         if self.env.is_main:
             self.ckpt.save(
                 self.step,
@@ -358,7 +383,11 @@ class Trainer:
         train_config, env = self.train_config, self.env
         handlers = {s: signal.signal(s, self._stop) for s in (signal.SIGINT, signal.SIGTERM)} if _main_thread() else {}
         bar = tqdm(
-            total=train_config.steps, initial=self.step, desc="train", disable=not env.is_main, dynamic_ncols=True
+            total=train_config.steps,
+            initial=self.step,
+            desc=f"train, threads={torch.get_num_threads()}",
+            disable=not env.is_main,
+            dynamic_ncols=True,
         )
         t0, done_at_start, last = time.perf_counter(), self.step, {}
         try:
