@@ -16,8 +16,10 @@ that flow re-derives scales from its own observers and needs ``torch.compile``; 
 output scale that neither our checkpoint nor the fake-quant model has. Two gaps are closed here:
 
 - *Weight zero points.* The kernels ignore them (asymmetric weights are our default), so the
-  weight goes in as ``q`` and ``z_w * sum(x_hat over the window)`` is subtracted afterwards; the
-  window sum comes from the same kernel call as one extra output channel of all-ones weights.
+  weight goes in as ``q`` and ``z_w * sum(x_hat over the window)`` is subtracted afterwards, in place
+  on the kernel's output: the window sum is the channel sum of the quantized input (one reduction)
+  under a ones kernel of the layer's window. (An extra all-ones output channel would compute it in
+  the same call, but slicing it off costs a copy of every output.)
 - *16-bit saturation.* Without VNNI (AVX2, AVX-512F) the u8 x s8 products are summed in pairs
   into int16 (``vpmaddubsw``) and saturate once ``255 * (|w_a| + |w_b|) > 32767``. Where
   :func:`pairs_saturate` finds this (probed once, on the real kernel), layers whose weights can
@@ -28,6 +30,11 @@ output scale that neither our checkpoint nor the fake-quant model has. Two gaps 
 Split layers (``cat(h, skip)`` inputs) run one kernel call per input group, each with its own
 activation scale and weight-scale row, and add. Convolutions with ``groups > 1`` are not
 supported (the UNet has none).
+
+*Layout.* The kernels compute channels-innermost (NHWC), so the receiver runs channels_last
+throughout (``load_runtime``): the quantized input is written in that layout by the one pass that
+converts it to uint8, and the output is returned as the kernel writes it, with no per-layer copy
+(``tests/test_runtime.py`` counts them with ``torch.profiler``).
 """
 
 from __future__ import annotations
