@@ -356,6 +356,23 @@ def test_the_bf16_backend_holds_one_bf16_copy_of_the_convolutions_and_stays_near
     assert got.dtype == torch.float32 and 1e-4 < rel_err(got, expected) < BF16_BOUND
 
 
+def test_auto_keeps_a_w8_layer_weight_only_exactly_where_int8_does_not_pay(files, calib):
+    """``auto`` applies INT8_MIN_INTENSITY per layer; ``int8`` puts every eligible layer on integer kernels."""
+    sim, inputs = load_quantized(files["w8"]), calib.batch(slice(None))
+    if runtime_load.default_backend(read_meta(files["w8"]))[0] != "int8":
+        pytest.skip("this CPU's dynamic grids miss the quality bar: auto stays weight-only")
+    auto, every = load_runtime(files["w8"]), load_runtime(files["w8"], backend="int8")
+    layers = dict(quant_layers(sim))
+    for name in (n for n, m in every.named_modules() if isinstance(m, Int8Layer)):
+        pays = runtime_load.intensity(layers[name]) >= runtime_load.INT8_MIN_INTENSITY
+        assert isinstance(auto.get_submodule(name), Int8Layer) == pays, name
+    kept = [n for n, m in auto.named_modules() if isinstance(m, Int8Layer)]
+    assert 0 < len(kept) < len([m for m in every.modules() if isinstance(m, Int8Layer)])
+    assert runtime_load.intensity(layers["time_embed.0"]) == 32 * 128 / (32 + 128)  # a 32 -> 128 linear
+    with torch.no_grad():
+        assert rel_err(auto(*inputs), sim(*inputs)) < DYNAMIC_BOUND
+
+
 def test_dynamic_grids_on_the_reference_weights(tiny):
     _, inputs, paths = tiny
     runtime, sim = load_runtime(paths["w8"], backend="int8"), load_quantized(paths["w8"])
