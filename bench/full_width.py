@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from common import save
-from receiver import GRAPH_BACKENDS, QUANT, Mode, alternate, spawn, write_checkpoints
+from receiver import AUTOCAST, GRAPH_BACKENDS, QUANT, Mode, alternate, spawn, write_checkpoints
 
 from qgesco.fileio import read_meta
 from qgesco.models.config import UNetConfig
@@ -40,8 +40,10 @@ MODES = {
     m.name: m
     for m in (
         Mode("fp32", "fp32", "auto", "fp32 eager (load_model, channels_last)"),
+        Mode("fp32-autocast-bf16", "fp32", AUTOCAST, "fp32 file under bf16 autocast"),
+        Mode("bf16", "fp32", "bf16", "bf16 backend (load_model(backend='bf16'), one copy)"),
         Mode("w8-wo", "w8", "weight-only", "W8 weight-only (exact)"),
-        Mode("w8", "w8", "int8", "W8 int8, dynamic grids (skip convs weight-only)"),
+        Mode("w8", "w8", "auto", "W8 default (int8 where it pays, dynamic grids; skip convs weight-only)"),
         Mode("w8a8", "w8a8", "auto", "W8A8 (int8 on the file's grids)"),
         Mode("w4", "w4", "auto", "W4 (weight-only, packed)"),
         Mode("onnx-fp32", "fp32", "onnxruntime", "fp32 ONNX (onnxruntime)"),
@@ -101,10 +103,12 @@ def table(
 ) -> str:
     """Markdown rows per mode; ``defaults``: the modes that are their file's ``auto`` choice on this CPU."""
     fp = {t: statistics.median(runs[("fp32", t)]["step"]) for t in threads}
+    peer = "fp32-autocast-bf16"  # the peer on a bf16 CPU: a second ratio where it ran
+    bf = {t: statistics.median(runs[(peer, t)]["step"]) for t in threads} if (peer, threads[0]) in runs else None
     fp_rss = max(runs[("fp32", t)]["rss"] for t in threads) - baseline
     head = (
         "| mode | backend | "
-        + " | ".join(f"step {t} thr (x fp32)" for t in threads)
+        + " | ".join(f"step {t} thr (x fp32{'; x bf16 autocast' if bf else ''})" for t in threads)
         + " | peak RSS - baseline (x fp32) | load s | file (x fp32) |"
     )
     lines = [head, "|" + "---|" * (6 + len(threads) - 1)]
@@ -112,7 +116,10 @@ def table(
         rows = [runs[(mode, t)] for t in threads]
         steps = [statistics.median(r["step"]) for r in rows]
         rss = max(r["rss"] for r in rows) - baseline
-        cells = " | ".join(f"{s / 1000:.2f} s ({s / fp[t]:.2f}x)" for s, t in zip(steps, threads))
+        cells = " | ".join(
+            f"{s / 1000:.2f} s ({s / fp[t]:.2f}x" + (f"; {s / bf[t]:.2f}x)" if bf else ")")
+            for s, t in zip(steps, threads)
+        )
         ratio = sizes[mode] / info["bytes"]["fp32"]
         label = MODES[mode].label + (" **(default)**" if mode in defaults else "")
         lines.append(

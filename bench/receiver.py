@@ -88,6 +88,8 @@ OPENVINO_MODES = (
 )
 #: Backends that run an exported ONNX graph rather than a checkpoint.
 GRAPH_BACKENDS = ("onnxruntime", "openvino")
+#: The fp32 file under bf16 autocast (:class:`Autocast`).
+AUTOCAST = "autocast-bf16"
 
 
 # --- files -----------------------------------------------------------------------------------------
@@ -161,13 +163,29 @@ def openvino_version() -> str | None:
     return openvino.__version__
 
 
+class Autocast(torch.nn.Module):
+    """The fp32 model under ``torch.autocast("cpu", dtype=torch.bfloat16)``: the one line a user tries
+    first on a CPU with bf16 (autocast casts the weights again in every forward and holds both copies)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+        self.runtime_backend = ("fp32-autocast-bf16", "fp32 file under torch.autocast bfloat16")
+
+    def forward(self, x, t, y):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.model(x, t, y).float()
+
+
 def load(path: Path, backend: str, threads: int):
-    """A mode's model as a user gets it: ``qgesco.load_model`` (its backend ignored for an fp32 file),
-    or the ONNX graph in an onnxruntime session or compiled by OpenVINO."""
+    """A mode's model as a user gets it: ``qgesco.load_model`` (``auto`` or ``bf16`` for an fp32 file),
+    the fp32 model under bf16 autocast, or the ONNX graph in an onnxruntime session or compiled by OpenVINO."""
     if backend == "onnxruntime":
         return OnnxModel(path, threads)
     if backend == "openvino":
         return OpenVinoModel(path, threads)
+    if backend == AUTOCAST:
+        return Autocast(load_model(path))
     return load_model(path, backend=backend)
 
 

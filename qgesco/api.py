@@ -23,6 +23,7 @@ from .fileio import digests_required, read_meta
 from .models.checkpoint import BUNDLED, bundled_path, load_float_model, load_official_checkpoint
 from .models.unet import UNetModel
 from .runtime import load_runtime
+from .runtime.bf16 import check_bf16, to_bf16
 
 
 def load_model(
@@ -40,7 +41,8 @@ def load_model(
     weights stay int8 / packed int4 in memory. ``backend="auto"`` takes the faster backend for the
     file (integer kernels for 8-bit files on CPU; :func:`qgesco.runtime.default_backend` says why);
     ``"weight-only"`` computes exactly what the simulated model (:func:`qgesco.quant.load_quantized`)
-    computes.
+    computes. A full-precision file takes ``"auto"`` (fp32) or ``"bf16"`` (opt-in, CPUs with native bf16:
+    its convolutions in bfloat16, :mod:`qgesco.runtime.bf16`).
 
     Every file is checked against its digest; one without (a published ``.pt``, a file from before
     qgesco wrote digests) loads with a warning, or is refused with ``require_digest=True``."""
@@ -64,7 +66,14 @@ def load_model(
         raise ValueError(f"flags {sorted(flags)} only apply to published .pt checkpoints; {path} stores its own config")
     kind = read_meta(path).get("kind")
     if kind == "unet":
+        if backend not in ("auto", "bf16"):
+            raise ValueError(f"{path} is a full-precision file: backend is 'auto' (fp32) or 'bf16', got {backend!r}")
+        if backend == "bf16":
+            check_bf16(device)
+            return to_bf16(load_float_model(path, device=device))
         return load_float_model(path, device=device)
     if kind == "quantized-unet":
+        if backend == "bf16":
+            raise ValueError(f"{path} is quantized: backend='bf16' is for full-precision files; use 'auto' here")
         return load_runtime(path, backend=backend, device=device)
     raise ValueError(f"{path}: holds a {kind!r} file, not a model; give a model checkpoint")

@@ -59,7 +59,8 @@ class SPADEGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
-        y = F.interpolate(y, size=x.shape[2:], mode="nearest")
+        if y.shape[2:] != x.shape[2:]:  # nearest at the same size is the identity (and a copy)
+            y = F.interpolate(y, size=x.shape[2:], mode="nearest")
         actv = self.mlp_shared(y)
         return x * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
 
@@ -257,9 +258,9 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, *spatial = x.shape
-        x = x.reshape(b, c, -1)
-        h = self.proj_out(self.attention(self.qkv(self.norm(x))))
-        return (x + h).reshape(b, c, *spatial)
+        h = self.norm(x).reshape(b, c, -1)  # normalised in x's layout: the same groups, without a copy
+        h = self.proj_out(self.attention(self.qkv(h)))
+        return x + h.reshape(b, c, *spatial)
 
 
 class EmbedSequential(nn.Sequential):
@@ -371,10 +372,15 @@ class UNetModel(nn.Module):
     def convert_to_fp16(self) -> None:
         """Store the convolutions of encoder, middle and decoder in float16, as the published
         ``use_fp16`` does; norms, linears and the output head stay float32."""
+        self.convert_convs(torch.float16)
+
+    def convert_convs(self, dtype: torch.dtype) -> None:
+        """The convolutions of encoder, middle and decoder in ``dtype``, in place (``use_fp16``'s split;
+        bfloat16 is the runtime's ``bf16`` backend)."""
         for part in (self.input_blocks, self.middle_block, self.output_blocks):
             for m in part.modules():
                 if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-                    m.half()
+                    m.to(dtype)
 
     def check_inputs(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> None:
         """One clear message for inputs the network cannot take (instead of a torch shape error)."""

@@ -16,8 +16,10 @@ that flow re-derives scales from its own observers and needs ``torch.compile``; 
 output scale that neither our checkpoint nor the fake-quant model has. Two gaps are closed here:
 
 - *Weight zero points.* The kernels ignore them (asymmetric weights are our default), so the
-  weight goes in as ``q`` and ``z_w * sum(x_hat over the window)`` is subtracted afterwards; the
-  window sum comes from the same kernel call as one extra output channel of all-ones weights.
+  weight goes in as ``q`` and ``z_w * sum(x_hat over the window)`` is subtracted afterwards, in place
+  on the kernel's output: the window sum is the channel sum of the quantized input (one reduction)
+  under a ones kernel of the layer's window. (An extra all-ones output channel would compute it in
+  the same call, but slicing it off costs a copy of every output.)
 - *16-bit saturation.* Without VNNI (AVX2, AVX-512F) the u8 x s8 products are summed in pairs
   into int16 (``vpmaddubsw``) and saturate once ``255 * (|w_a| + |w_b|) > 32767``. Where
   :func:`pairs_saturate` finds this (probed once, on the real kernel), layers whose weights can
@@ -28,6 +30,11 @@ output scale that neither our checkpoint nor the fake-quant model has. Two gaps 
 Split layers (``cat(h, skip)`` inputs) run one kernel call per input group, each with its own
 activation scale and weight-scale row, and add. Convolutions with ``groups > 1`` are not
 supported (the UNet has none).
+
+*Layout.* The kernels compute channels-innermost (NHWC), so the receiver runs channels_last
+throughout (``load_runtime``): the quantized input is written in that layout by the one pass that
+converts it to uint8, and the output is returned as the kernel writes it, with no per-layer copy
+(``tests/test_runtime.py`` counts them with ``torch.profiler``).
 """
 
 from __future__ import annotations
@@ -135,21 +142,17 @@ class _Group(nn.Module):
             self.act_scale, self.act_zero = act_scale, act_zero + U8_SHIFT
             self.u_min, self.u_max = qmin + U8_SHIFT, qmax + U8_SHIFT
         rows = [torch.div(q, 2, rounding_mode="floor"), q - torch.div(q, 2, rounding_mode="floor")] if halves else [q]
-        scales = [w_scale.float()] * len(rows)
-        self.corrected = bool(w_zero.any())
-        if self.corrected:  # one all-ones output channel: s_x * sum(u - x_zero) over the window = sum(x_hat)
-            rows.append(torch.ones_like(q[:1]))
-            scales.append(torch.ones(1))
         w = torch.cat(rows).to(torch.int8).contiguous()
-        self.register_buffer("w_scale", torch.cat(scales))
+        self.register_buffer("w_scale", torch.cat([w_scale.float()] * len(rows)))
         self.register_buffer("w_zero", torch.zeros(w.shape[0], dtype=torch.int64))
-        full_bias = None
-        if bias is not None:
-            full_bias = torch.zeros(w.shape[0])
-            full_bias[:out_ch] = bias
+        full_bias = None if bias is None else torch.cat([bias.float()] + [torch.zeros(out_ch)] * halves)
         self.register_buffer("bias", full_bias)
+        self.corrected = bool(w_zero.any())
         shape = (1, out_ch) + (1,) * (q.dim() - 2)
         self.register_buffer("neg_offset", -(w_scale.float() * w_zero.float()).reshape(shape))
+        # the window sum of (u - zero) under each output: a ones kernel on the channel sum (None: 1x1, stride 1)
+        window = op != "linear" and (any(k > 1 for k in q.shape[2:]) or any(s > 1 for s in conv_args[0]))
+        self.register_buffer("window", torch.ones((1, 1) + tuple(q.shape[2:])) if window else None)
         self.packed = _prepack(op, w, self.w_scale, self.act_scale, self.act_zero, conv_args)  # opaque oneDNN layout
         self.packed_bytes = w.numel()
 
@@ -157,20 +160,49 @@ class _Group(nn.Module):
         """The activation scale and zero point for ``x``: the file's, or (dynamic) ``x``'s range with 0 on the grid."""
         if not self.dynamic:
             return self.act_scale, self.act_zero
-        lo, hi = (v.item() for v in torch.aminmax(x))
+        lo, hi = (v.item() for v in _range(x))
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         scale = (hi - lo) / self.u_max or 1.0
         return scale, min(self.u_max, max(0, round(-lo / scale)))
 
+    def window_sum(self, q: torch.Tensor, zero: int) -> torch.Tensor:
+        """``sum(q - zero)`` over each output's input window (padding counts as ``zero``): ``q`` holds the
+        quantized values as float (exact integers: a uint8 sum would first convert the whole input)."""
+        dim = -1 if self.op == "linear" else 1
+        total = q.sum(dim, keepdim=True).sub_(q.shape[dim] * zero)
+        if self.window is None:
+            return total
+        conv = torch.nn.functional.conv2d if self.op == "conv2d" else torch.nn.functional.conv1d
+        return conv(total, self.window, None, *self.conv_args[:3])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale, zero = self.grid(x)
-        u = torch.div(x, scale).round_().add_(zero).clamp_(self.u_min, self.u_max).to(torch.uint8)  # one buffer
+        q = torch.div(x, scale).round_().add_(zero).clamp_(self.u_min, self.u_max)
+        u = _uint8_channels_innermost(q)
         y = _run(self.op, u, scale, zero, self.packed, self.w_scale, self.w_zero, self.bias, self.conv_args)
-        n = self.out_ch
-        out = y[:, :n] + y[:, n : 2 * n] if self.halves else y[:, :n]
-        if self.corrected:
-            out = torch.addcmul(out, y[:, -1:], self.neg_offset)
-        return out.contiguous()  # GroupNorm, next in line, is ~15x slower on channels_last here
+        if self.halves:
+            y = y[:, : self.out_ch] + y[:, self.out_ch :]
+        if self.corrected:  # - s_w * z_w * sum(x_hat over the window), in place
+            y.addcmul_(self.window_sum(q, zero), self.neg_offset, value=scale)
+        return y
+
+
+def _uint8_channels_innermost(q: torch.Tensor) -> torch.Tensor:
+    """``q`` as uint8 with channels innermost (NHWC / NWC: the kernels' own layout, which they would
+    otherwise reorder to), in the one pass that converts it."""
+    if q.dim() == 2:
+        return q.to(torch.uint8)
+    out = torch.empty_like(q.movedim(1, -1), dtype=torch.uint8, memory_format=torch.contiguous_format)
+    return out.movedim(-1, 1).copy_(q)
+
+
+def _range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x``'s min and max without a copy: ``aminmax`` copies strided inputs, and on a 4-D channels_last
+    tensor takes a path ~15x slower than on the same memory seen as one dimension."""
+    flat = x.movedim(1, -1) if x.dim() > 2 else x
+    if flat.is_contiguous():
+        return torch.aminmax(flat.reshape(-1))
+    return x.amin(), x.amax()
 
 
 class Int8Layer(nn.Module):
@@ -219,7 +251,7 @@ class Int8Layer(nn.Module):
         if len(self.groups) == 1:
             return self.groups[0](x)
         (a0, b0), (a1, b1) = self.bounds
-        return self.groups[0](x[:, a0:b0]) + self.groups[1](x[:, a1:b1])
+        return self.groups[0](x[:, a0:b0]).add_(self.groups[1](x[:, a1:b1]))
 
     def extra_repr(self) -> str:
         halves = any(g.halves for g in self.groups)

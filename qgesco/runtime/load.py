@@ -10,6 +10,7 @@ kept, and packed 4-bit weights stay packed.
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -52,23 +53,41 @@ WEIGHT_ONLY_LAYERS = ("input_blocks.0.0",)
 DYNAMIC_WEIGHT_ONLY = ("*.skip_connection", "out.2")
 
 
-def _integer(name: str, quantized_input: bool, dynamic: bool) -> bool:
-    """Whether :func:`to_int8` gives this layer (with an activation quantizer or not) integer kernels."""
+#: ``auto`` on a W8 file keeps a layer weight-only below this many multiply-adds per activation element
+#: it reads or writes, ``k^2 * c_in * c_out / (c_in + c_out)``: below it the per-call work around the
+#: integer kernel (finding the grid, quantizing, the zero-point correction) costs more than the kernel
+#: saves over fp32 (per-layer timings on the demo model, docs/runtime.md). Every layer of the published
+#: widths is above it, most of the demo model's small layers below.
+INT8_MIN_INTENSITY = 200
+
+
+def intensity(weight_shape) -> float:
+    """Multiply-adds per activation element moved: ``k^2 * c_in * c_out / (c_in + c_out)``."""
+    out_ch, in_ch, *kernel = weight_shape
+    return math.prod(kernel) * in_ch * out_ch / (in_ch + out_ch)
+
+
+def _integer(name: str, weight_shape, quantized_input: bool, dynamic: bool, min_intensity: float) -> bool:
+    """Whether :func:`to_int8` gives this layer (of this weight shape, with an activation quantizer or not)
+    integer kernels."""
     if name in WEIGHT_ONLY_LAYERS:
         return False
     if dynamic:
-        return not any(fnmatch.fnmatchcase(name, pattern) for pattern in DYNAMIC_WEIGHT_ONLY)
+        excluded = any(fnmatch.fnmatchcase(name, pattern) for pattern in DYNAMIC_WEIGHT_ONLY)
+        return not excluded and intensity(weight_shape) >= min_intensity
     return quantized_input
 
 
-def to_int8(model: UNetModel, grid_bits: int | None = None) -> UNetModel:
+def to_int8(model: UNetModel, grid_bits: int | None = None, min_intensity: float = 0.0) -> UNetModel:
     """Swap, in place, quantized layers for :class:`Int8Layer`: in a W8A8 file those with activation
     quantizers (the rest keep the file's float activations) bar :data:`WEIGHT_ONLY_LAYERS`; in a W8 file
-    (dynamic grids of ``grid_bits``, default this CPU's) every one bar those and :data:`DYNAMIC_WEIGHT_ONLY`."""
-    layers = quant_layers(model)
-    dynamic = all(layer.input_quant is None for _, layer in layers)
-    for name, layer in layers:
-        if _integer(name, layer.input_quant is not None, dynamic):
+    (dynamic grids of ``grid_bits``, default this CPU's) every one bar those, :data:`DYNAMIC_WEIGHT_ONLY`
+    and layers of less than ``min_intensity`` (:func:`intensity`; ``auto`` passes :data:`INT8_MIN_INTENSITY`)."""
+    dynamic = all(layer.input_quant is None for _, layer in quant_layers(model))
+    for name in [name for name, _ in quant_layers(model)]:  # names only: each int8 copy is freed once packed
+        layer = model.get_submodule(name)
+        shape = layer.qweight.shape if layer.bits > PACKED_BITS else layer.weight_shape
+        if _integer(name, shape, layer.input_quant is not None, dynamic, min_intensity):
             model.set_submodule(name, Int8Layer(layer, grid_bits))
     return model
 
@@ -120,7 +139,10 @@ def backend_line(path_or_name: str | os.PathLike, device: str | torch.device = "
     layers = meta.get("layers", {})
     if backend == "int8":
         dynamic = not any(entry.get("act") for entry in layers.values())
-        integer = sum(_integer(name, bool(entry.get("act")), dynamic) for name, entry in layers.items())
+        integer = sum(
+            _integer(name, entry["weight_shape"], bool(entry.get("act")), dynamic, INT8_MIN_INTENSITY)
+            for name, entry in layers.items()
+        )
         why += f"; {integer} of {len(layers)} quantized layers on them, the rest in float"
     kept = len(meta.get("fp_layers", []))
     if kept:
@@ -144,9 +166,10 @@ def load_runtime(
     model, tensors, meta = read_quantized(path)
     if config is not None:
         _check_config(model.config, config, path)
-    why = "asked for"
+    why, min_intensity = "asked for", 0.0
     if backend == "auto":
         backend, why = default_backend(meta, device)
+        min_intensity = INT8_MIN_INTENSITY  # only where the kernels pay; "int8" asks for every layer
     if backend == "int8":
         if torch.device(device).type != "cpu":
             raise ValueError(f"the int8 backend runs oneDNN CPU kernels; device={device!r} takes backend='weight-only'")
@@ -156,7 +179,7 @@ def load_runtime(
     model.load_state_dict(tensors, strict=True, assign=True)
     del tensors  # the model holds them now; to_int8 frees each layer's int8 copy once it is prepacked
     model.eval()
-    if backend == "int8":
-        to_int8(model)
+    if backend == "int8":  # channels_last throughout: the int8 kernels' layout, so no layer reorders its input
+        to_int8(model, min_intensity=min_intensity).to(memory_format=torch.channels_last)
     model.runtime_backend = (backend, why)
     return model.to(device)
