@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 
 def passive_wait() -> None:
@@ -44,7 +45,7 @@ def busy_cores(before: dict[str, list[int]], after: dict[str, list[int]], cores)
 
 def _cpu_times() -> dict[str, list[int]]:
     try:
-        lines = open("/proc/stat").read().splitlines()
+        lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
         return {}
     return {f[0]: [int(v) for v in f[1:8]] for f in (line.split() for line in lines) if f and f[0][3:].isdigit()}
