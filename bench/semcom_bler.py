@@ -1,6 +1,6 @@
 """Block-error curves of the 5G NR MCS table over AWGN with this project's LDPC link, cached in the package.
 
-    python bench/semcom_bler.py [--codewords 100] [--step 0.5]
+    python bench/semcom_bler.py [--codewords 300] [--step 0.5] [--workers 2]
 
 For every MCS of qgesco.semcom.link.MCS_TABLE (1200-bit codewords, CRC-24 counted, 20 decoder iterations)
 it measures the codeword error rate on a 0.5 dB grid, from where every codeword fails (at least 1 dB
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import time
 
 import numpy as np
@@ -33,28 +34,37 @@ def measure(name: str, snr: float, codewords: int) -> float:
     return d.codeword_errors / d.codewords
 
 
+def curve(name: str, codewords: int, step: float) -> dict[float, float]:
+    """One MCS's waterfall: from near its Shannon SNR down to where every codeword fails, up to two clean points."""
+    torch.set_num_threads(1)  # the decoder's many small ops: one thread per process is fastest
+    snr = math.floor((shannon_snr(name) + 1.5) / step) * step  # LDPC at 1200 bits: ~1.5-3 dB from Shannon
+    points = {snr: measure(name, snr, codewords)}
+    while points[min(points)] < 1.0:
+        snr = min(points) - step
+        points[snr] = measure(name, snr, codewords)
+    snr, clean = max(points), 0
+    while clean < 2:
+        snr += step
+        points[snr] = measure(name, snr, codewords)
+        clean = clean + 1 if points[snr] == 0 else 0
+    print(name, " ".join(f"{p:g}:{b:.2f}" for p, b in sorted(points.items())), flush=True)
+    return points
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--codewords", type=int, default=100)
+    parser.add_argument("--codewords", type=int, default=300)
     parser.add_argument("--step", type=float, default=0.5)
+    parser.add_argument("--workers", type=int, default=1, help="processes, one MCS each at a time (same numbers)")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # the decoder's many small ops: one thread is fastest on a shared machine
     started = time.perf_counter()
-    curves = {}
-    for i in range(len(MCS_TABLE)):
-        name = f"mcs{i}"
-        snr = math.floor((shannon_snr(name) + 1.5) / args.step) * args.step  # LDPC at 1200 bits: ~1.5-3 dB from Shannon
-        points = {snr: measure(name, snr, args.codewords)}
-        while points[min(points)] < 1.0:  # start where every codeword fails
-            snr = min(points) - args.step
-            points[snr] = measure(name, snr, args.codewords)
-        snr, clean = max(points), 0
-        while clean < 2:
-            snr += args.step
-            points[snr] = measure(name, snr, args.codewords)
-            clean = clean + 1 if points[snr] == 0 else 0
-        curves[name] = points
-        print(name, " ".join(f"{p:g}:{b:.2f}" for p, b in sorted(points.items())), flush=True)
+    names = [f"mcs{i}" for i in range(len(MCS_TABLE))]
+    jobs = [(n, args.codewords, args.step) for n in names]
+    if args.workers > 1:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            curves = dict(zip(names, pool.starmap(curve, jobs)))
+    else:
+        curves = {n: curve(*job) for n, job in zip(names, jobs)}
     lo, hi = min(min(c) for c in curves.values()), max(max(c) for c in curves.values())
     grid = [round(lo + k * args.step, 3) for k in range(int(round((hi - lo) / args.step)) + 1)]
     bler = {n: [c.get(p, 1.0 if p < min(c) else 0.0) for p in grid] for n, c in curves.items()}
@@ -88,7 +98,12 @@ def main() -> None:
     print(table)
     write_json(
         RESULTS / "semcom_bler.json",
-        {"machine": machine(), "curves": {n: sorted(c.items()) for n, c in curves.items()}, "seconds": seconds},
+        {
+            "machine": machine(),
+            "curves": {n: sorted(c.items()) for n, c in curves.items()},
+            "seconds": seconds,
+            "workers": args.workers,
+        },
     )
     write_text(RESULTS / "semcom_bler.md", f"5G NR MCS over AWGN (bench/semcom_bler.py, {seconds:g} s)\n\n" + table)
 
