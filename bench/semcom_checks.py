@@ -1,16 +1,16 @@
 """Checks of the comparison's two shortcuts against direct simulation on a subset of scenes.
 
     python bench/semcom_checks.py --awgn runs/semcom --ldpc runs/semcom-ldpc --rayleigh runs/semcom-rayleigh \
-        --receivers runs/semcom-w8,runs/semcom-ddpm30
+        --receivers runs/semcom-w8
 
 - ``--link table`` (each codeword's fate drawn from the cached BLER curves) against ``--link ldpc`` (every
   codeword decoded) on AWGN: the share of lost images per scheme, budget and SNR, over the same scenes.
 - Rayleigh's expected quality from the AWGN grid against a direct Rayleigh run (LDPC decoded, one fade per
-  scene and SNR): for the direct run's own fades, the analog map's LPIPS interpolated from the AWGN grid at
-  the fade's effective SNR against the LPIPS it got, and each digital payload's predicted loss probability
+  scene and SNR): for the direct run's own fades, the LPIPS of the analog map and DeepJSCC interpolated from
+  the AWGN grid at the fade's effective SNR against the LPIPS they got, and each digital payload's predicted loss probability
   (1 - BLER(effective SNR))^C against the losses that happened.
 
-- Other receivers (the W8 model, the DDPM-30 sampler) against the grid's on their runs' scenes: per-image
+- Other receivers (the W8 model, another sampler) against the grid's on their runs' scenes: per-image
   LPIPS and pixel-accuracy differences, paired (the same maps and x_T).
 
 Reads the runs' results.json; writes bench/results/semcom_checks.{json,md}.
@@ -28,6 +28,8 @@ from common import RESULTS
 from qgesco.fileio import write_json, write_text
 from qgesco.semcom.bler import bler
 from qgesco.semcom.stats import Bootstrap, interpolation_weights
+
+INTERPOLATED = ("analog-map", "deepjscc")  # the schemes whose Rayleigh rows the grid interpolates
 
 
 def _records(run: str) -> tuple[dict, list[dict]]:
@@ -54,25 +56,27 @@ def fading_check(awgn: str, rayleigh: str) -> tuple[list[dict], dict]:
     grid = s["snrs"]
     lpips = {(r["scheme"], r["budget"], r["snr"], r["scene"]): r["lpips"] for r in grid_rows}
     analog = []
-    for budget in sorted({r["budget"] for r in direct}):
-        for snr in sorted({r["snr"] for r in direct}):
-            rows = [r for r in direct if r["scheme"] == "analog-map" and r["budget"] == budget and r["snr"] == snr]
-            eff = np.array([snr + 20 * np.log10(r["gain"]) for r in rows])
-            w = interpolation_weights(grid, eff)
-            predicted = np.array(
-                [w[j] @ [lpips[("analog-map", budget, q, r["scene"])] for q in grid] for j, r in enumerate(rows)]
-            )
-            got = np.array([r["lpips"] for r in rows])
-            diff = Bootstrap(len(rows)).mean_difference(predicted, got)
-            analog.append(
-                {
-                    "budget": budget,
-                    "snr": snr,
-                    "direct": got.mean(),
-                    "interpolated": predicted.mean(),
-                    "difference": diff,
-                }
-            )
+    for scheme in [x for x in INTERPOLATED if any(r["scheme"] == x for r in direct)]:
+        for budget in sorted({r["budget"] for r in direct}):
+            for snr in sorted({r["snr"] for r in direct}):
+                rows = [r for r in direct if r["scheme"] == scheme and r["budget"] == budget and r["snr"] == snr]
+                eff = np.array([snr + 20 * np.log10(r["gain"]) for r in rows])
+                w = interpolation_weights(grid, eff)
+                predicted = np.array(
+                    [w[j] @ [lpips[(scheme, budget, q, r["scene"])] for q in grid] for j, r in enumerate(rows)]
+                )
+                got = np.array([r["lpips"] for r in rows])
+                diff = Bootstrap(len(rows)).mean_difference(predicted, got)
+                analog.append(
+                    {
+                        "scheme": scheme,
+                        "budget": budget,
+                        "snr": snr,
+                        "direct": got.mean(),
+                        "interpolated": predicted.mean(),
+                        "difference": diff,
+                    }
+                )
     coded = [r for r in direct if r["scheme"].startswith("digital") and r.get("mcs")]
     predicted = [1 - (1 - bler(r["mcs"], r["snr"] + 20 * np.log10(r["gain"]))) ** r["codewords"] for r in coded]
     digital = {
@@ -126,14 +130,19 @@ def main() -> None:
         "",
         f"Largest gap: {100 * gap:.0f} points.",
         "",
-        "## Rayleigh: analog map LPIPS, interpolated from the AWGN grid vs direct",
+        "## Rayleigh: analog schemes' LPIPS, interpolated from the AWGN grid vs direct",
         "",
     ]
-    lines += ["| budget | SNR dB | direct | interpolated | interpolated − direct [95 %] |", "|---|---|---|---|---|"]
+    lines += [
+        "| scheme | budget | SNR dB | direct | interpolated | interpolated − direct [95 %] |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in analog:
         d = r["difference"]
         ci = f"{d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]"
-        lines.append(f"| {r['budget']:g} | {r['snr']:g} | {r['direct']:.3f} | {r['interpolated']:.3f} | {ci} |")
+        lines.append(
+            f"| {r['scheme']} | {r['budget']:g} | {r['snr']:g} | {r['direct']:.3f} | {r['interpolated']:.3f} | {ci} |"
+        )
     lines += [
         "",
         f"Digital payloads under Rayleigh: {digital['payloads']}, lost {100 * digital['lost']:.1f} %, "
