@@ -176,7 +176,8 @@ def kid(features_a, features_b, *, subsets: int = 100, subset_size: int = 1000, 
 
     Kernel k(x, y) = (x.y / D + 1)^3. Each subset draws m = min(subset_size, N_a, N_b) rows
     without replacement, first from a then from b, with ``np.random.default_rng(seed)``.
-    Unbiased, so it is meaningful for a few hundred images, where FID is biased upwards.
+    Unbiased, so it is meaningful for a few hundred images, where FID is biased upwards. With fewer
+    images than ``subset_size`` on both sides the std is 0: there is one subset to draw.
     """
     a, b = _as_features(features_a, "features_a"), _as_features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
@@ -184,6 +185,8 @@ def kid(features_a, features_b, *, subsets: int = 100, subset_size: int = 1000, 
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"KID needs subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
     m = min(subset_size, len(a), len(b))
+    if m == len(a) == len(b):  # every subset would be the whole set in another order: one is the answer
+        subsets = 1
     rng = np.random.default_rng(seed)
     values = np.empty(subsets)
     for i in range(subsets):

@@ -52,6 +52,11 @@ def _mcs(r: dict[str, Any]) -> str:
     return "–" if not m else m[0] if len(m) == 1 else f"{m[0]}..{m[-1]}"
 
 
+def _kid(r: dict[str, Any]) -> str:
+    # with fewer images than one KID subset there is one subset and no spread to show
+    return f"{r['kid']:.4f} ± {r['kid_std']:.4f}" if r["kid_std"] > 0 else f"{r['kid']:.4f}"
+
+
 def render(result: dict[str, Any]) -> str:
     s = result["settings"]
     power = result.get("power", {})
@@ -96,7 +101,7 @@ def render(result: dict[str, Any]) -> str:
         parts.append("\nFID/KID left out: computed only with --fid-kid from at least 100 images.\n")
     else:
         rows = [
-            [name, budget, f"{r['fid']:.1f}", f"{r['kid']:.4f} ± {r['kid_std']:.4f}"]
+            [name, budget, f"{r['fid']:.1f}", _kid(r)]
             for name, by_budget in result["results"].items()
             for budget, by_snr in by_budget.items()
             for snr, r in by_snr.items()
@@ -192,10 +197,25 @@ def _save(plt, fig, path) -> None:
     plt.close(fig)
 
 
+# An ideal bound is drawn dashed in its real scheme's colour, so the grid's 12 schemes need 8 colours,
+# not the 12 that tab10 cannot give; the learned baseline is black.
+_COLOURS = {
+    "analog-map": "C0",
+    "digital-map": "C1",
+    "digital-image": "C2",
+    "digital-image-webp": "C3",
+    "digital-image-jp2": "C4",
+    "digital-image-hevc": "C5",
+    "digital-image-avif": "C6",
+    "deepjscc": "black",
+}
+
+
 def _style(name: str) -> dict[str, Any]:
-    style = {"ls": "--" if name.startswith("ideal") else "-", "marker": "o", "ms": 3, "lw": 1.2, "label": name}
-    # the learned baseline in black: with 11 schemes the colour cycle of 10 would repeat on it
-    return style | {"capsize": 2} | ({"color": "black", "marker": "s"} if name == "deepjscc" else {})
+    ideal = name.startswith("ideal")
+    style = {"ls": "--" if ideal else "-", "marker": "o", "ms": 3, "lw": 1.2, "label": name, "capsize": 2}
+    colour = _COLOURS.get(name.replace("ideal-", "digital-", 1) if ideal else name)
+    return style | ({"color": colour} if colour else {}) | ({"marker": "s"} if name == "deepjscc" else {})
 
 
 def _errorbar(ax, xs, entries, key):
