@@ -96,6 +96,13 @@ def test_official_checkpoint_mismatch_names_keys_and_flag(tiny, tmp_path):
         ({"image_size": 32, "num_classes": -3, "channel_mult": "1,2"}, "num_classes"),
         ({"image_size": 48, "num_classes": 35}, "channel_mult"),
         ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_channels": 48}, "norm_groups.*num_channels"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_head_channels": 24}, "num_head_channels"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_heads": 0}, "num_heads"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "dropout": 1.0}, "dropout"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "learn_sigma": "maybe"}, "learn_sigma.*bool"),
+        ({"image_size": "3.5", "num_classes": 35, "channel_mult": "1,2"}, "image_size.*int"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "dropout": "x"}, "dropout.*float"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "image_hw": (32, 30)}, "image_hw"),
     ],
 )
 def test_bad_flags_raise_value_error_naming_the_flag(flags, name):
