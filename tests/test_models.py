@@ -102,7 +102,7 @@ def test_official_checkpoint_mismatch_names_keys_and_flag(tiny, tmp_path):
         ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "learn_sigma": "maybe"}, "learn_sigma.*bool"),
         ({"image_size": "3.5", "num_classes": 35, "channel_mult": "1,2"}, "image_size.*int"),
         ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "dropout": "x"}, "dropout.*float"),
-        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "image_hw": (32, 30)}, "image_hw"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "image_hw": (32, 31)}, "image_hw"),
     ],
 )
 def test_bad_flags_raise_value_error_naming_the_flag(flags, name):
