@@ -422,6 +422,11 @@ def test_the_bf16_backend_is_refused_in_one_line_where_the_cpu_lacks_native_bf16
         load_model(files["w8"], backend="bf16")
     with pytest.raises(ValueError, match="'auto' \\(fp32\\) or 'bf16'"):
         load_model(files["fp32"], backend="int8")
+    with pytest.raises(ValueError, match="no native bf16"):  # a policy's bf16 use is the same opt-in
+        load_model(files["fp32"], policy=Int8Policy(bf16=True))
+    monkeypatch.setattr(runtime_bf16, "bf16_native", lambda: True)
+    assert load_model(files["fp32"], policy=Int8Policy(bf16=True)).runtime_backend[0] == "bf16"
+    assert not hasattr(load_model(files["fp32"], policy=Int8Policy()), "runtime_backend")  # fp32 by default
 
 
 @pytest.mark.skipif(not runtime_bf16.bf16_native(), reason="this CPU has no native bf16")
