@@ -68,10 +68,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+#: The ``kind`` of a model file: full precision (``save_model``) or quantized (``save_quantized``).
+UNET_KIND = "unet"
+QUANTIZED_KIND = "quantized-unet"
+MODEL_KINDS = (UNET_KIND, QUANTIZED_KIND)
+
 #: What to do about a damaged file, by the ``kind`` in its metadata.
 _FIX = {
-    "unet": "restore the file from a good copy, or re-create it (qgesco train)",
-    "quantized-unet": "re-create it with qgesco quantize",
+    UNET_KIND: "restore the file from a good copy, or re-create it (qgesco train)",
+    QUANTIZED_KIND: "re-create it with qgesco quantize",
     "calibration-set": "re-create it with qgesco calibrate",
     "received-maps": "re-create it with qgesco transmit",
     "deepjscc": "restore it from git or re-create it with qgesco train-jscc (docs/semcom.md)",
@@ -147,6 +152,15 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: its qgesco metadata are a JSON {type(meta).__name__}, not an object; the file was not written "
             "by qgesco: re-create it"
         )
+    return meta
+
+
+def read_kind(path: str | os.PathLike, kinds: tuple[str, ...], what: str, fix: str) -> dict[str, Any]:
+    """:func:`read_meta` of a file whose ``kind`` is one of ``kinds``; any other is refused in one line,
+    ``{path}: holds a 'x' file, not {what}; {fix}``, so every reader names a wrong file the same way."""
+    meta = read_meta(path)
+    if meta.get("kind") not in kinds:
+        raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not {what}; {fix}")
     return meta
 
 

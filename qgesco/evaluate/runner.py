@@ -46,7 +46,7 @@ from ..distributed import closing_process_group, setup_distributed
 from ..fileio import write_json, write_text
 from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lpips, psnr, segment, ssim, weights
 from ..metrics.perceptual import MIN_SIDE as LPIPS_MIN_SIDE
-from ..models.checkpoint import BUNDLED
+from ..models.checkpoint import resolve_source
 from ..receiver import regenerate
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 from . import report
@@ -431,10 +431,11 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
     if not isinstance(sources, Mapping):
         raise ValueError("models: give a mapping of names to model files, bundled names or loaded models")
     for name, source in sources.items():  # every name checked before the first model loads
-        if isinstance(source, (str, os.PathLike)) and not (Path(source).is_file() or str(source) in BUNDLED):
-            raise FileNotFoundError(
-                f"model {name!r}: {source}: no such file, and not a bundled model (bundled: {', '.join(BUNDLED)})"
-            )
+        if isinstance(source, (str, os.PathLike)):
+            try:
+                resolve_source(source)
+            except (FileNotFoundError, ValueError) as e:
+                raise type(e)(f"model {name!r}: {e}") from None
     models = [load_eval_model(name, source, device) for name, source in sources.items()]
     _check_models(models)
     cfg, data = models[0].config, settings.data

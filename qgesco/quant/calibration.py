@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .. import validate
 from ..channel import AWGN, encode, transmit
 from ..diffusion import DDIMSampler, create_diffusion
-from ..fileio import load_tensors, read_meta, save_tensors, tensors_sha256
+from ..fileio import load_tensors, read_kind, save_tensors, tensors_sha256
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
 from .digest import fingerprint
@@ -133,12 +133,7 @@ class CalibrationSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CalibrationSet:
-        meta = read_meta(path)
-        if meta.get("kind") != KIND:
-            raise ValueError(
-                f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a calibration set; make one with qgesco "
-                "calibrate"
-            )
+        meta = read_kind(path, (KIND,), "a calibration set", "make one with qgesco calibrate")
         if meta.get("format_version") != FORMAT_VERSION:
             found = "no format_version" if meta.get("format_version") is None else f"format {meta['format_version']!r}"
             raise ValueError(
