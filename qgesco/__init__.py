@@ -24,6 +24,8 @@ _EXPORTS = {
     "load_official_checkpoint": "models.checkpoint",
     "save_model": "models.checkpoint",
     "build_calibration_set": "quant",
+    "CalibrationRecipe": "quant",
+    "QuantConfig": "quant",
     "quantize": "quant",
     "save_quantized": "quant",
     "load_quantized": "quant",

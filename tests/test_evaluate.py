@@ -28,7 +28,7 @@ from qgesco.evaluate.runner import Scenes
 from qgesco.evaluate.settings import IMAGE_SETTINGS, EvalSettings
 from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.presets import get_preset
-from qgesco.quant import build_calibration_set, quantize, save_quantized
+from qgesco.quant import CalibrationRecipe, QuantConfig, build_calibration_set, quantize, save_quantized
 
 #: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,9 +66,9 @@ def files(tmp_path_factory):
     scenes = open_dataset("synthetic:4", image_hw=CFG.image_hw)
     for name, bits, timestep_only in (("w8t", 8, True), ("w4", 4, False)):
         calib = build_calibration_set(
-            model, scenes, num_maps=2, psnrs=(10,), timestep_only=timestep_only, steps=2, every=1, progress=False
+            model, scenes, CalibrationRecipe(num_maps=2, psnrs=(10,), timestep_only=timestep_only, steps=2, every=1)
         )
-        qmodel = quantize(model, calib, weight_bits=bits, iters=0, weight_init="minmax", progress=False)
+        qmodel = quantize(model, calib, QuantConfig(weight_bits=bits, iters=0, weight_init="minmax"))
         save_quantized(qmodel, tmp / f"{name}.safetensors")
     run = tmp / "run"
     argv = [
