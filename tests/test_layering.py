@@ -14,7 +14,7 @@ ALLOWED = {
     "distributed": set(),
     "diffusion": set(),
     "validate": {"fileio"},
-    "channel": {"validate"},
+    "channel": {"validate", "fileio"},
     "models": {"fileio"},
     "data": {"fileio"},
     "metrics": {"fileio"},
