@@ -1,4 +1,4 @@
-"""``evaluate(models, data, out=...)``: send a dataset split's maps through the channel, regenerate
+"""``evaluate(models, EvalSettings(data), out)``: send a dataset split's maps through the channel, regenerate
 them with every model, score the images and write the paper's tables (docs/evaluation.md).
 
 Why it is organised this way:
@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,11 +52,8 @@ from ..receiver import regenerate
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 from . import report
 from .models import EvalModel, load_eval_model
-from .settings import IMAGE_SETTINGS, EvalSettings
+from .settings import IMAGE_SETTINGS, METRICS, EvalSettings
 
-#: Metric groups: lpips; fid (FID and KID); miou (mIoU and pixel accuracy of the segmented image
-#: against the sent map); pixel (PSNR and SSIM against the original).
-METRICS = ("lpips", "fid", "miou", "pixel")
 #: Identical images have infinite PSNR; they count as this many dB so that means stay finite.
 PSNR_CAP_DB = 100.0
 _PER_IMAGE = ("lpips", "image_psnr", "ssim")
@@ -292,10 +290,6 @@ def _check_metrics(metrics, config, dataset) -> tuple[str, ...]:
     }
     if metrics is None:
         return tuple(m for m in METRICS if not reasons.get(m))
-    metrics = tuple(dict.fromkeys(metrics))
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     for m in metrics:
         if reasons.get(m):
             raise ValueError(f"metric {m!r}: {reasons[m]}; leave it out of the metrics")
@@ -349,7 +343,10 @@ class EvalJob:
     settings: EvalSettings
     models: list[EvalModel]
     dataset: Any
-    metrics: tuple[str, ...]
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.settings.metrics
 
     @property
     def names(self) -> list[str]:
@@ -361,72 +358,34 @@ class EvalJob:
 
 
 def evaluate(
-    models: Mapping[str, Any],
-    data: str,
-    *,
-    out: str | os.PathLike,
-    data_root: str | os.PathLike | None = None,
-    psnrs=(100.0, 20.0, 10.0),
-    channel: str = "awgn",
-    noise_table: str = "exact",
-    cleanup: str = "avgmax",
-    compress: bool = True,
-    sampler: str = "ddpm1000",
-    guidance: float = 2.0,
-    guidance_window: tuple[int, int] | None = None,
-    images: int | None = None,
-    batch_size: int = 8,
-    seed: int = 0,
-    metrics=None,
-    reference: str | None = None,
-    grid_psnr: float | None = None,
-    grid_images: int = 4,
-    device: str = "auto",
-    progress: bool = True,
+    models: Mapping[str, Any], settings: EvalSettings, out: str | os.PathLike, device: str = "auto"
 ) -> dict[str, Any] | None:
-    """Regenerate ``images`` scenes of ``data`` (all by default) at every PSNR with every model
-    and write ``metrics.json``, ``table.md``, ``metrics_vs_psnr.png`` and the sample grid to ``out``.
+    """Regenerate ``settings.images`` scenes of ``settings.data`` (all by default) at every PSNR with
+    every model and write ``metrics.json``, ``table.md``, ``metrics_vs_psnr.png`` and the sample grid to
+    ``out``.
 
-    ``models`` maps names to model files, bundled names or loaded models. Defaults are the
-    paper's: PSNR 100/20/10 over AWGN, DDPM 1000 steps, guidance 2 at every step (``guidance_window``
-    (t_lo, t_hi) limits it, as the receiver's default does). ``metrics``: a subset of
-    :data:`METRICS` (default: every one that applies). ``reference`` is the row others are
-    compared with (default: the first full-precision model). Under ``torchrun`` every rank
-    regenerates its share; rank 0 returns the metrics, the others None.
+    ``models`` maps names to model files, bundled names or loaded models; ``settings``
+    (:class:`~qgesco.evaluate.settings.EvalSettings`) holds everything that shapes the run, the
+    paper's by default. Under ``torchrun`` every rank regenerates its share; rank 0 returns the
+    metrics, the others None.
     """
+    if not isinstance(settings, EvalSettings):
+        raise ValueError(f"settings must be an EvalSettings, got {type(settings).__name__}")
     started = time.perf_counter()
     out = Path(out)
     with closing_process_group():
         env = setup_distributed(device)
-        settings = EvalSettings(
-            data=data,
-            data_root=data_root,
-            psnrs=psnrs,
-            channel=channel,
-            noise_table=noise_table,
-            cleanup=cleanup,
-            compress=compress,
-            sampler=sampler,
-            guidance=guidance,
-            guidance_window=guidance_window,
-            images=images,
-            batch_size=batch_size,
-            seed=seed,
-            reference=reference,
-            grid_psnr=grid_psnr,
-            grid_images=grid_images,
-        )
         validate.output_dir("out", out)
-        job = prepare(models, settings, metrics, env.device)
+        job = prepare(models, settings, env.device)
         record = _run_record(out, job.settings, job.models)
         if env.is_main:
             write_json(out / "run.json", record)
-        regenerate_images(job, out, env, progress and env.is_main)
+        regenerate_images(job, out, env, env.is_main and sys.stderr.isatty())
         merged = score(job, out, env)
         return None if merged is None else write_report(job, merged, out, env, started)
 
 
-def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device: torch.device) -> EvalJob:
+def prepare(sources: Mapping[str, Any], settings: EvalSettings, device: torch.device) -> EvalJob:
     """Load the models and the data and check them against the settings, before any image is made."""
     if not isinstance(sources, Mapping):
         raise ValueError("models: give a mapping of names to model files, bundled names or loaded models")
@@ -456,7 +415,7 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
                 f"{data}: scene {i} ({sample.name}) has label values outside 0..{cfg.num_classes - 1}; "
                 "check the dataset with qgesco data check (a dataset cache is rebuilt once deleted)"
             )
-    metrics = _check_metrics(metrics, cfg, dataset)
+    metrics = _check_metrics(settings.metrics, cfg, dataset)
     if "fid" in metrics and count < 2:
         raise ValueError("FID and KID need at least 2 images; raise the number of images or leave out 'fid'")
     for m, name in (("lpips", "lpips-alex"), ("fid", "inception-fid")):
@@ -466,8 +425,8 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
     reference = settings.reference or next((m.name for m in models if m.info["kind"] == "fp"), names[0])
     if reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the models {names}")
-    settings = dataclasses.replace(settings, images=count, image_hw=list(cfg.image_hw), reference=reference)
-    return EvalJob(settings, models, dataset, metrics)
+    settings = dataclasses.replace(settings, images=count, image_hw=cfg.image_hw, metrics=metrics, reference=reference)
+    return EvalJob(settings, models, dataset)
 
 
 def regenerate_images(job: EvalJob, out: Path, env, progress: bool) -> None:
