@@ -22,7 +22,6 @@ from .runner import (
     regenerate_images,
     score,
     shard,
-    stream_seed,
     write_report,
 )
 from .settings import EvalSettings
@@ -42,7 +41,6 @@ __all__ = [
     "render",
     "score",
     "shard",
-    "stream_seed",
     "table_i",
     "table_ii",
     "write_report",

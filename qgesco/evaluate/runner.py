@@ -45,30 +45,18 @@ from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
 from ..distributed import closing_process_group, setup_distributed
 from ..fileio import write_json, write_text
-from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lpips, psnr, segment, ssim, weights
+from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, weights
 from ..metrics.perceptual import MIN_SIDE as LPIPS_MIN_SIDE
 from ..models.checkpoint import BUNDLED
 from ..receiver import regenerate
+from ..runcore import SCORE_BATCH, generator, psnr_key, psnr_label, score_images
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 from . import report
 from .models import EvalModel, load_eval_model
 from .settings import IMAGE_SETTINGS, METRICS, EvalSettings
 
-#: Identical images have infinite PSNR; they count as this many dB so that means stay finite.
-PSNR_CAP_DB = 100.0
 _PER_IMAGE = ("lpips", "image_psnr", "ssim")
-_CHANNEL, _X_T, _STEPS = 1, 2, 3
-_SCORE_BATCH = 16
-
-
-def stream_seed(seed: int, stream: int, *keys: int) -> int:
-    """A 64-bit seed for one random stream of one image (or chunk): no two keys share draws."""
-    return int(np.random.SeedSequence([seed, stream, *keys]).generate_state(1, np.uint64)[0])
-
-
-def psnr_key(psnr_db: float) -> int:
-    """A PSNR level as an integer key of :func:`stream_seed` (its float64 bits: every level its own stream)."""
-    return int(np.float64(psnr_db).view(np.uint64))
+_CHANNEL, _X_T, _STEPS = 1, 2, 3  # the streams of runcore's seeding scheme
 
 
 def chunks(count: int, batch_size: int) -> list[range]:
@@ -81,10 +69,6 @@ def shard(count: int, batch_size: int, rank: int, world_size: int) -> list[range
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
     return chunks(count, batch_size)[rank::world_size]
-
-
-def psnr_label(psnr_db: float) -> str:
-    return f"{psnr_db:g}"
 
 
 def image_path(out: Path, name: str, index: int, psnr_db: float | None = None) -> Path:
@@ -111,18 +95,13 @@ class Scenes:
         for i in indices:
             sample = self.dataset[i]
             y = encode(sample.label[None], cfg.num_classes, None if cfg.no_instance else sample.instance[None])
-            g = torch.Generator().manual_seed(stream_seed(s.seed, _CHANNEL, i, psnr_key(psnr_db)))
+            g = generator(s.seed, _CHANNEL, i, psnr_key(psnr_db))
             maps.append(transmit(y, link, cfg.num_classes, cleanup=s.cleanup, compress=s.compress, generator=g))
         return torch.cat(maps)
 
     def x_T(self, indices) -> torch.Tensor:
         shape = (3, *self.config.image_hw)
-        return torch.stack(
-            [
-                torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(self.s.seed, _X_T, i)))
-                for i in indices
-            ]
-        )
+        return torch.stack([torch.randn(shape, generator=generator(self.s.seed, _X_T, i)) for i in indices])
 
 
 def _save_images(images: torch.Tensor, paths: list[Path]) -> None:
@@ -157,7 +136,7 @@ def _regenerate_shard(
             y, noise = scenes.received(chunk, p).to(device), scenes.x_T(chunk).to(device)
             for m in pending:
                 bar.set_postfix_str(f"{m.name} @ {psnr_label(p)} dB")
-                g = torch.Generator(device).manual_seed(stream_seed(s.seed, _STEPS, chunk.start))
+                g = generator(s.seed, _STEPS, chunk.start, device=device)
                 images = regenerate(
                     m.model,
                     y,
@@ -200,22 +179,25 @@ def _score_shard(
     sets = [(n, p) for n in names for p in scenes.s.psnrs] if {"lpips", "pixel", "miou"} & set(metrics) else []
     if "miou" in metrics:
         sets.append(("original", None))  # the segmentation network's score on real images: the ceiling
+    wanted = {"lpips": ("lpips",), "pixel": ("psnr", "ssim"), "miou": ("confusion",)}
+    num_classes = scenes.dataset.num_classes
     part: dict[str, Any] = {"index": list(indices), "sets": {}}
     for name, p in sets:
+        scores = [k for m in metrics for k in wanted.get(m, ()) if p is not None or k == "confusion"]
         acc: dict[str, Any] = {k: [] for k in _PER_IMAGE}
-        confusion = ConfusionMatrix(len(CAMVID_CLASSES))
-        for start in range(0, len(indices), _SCORE_BATCH):
-            batch = indices[start : start + _SCORE_BATCH]
+        confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        for start in range(0, len(indices), SCORE_BATCH):
+            batch = indices[start : start + SCORE_BATCH]
             reference = _load([image_path(out, "original", i) for i in batch], device)
             image = reference if p is None else _load([image_path(out, name, i, p) for i in batch], device)
-            if p is not None and "lpips" in metrics:
-                acc["lpips"] += lpips(image, reference).tolist()
-            if p is not None and "pixel" in metrics:
-                acc["image_psnr"] += psnr(image, reference).clamp(max=PSNR_CAP_DB).tolist()
-                acc["ssim"] += ssim(image, reference).tolist()
-            if "miou" in metrics:
-                confusion.update(segment(image), scenes.labels(batch))
-        acc["confusion"] = confusion.matrix
+            labels = scenes.labels(batch) if "confusion" in scores else None
+            for record in score_images(image, reference, labels, num_classes, scores):
+                for key, score in (("lpips", "lpips"), ("image_psnr", "psnr"), ("ssim", "ssim")):
+                    if score in record:
+                        acc[key].append(record[score])
+                if "confusion" in record:
+                    confusion += record["confusion"]
+        acc["confusion"] = confusion
         part["sets"][(name, p)] = acc
     return part
 

@@ -38,10 +38,10 @@ from ..channel import encode
 from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
 from ..evaluate.models import load_eval_model
-from ..evaluate.runner import psnr_key, psnr_label, stream_seed
 from ..fileio import write_json, write_text
-from ..metrics import InceptionFeatures, fid, kid, load_image, lpips, ms_ssim, psnr, segment, weights
+from ..metrics import InceptionFeatures, fid, kid, load_image, weights
 from ..receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, regenerate
+from ..runcore import SCORE_BATCH, generator, psnr_key, psnr_label, score_images, stream_seed
 from ..viz import images_to_uint8, save_png
 from . import report, stats
 from .codec import decode_image, decode_map, map_payload
@@ -60,12 +60,10 @@ from .settings import CompareSettings
 
 #: Settings that change a stored photo or decoded image: a folder made with others is refused.
 IMAGE_SETTINGS = ("data", "seed")
-_CHANNEL, _X_T, _STEPS = 11, 12, 13
-_SCORE_BATCH = 16
+_CHANNEL, _X_T, _STEPS = 11, 12, 13  # the streams of runcore's seeding scheme
 FAILED_GREY = 128
 #: FID and KID need many images: below this count they are left out of the tables.
 MIN_FID_IMAGES = 100
-_PSNR_CAP = 100.0
 
 
 def budget_label(cpp: float) -> str:
@@ -237,112 +235,136 @@ def _regen_path(s: dict[str, Any], index: int, key: str) -> Path:
     return Path(s["regen_dir"]) / f"{s['dataset_indices'][index]:05d}" / f"{key}.png"
 
 
-def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
-    """Plan and transmit every (scheme, budget, SNR, image): one record each, the maps to regenerate, and
-    the exact map at every resolution a map scheme used (what a delivered digital map shows)."""
-    h, w = s["image_hw"]
-    records, regen, clean = [], {}, {}
-    decoded_cache = {}
+class _Sender:
+    """Plans and transmits every (scheme, budget, SNR, image), keeping one record each, the maps to
+    regenerate (``regen``) and the exact map at every resolution a map scheme used (``clean``: what a
+    delivered digital map shows)."""
 
-    def exact_map(i: int, factor: int) -> str:
-        if (factor, i) not in clean:
-            y = encode(decode_map(map_payload(samples[i].label, factor), (h, w), factor)[None], made_classes)
+    def __init__(self, made, samples, photos, s, out: Path, failed: Path):
+        self.made, self.samples, self.photos, self.s, self.out, self.failed = made, samples, photos, s, out, failed
+        self.hw = tuple(s["image_hw"])
+        self.records, self.regen, self.clean = [], {}, {}
+        self.decoded, self.saved = {}, set()
+        self.num_classes = next(iter(made.values())).num_classes
+        # for Rayleigh's expected quality: the same coded schemes choosing their MCS for an unknown fade
+        self.twins = {}
+        if s["fades"]:
+            for name, scheme in made.items():
+                if isinstance(scheme, (DigitalMap, DigitalImage)) and not scheme.ideal:
+                    self.twins[name] = copy.copy(scheme)
+                    self.twins[name].channel, self.twins[name]._links = "rayleigh", {}
+
+    def exact_map(self, i: int, factor: int) -> str:
+        if (factor, i) not in self.clean:
+            label = self.samples[i].label
+            y = encode(decode_map(map_payload(label, factor), self.hw, factor)[None], self.num_classes)
             key = map_key(y)
-            regen[(i, key)] = y
-            clean[(factor, i)] = str(_regen_path(s, i, key))
-        return clean[(factor, i)]
+            self.regen[(i, key)] = y
+            self.clean[(factor, i)] = str(_regen_path(self.s, i, key))
+        return self.clean[(factor, i)]
 
-    def image_path(name: str, plan: Plan, i: int) -> str:
+    def image_path(self, name: str, plan: Plan, i: int) -> str:
         """The photo this plan's payload decodes to, saved once per (scheme, resolution, quality, image)."""
-        path = out / "images" / name / f"f{plan.factor}q{plan.quality}" / f"{i:05d}.png"
-        if str(path) not in saved:
+        path = self.out / "images" / name / f"f{plan.factor}q{plan.quality}" / f"{i:05d}.png"
+        if str(path) not in self.saved:
             if not path.exists():
-                image = decode_image(plan.payload, (h, w), plan.factor, plan.quality, made[name].codec)
+                image = decode_image(plan.payload, self.hw, plan.factor, plan.quality, self.made[name].codec)
                 save_png(Image.fromarray(image.permute(1, 2, 0).numpy()), path)
-            saved.add(str(path))
+            self.saved.add(str(path))
         return str(path)
 
-    saved: set[str] = set()
-    made_classes = next(iter(made.values())).num_classes
-    # for Rayleigh's expected quality: the same coded schemes choosing their MCS for an unknown fade
-    twins = {}
-    if s["fades"]:
-        for name, scheme in made.items():
-            if isinstance(scheme, (DigitalMap, DigitalImage)) and not scheme.ideal:
-                twins[name] = copy.copy(scheme)
-                twins[name].channel, twins[name]._links = "rayleigh", {}
+    def send(self, i: int, cpp: float, p: float) -> None:
+        """Image ``i`` at budget ``cpp`` and SNR ``p`` with every scheme, over the same channel draw."""
+        x, photo = self.samples[i], self.photos[i]
+        budget = math.floor(cpp * self.hw[0] * self.hw[1])
+        seed = stream_seed(self.s["seed"], _CHANNEL, self.s["dataset_indices"][i], psnr_key(p))
+        fading = self.s["channel"] == "rayleigh"
+        gain = abs(rayleigh_gain(torch.Generator().manual_seed(seed))) if fading else 1.0
+        for name, scheme in self.made.items():
+            plan = scheme.plan(x.label, photo, budget, p, gain)
+            if plan is None:  # nothing fits at this SNR (or the ideal code's fade): an outage
+                plan, outcome, detail = Plan(name, budget, 0, None), Outcome(failed=True), {}
+            else:
+                memo = (name, plan.payload, plan.factor, plan.uses, plan.detail.get("mcs"), p, i)
+                if memo not in self.decoded:
+                    g = torch.Generator().manual_seed(seed)
+                    self.decoded[memo] = (scheme.receive(plan, x.label, p, g), dict(plan.detail))
+                outcome, detail = self.decoded[memo]
+            success = self._success(name, scheme, plan, i)
+            path = self._shown(name, plan, outcome, i)
+            self.records.append(
+                dict(
+                    **self._fading(name, scheme, i, budget, p),
+                    scheme=name,
+                    budget=cpp,
+                    snr=p,
+                    index=i,
+                    scene=self.s["dataset_indices"][i],
+                    budget_uses=budget,
+                    uses=plan.uses,
+                    factor=plan.factor,
+                    quality=plan.quality,
+                    bits=plan.bits,
+                    failed=outcome.failed,
+                    gain=gain,
+                    path=path,
+                    success_path=success,
+                    **detail,
+                )
+            )
+
+    def _success(self, name: str, scheme, plan: Plan, i: int) -> str | None:
+        """What the receiver shows when this plan's payload arrives."""
+        if isinstance(scheme, DigitalMap) and plan.factor is not None:
+            return self.exact_map(i, plan.factor)
+        if isinstance(scheme, DigitalImage) and plan.payload is not None:
+            return self.image_path(name, plan, i)
+        return None
+
+    def _shown(self, name: str, plan: Plan, outcome: Outcome, i: int) -> str:
+        """The image the receiver shows after this transmission (a map's is regenerated later)."""
+        if outcome.failed:
+            return str(self.failed)
+        if outcome.tag is not None:  # DeepJSCC: its photo depends on the noise, not only the plan
+            tagged = self.out / "images" / name / outcome.tag / f"{i:05d}.png"
+            if not tagged.exists():
+                save_png(Image.fromarray(outcome.image.permute(1, 2, 0).numpy()), tagged)
+            return str(tagged)
+        if outcome.image is not None:  # a delivered payload decodes to the sent photo
+            return self.image_path(name, plan, i)
+        key = map_key(outcome.y)
+        self.regen[(i, key)] = outcome.y
+        return str(_regen_path(self.s, i, key))
+
+    def _fading(self, name: str, scheme, i: int, budget: int, p: float) -> dict[str, Any]:
+        """The coded scheme's choice for an unknown Rayleigh fade at mean SNR ``p`` (empty if none fits)."""
+        if name not in self.twins:
+            return {}
+        x, photo = self.samples[i], self.photos[i]
+        twin = self.twins[name].plan(x.label, photo, budget, p)
+        if twin is None:
+            return {}
+        bits = 8 * (len(twin.payload) + 1)
+        return dict(
+            fading_mcs=twin.detail["mcs"],
+            fading_codewords=self.twins[name].link(budget, p).codewords(bits),
+            fading_path=self.exact_map(i, twin.factor)
+            if isinstance(scheme, DigitalMap)
+            else self.image_path(name, twin, i),
+        )
+
+
+def _send(made, samples, photos, s, out: Path, failed: Path, progress: bool):
+    """Every (scheme, budget, SNR, image) sent: the records, the maps to regenerate and the exact maps."""
+    sender = _Sender(made, samples, photos, s, out, failed)
     total = len(samples) * len(s["budgets"]) * len(s["snrs"]) * len(made)
     with tqdm(total=total, desc=f"sending, threads={torch.get_num_threads()}", unit="tx", disable=not progress) as bar:
-        for i, (x, photo) in enumerate(zip(samples, photos)):
+        for i in range(len(samples)):
             for cpp in s["budgets"]:
-                budget = math.floor(cpp * h * w)
                 for p in s["snrs"]:
-                    seed = stream_seed(s["seed"], _CHANNEL, s["dataset_indices"][i], psnr_key(p))
-                    fading = s["channel"] == "rayleigh"
-                    gain = abs(rayleigh_gain(torch.Generator().manual_seed(seed))) if fading else 1.0
-                    for name, scheme in made.items():
-                        plan = scheme.plan(x.label, photo, budget, p, gain)
-                        if plan is None:  # nothing fits at this SNR (or the ideal code's fade): an outage
-                            plan = Plan(name, budget, 0, None)
-                            outcome, detail = Outcome(failed=True), {}
-                        else:
-                            memo = (name, plan.payload, plan.factor, plan.uses, plan.detail.get("mcs"), p, i)
-                            if memo not in decoded_cache:
-                                g = torch.Generator().manual_seed(seed)
-                                decoded_cache[memo] = (scheme.receive(plan, x.label, p, g), dict(plan.detail))
-                            outcome, detail = decoded_cache[memo]
-                        success = None
-                        if isinstance(scheme, DigitalMap) and plan.factor is not None:
-                            success = exact_map(i, plan.factor)
-                        elif isinstance(scheme, DigitalImage) and plan.payload is not None:
-                            success = image_path(name, plan, i)
-                        if outcome.failed:
-                            path = str(failed)
-                        elif outcome.tag is not None:  # DeepJSCC: its photo depends on the noise, not only the plan
-                            tagged = out / "images" / name / outcome.tag / f"{i:05d}.png"
-                            if not tagged.exists():
-                                save_png(Image.fromarray(outcome.image.permute(1, 2, 0).numpy()), tagged)
-                            path = str(tagged)
-                        elif outcome.image is not None:  # a delivered payload decodes to the sent photo
-                            path = image_path(name, plan, i)
-                        else:
-                            key = map_key(outcome.y)
-                            regen[(i, key)] = outcome.y
-                            path = str(_regen_path(s, i, key))
-                        fading = {}
-                        if name in twins:
-                            twin = twins[name].plan(x.label, photo, budget, p)
-                            if twin is not None:
-                                bits = 8 * (len(twin.payload) + 1)
-                                fading = dict(
-                                    fading_mcs=twin.detail["mcs"],
-                                    fading_codewords=twins[name].link(budget, p).codewords(bits),
-                                    fading_path=exact_map(i, twin.factor)
-                                    if isinstance(scheme, DigitalMap)
-                                    else image_path(name, twin, i),
-                                )
-                        records.append(
-                            dict(
-                                **fading,
-                                scheme=name,
-                                budget=cpp,
-                                snr=p,
-                                index=i,
-                                scene=s["dataset_indices"][i],
-                                budget_uses=budget,
-                                uses=plan.uses,
-                                factor=plan.factor,
-                                quality=plan.quality,
-                                bits=plan.bits,
-                                failed=outcome.failed,
-                                gain=gain,
-                                path=path,
-                                success_path=success,
-                                **detail,
-                            )
-                        )
-                        bar.update()
-    return records, regen, clean
+                    sender.send(i, cpp, p)
+                    bar.update(len(made))
+    return sender.records, sender.regen, sender.clean
 
 
 def _regenerate(model, regen, s, device, progress: bool, workers: int = 1, source: Any = None) -> None:
@@ -377,8 +399,8 @@ class _Regenerator:
         s, device = self.s, self.device
         scene = s["dataset_indices"][i]
         shape = (1, 3, *s["image_hw"])
-        noise = torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(s["seed"], _X_T, scene)))
-        g = torch.Generator(device).manual_seed(stream_seed(s["seed"], _STEPS, scene))
+        noise = torch.randn(shape, generator=generator(s["seed"], _X_T, scene))
+        g = generator(s["seed"], _STEPS, scene, device=device)
         image = regenerate(self.model, y.to(device), sampler=self.sampler, generator=g, noise=noise.to(device))
         save_png(Image.fromarray(images_to_uint8(image)[0]), path)
 
@@ -400,22 +422,13 @@ def _score(pairs, originals, labels, classes: int, device, progress: bool) -> di
     matrix of its segmentation against the scene's labels."""
     scores = {}
     with tqdm(total=len(pairs), desc="scoring", unit="img", disable=not progress) as bar:
-        for start in range(0, len(pairs), _SCORE_BATCH):
-            batch = pairs[start : start + _SCORE_BATCH]
+        for start in range(0, len(pairs), SCORE_BATCH):
+            batch = pairs[start : start + SCORE_BATCH]
             images = torch.stack([load_image(p) for p, _ in batch]).to(device)
             refs = torch.stack([load_image(originals[i]) for _, i in batch]).to(device)
-            with torch.no_grad():
-                lp, ps, ms = lpips(images, refs), psnr(images, refs).clamp(max=_PSNR_CAP), ms_ssim(images, refs)
-                predicted = segment(images).cpu()
-            for j, (path, i) in enumerate(batch):
-                flat = labels[i].reshape(-1) * classes + predicted[j].reshape(-1)
-                confusion = torch.bincount(flat, minlength=classes * classes).reshape(classes, classes).numpy()
-                scores[(path, i)] = {
-                    "lpips": float(lp[j]),
-                    "psnr": float(ps[j]),
-                    "ms_ssim": float(ms[j]),
-                    "confusion": confusion,
-                }
+            truth = torch.stack([labels[i] for _, i in batch])
+            records = score_images(images, refs, truth, classes, ("lpips", "psnr", "ms_ssim", "confusion"))
+            scores.update(zip(batch, records))
             bar.update(len(batch))
     return scores
 
@@ -567,8 +580,8 @@ def _fid_kid(result, records, originals, s, device, progress) -> None:
     paths = sorted({r["path"] for r in view} | {str(p) for p in originals})
     extractor = InceptionFeatures(device)
     features = {}
-    for start in tqdm(range(0, len(paths), _SCORE_BATCH), desc="inception", disable=not progress):
-        batch = paths[start : start + _SCORE_BATCH]
+    for start in tqdm(range(0, len(paths), SCORE_BATCH), desc="inception", disable=not progress):
+        batch = paths[start : start + SCORE_BATCH]
         feats = extractor(torch.stack([load_image(p) for p in batch]).to(device)).numpy()
         features.update(zip(batch, feats))
     real = np.stack([features[str(p)] for p in originals])
