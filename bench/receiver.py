@@ -118,7 +118,7 @@ def write_checkpoints(
     or its nearest-rounding quantization, files with activation quantizers calibrated on ``calib_maps``
     random maps x ``calib_steps`` DDIM steps (one calibration set for all). Returns the seconds each took."""
     from qgesco.models.checkpoint import save_model
-    from qgesco.quant import build_calibration_set, quantize, save_quantized
+    from qgesco.quant import CalibrationRecipe, QuantConfig, build_calibration_set, quantize, save_quantized
 
     seconds, calib = {}, None
     for name in names:
@@ -131,19 +131,10 @@ def write_checkpoints(
                 calib = build_calibration_set(
                     model,
                     random_maps(model.config, calib_maps, seed=1),
-                    num_maps=calib_maps,
-                    psnrs=(100.0,),
-                    steps=calib_steps,
-                    every=1,
-                    progress=False,
+                    CalibrationRecipe(num_maps=calib_maps, psnrs=(100.0,), steps=calib_steps, every=1),
                 )
             qmodel = quantize(
-                model,
-                calib if "act_bits" in kwargs else None,
-                iters=0,
-                weight_init=weight_init,
-                progress=False,
-                **kwargs,
+                model, calib if "act_bits" in kwargs else None, QuantConfig(iters=0, weight_init=weight_init, **kwargs)
             )
             save_quantized(qmodel, folder / f"{name}.safetensors", note=note)
             del qmodel

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import json
@@ -23,6 +24,31 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+
+class Settings:
+    """Base of the frozen settings dataclasses: :meth:`to_dict` gives JSON/YAML-ready values (tuples as
+    lists), :meth:`from_dict` rebuilds one and names unknown keys; checking stays in each ``__post_init__``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {', '.join(known)}")
+        return cls(**data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Settings):
+        return value.to_dict()
+    return value
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -25,7 +25,7 @@ from qgesco.data import SyntheticScenes
 from qgesco.fileio import load_tensors, read_meta, save_tensors
 from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.costs import model_costs
-from qgesco.quant import build_calibration_set, load_quantized, quantize, save_quantized
+from qgesco.quant import CalibrationRecipe, QuantConfig, build_calibration_set, load_quantized, quantize, save_quantized
 from qgesco.quant.checkpoint import DYNAMIC_LPIPS, record_dynamic_lpips
 from qgesco.quant.swap import quant_layers
 from qgesco.runtime import (
@@ -67,12 +67,7 @@ def calib(model):
     return build_calibration_set(
         model,
         SyntheticScenes(6, image_hw=(16, 16)),
-        num_maps=4,
-        psnrs=(1.0, 100.0),
-        steps=4,
-        every=2,
-        batch_size=4,
-        progress=False,
+        CalibrationRecipe(num_maps=4, psnrs=(1.0, 100.0), steps=4, every=2, batch_size=4),
     )
 
 
@@ -92,7 +87,7 @@ def files(model, calib, tmp_path_factory):
     for name, kwargs in CONFIGS.items():
         out[name] = tmp / f"{name}.safetensors"
         save_quantized(
-            quantize(model, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), out[name]
+            quantize(model, calib if "act_bits" in kwargs else None, QuantConfig(iters=0, **kwargs)), out[name]
         )
     save_model(model, tmp / "fp32.safetensors")
     out["fp32"] = tmp / "fp32.safetensors"
@@ -106,7 +101,7 @@ def tiny(reference_dir, tmp_path_factory):
     io = load_file(reference_dir / "tiny_unet_io.safetensors")
     y = torch.cat([io["y"], torch.zeros_like(io["y"])])  # a guided step's batch: conditional + unconditional
     calib = build_calibration_set(
-        net, io["y"], num_maps=2, psnrs=(100.0,), steps=2, every=1, batch_size=4, progress=False
+        net, io["y"], CalibrationRecipe(num_maps=2, psnrs=(100.0,), steps=2, every=1, batch_size=4)
     )
     tmp = tmp_path_factory.mktemp("tiny")
     paths = {}
@@ -114,7 +109,7 @@ def tiny(reference_dir, tmp_path_factory):
         paths[name] = tmp / f"{name}.safetensors"
         kwargs = {k: v for k, v in CONFIGS[name].items() if k != "quantize_attention"}
         save_quantized(
-            quantize(net, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), paths[name]
+            quantize(net, calib if "act_bits" in kwargs else None, QuantConfig(iters=0, **kwargs)), paths[name]
         )
     return net, (torch.cat([io["x"]] * 2), torch.cat([io["t"]] * 2), y), paths
 
@@ -613,16 +608,11 @@ def mini(tmp_path_factory):
     calib = build_calibration_set(
         net,
         SyntheticScenes(4, image_hw=(16, 16)),
-        num_maps=4,
-        psnrs=(1.0, 100.0),
-        steps=2,
-        every=1,
-        batch_size=4,
-        progress=False,
+        CalibrationRecipe(num_maps=4, psnrs=(1.0, 100.0), steps=2, every=1, batch_size=4),
     )
     tmp = tmp_path_factory.mktemp("onnx")
     save_quantized(
-        quantize(net, calib, weight_bits=8, act_bits=8, iters=0, quantize_attention=True, progress=False),
+        quantize(net, calib, QuantConfig(weight_bits=8, act_bits=8, iters=0, quantize_attention=True)),
         tmp / "w8a8.safetensors",
     )
     export(tmp / "w8a8.safetensors", tmp / "w8a8.onnx")
@@ -679,7 +669,7 @@ def test_openvino_refuses_8_bit_symmetric_weights_where_its_kernels_saturate(min
     net, _, asymmetric, _ = mini
     paths = {}
     for bits in (7, 8):
-        qmodel = quantize(net, None, weight_bits=bits, symmetric=True, iters=0, weight_init="minmax", progress=False)
+        qmodel = quantize(net, None, QuantConfig(weight_bits=bits, symmetric=True, iters=0, weight_init="minmax"))
         save_quantized(qmodel, tmp_path / f"w{bits}s.safetensors")
         paths[bits] = tmp_path / f"w{bits}s.onnx"
         export(tmp_path / f"w{bits}s.safetensors", paths[bits])
