@@ -181,8 +181,9 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def read_kind(path: str | os.PathLike, kinds: tuple[str, ...], what: str, fix: str) -> dict[str, Any]:
-    """:func:`read_meta` of a file whose ``kind`` is one of ``kinds``; any other is refused in one line,
+def read_kind(path: str | os.PathLike, kinds: tuple[str | None, ...], what: str, fix: str) -> dict[str, Any]:
+    """:func:`read_meta` of a file whose ``kind`` is one of ``kinds`` (``None`` among them admits a file that
+    records no kind); any other is refused in one line,
     ``{path}: holds a 'x' file, not {what}; {fix}``, so every reader names a wrong file the same way."""
     meta = read_meta(path)
     if meta.get("kind") not in kinds:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .. import validate
-from ..fileio import load_tensors, save_tensors
+from ..fileio import load_tensors, read_kind, save_tensors
 
 KIND = "received-maps"
 
@@ -28,11 +28,9 @@ def save_received(
 
 def load_received(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
     """``(y, labels or None, info)`` of a file :func:`save_received` wrote; ``y`` checked as float maps."""
+    # a file without a kind (maps saved by hand with a "y" tensor) is taken as received maps
+    read_kind(path, (KIND, None), "received maps", "make them with `qgesco transmit ... --out`")
     tensors, meta = load_tensors(path)
-    if meta.get("kind", KIND) != KIND:
-        raise ValueError(
-            f"{path}: holds a {meta['kind']!r} file, not received maps; make them with `qgesco transmit ... --out`"
-        )
     if "y" not in tensors:
         raise ValueError(f"{path}: no received map 'y' in it; make it with `qgesco transmit ... --out`")
     y = validate.maps(f"{path}: the received map", tensors["y"].float())
