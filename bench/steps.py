@@ -30,7 +30,7 @@ from common import RESULTS, markdown_table, median_ms, save  # noqa: E402
 
 from qgesco.channel import AWGN, encode, transmit  # noqa: E402
 from qgesco.data import open_dataset  # noqa: E402
-from qgesco.diffusion import create_diffusion, make_sampler, sampler_spec  # noqa: E402
+from qgesco.diffusion import PAPER_SAMPLER, create_diffusion, make_sampler, sampler_spec  # noqa: E402
 from qgesco.fileio import (  # noqa: E402
     load_tensors,
     save_tensors,
@@ -226,7 +226,7 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="camvid-demo", help="our safetensors model: a path or a bundled name")
     ap.add_argument("--quantized", help="a W8 quantized checkpoint (qgesco.quant.load_quantized) for the W8 rows")
-    ap.add_argument("--reference", default="ddpm1000", help="the sampler the others are compared with (the paper's)")
+    ap.add_argument("--reference", default=PAPER_SAMPLER, help="the sampler the others are compared with (the paper's)")
     ap.add_argument("--dataset", default="camvid:val")
     ap.add_argument("--n-images", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=8)

@@ -3,8 +3,11 @@
     model = qgesco.load_model("camvid-demo")                  # ours, quantized, or the published .pt + flags
     y = qgesco.send(labels, 12, qgesco.AWGN(10), generator=g) # sender + channel + receiver cleanup
     images = qgesco.regenerate(model, y)                      # receiver (default ddpm30, guided t >= 500)
-    qmodel = qgesco.quantize(model, calib, weight_bits=8)     # calib = qgesco.build_calibration_set(model, maps)
-    result = qgesco.evaluate.evaluate(models, "camvid:val")    # see qgesco.evaluate
+    qmodel = qgesco.quantize(model, calib, qgesco.QuantConfig(weight_bits=8))  # calib: build_calibration_set
+    result = qgesco.evaluate.evaluate(models, EvalSettings("camvid:val"), "runs/eval")  # see qgesco.evaluate
+
+(``calib = qgesco.build_calibration_set(model, maps, qgesco.CalibrationRecipe(...))``; every run takes one
+settings object.)
 
 Only :func:`load_model` lives here: it is the one place that knows every checkpoint kind, so
 that the CLI and users open any model file the same way.
