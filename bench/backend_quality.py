@@ -7,9 +7,9 @@ LPIPS of each receiver's images against fp32's and of the int8 (dynamic activati
 images against the exact weight-only ones, plus wall time per image; results/backend_quality.{json,md}.
 Dynamic grids are run at both widths: 7 bits (what CPUs without VNNI compute) and 8 bits (what
 VNNI CPUs compute; on a CPU without VNNI emulated exactly by two 7-bit weight halves, so its time
-there is not VNNI's). The default backend of a W8 file (qgesco.runtime.load.default_backend) takes
-integer kernels only where its grid stays within the demo's quality bar, LPIPS vs fp32 <= 0.005
-(docs/runtime.md).
+there is not VNNI's). ``--record`` writes the LPIPS vs fp32 per grid width into the W8 file's
+metadata (qgesco.quant.checkpoint.record_dynamic_lpips), where the runtime's default policy reads it:
+``auto`` then keeps a W8 file weight-only where its grid misses the policy's bar (docs/runtime.md).
 """
 
 from __future__ import annotations
@@ -27,18 +27,21 @@ from qgesco.channel import encode
 from qgesco.data.datasets import CamVid
 from qgesco.diffusion import create_diffusion, make_sampler
 from qgesco.metrics import lpips
-from qgesco.models.checkpoint import bundled_path
+from qgesco.models.checkpoint import BUNDLED, resolve_source
+from qgesco.quant.checkpoint import record_dynamic_lpips
 from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_SAMPLER, regenerate, to_unit
-from qgesco.runtime import load_runtime, to_int8
-
-BAR = 0.005
+from qgesco.runtime import Int8Policy, load_runtime, to_int8
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=8, help="first N CamVid val scenes (default 8)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--w8", default="camvid-demo-w8", help="the W8 file of the demo model (default: the bundled one)")
+    ap.add_argument("--record", action="store_true", help="record the measured LPIPS per grid width in --w8")
     args = ap.parse_args()
+    if args.record and args.w8 in BUNDLED:
+        ap.error("--record rewrites --w8's metadata: give a copy of the file, not the bundled name")
     torch.set_num_threads(args.threads)
     fp32 = load_model("camvid-demo")
     cfg = fp32.config
@@ -47,10 +50,12 @@ def main() -> None:
     y = encode(labels, cfg.num_classes)
     noise = torch.randn((len(y), 3, *cfg.image_hw), generator=torch.Generator().manual_seed(0))
     sampler = make_sampler(create_diffusion(), DEFAULT_SAMPLER)
-    w8 = bundled_path("camvid-demo-w8")
+    w8 = resolve_source(args.w8)
     receivers = {"fp32": fp32, "W8 weight-only": load_runtime(w8, backend="weight-only")}
     for bits in (7, 8):
-        receivers[f"W8 int8 (dynamic u{bits})"] = to_int8(load_runtime(w8, backend="weight-only"), grid_bits=bits)
+        receivers[f"W8 int8 (dynamic u{bits})"] = to_int8(
+            load_runtime(w8, backend="weight-only"), Int8Policy(grid_bits=bits, min_intensity=0)
+        )
     images, ms = {}, {}
     for name, model in receivers.items():
         start = time.perf_counter()
@@ -78,6 +83,8 @@ def main() -> None:
             )
         rows.append(row)
     table = markdown_table(rows, ["receiver", "ms per image", "LPIPS vs fp32", "LPIPS vs weight-only"])
+    if args.record:
+        record_dynamic_lpips(w8, {bits: float(row["LPIPS vs fp32"]) for bits, row in zip((7, 8), rows[2:])})
     save(
         "backend_quality",
         {"rows": rows, "images": len(y), "sampler": DEFAULT_SAMPLER, "threads": args.threads},

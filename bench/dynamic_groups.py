@@ -7,7 +7,7 @@ weight-only model (the simulation).
 Inputs: the first 3 CamVid val scenes noised to t = 999, 600, 300, 100, 20 (q_sample, seeded),
 each conditional and unconditional (zero map), one forward. Metric: relative L2 distance of the
 eps prediction from weight-only's. Grid widths 7 (CPUs without VNNI) and 8 bits (VNNI; computed
-here exactly as two 7-bit weight halves). The rows behind qgesco.runtime.load.DYNAMIC_WEIGHT_ONLY
+here exactly as two 7-bit weight halves). The rows behind Int8Policy.dynamic_weight_only
 (docs/runtime.md); results/dynamic_groups.{json,md}.
 """
 
@@ -22,10 +22,10 @@ from common import markdown_table, save
 from qgesco.channel import encode
 from qgesco.data.datasets import CamVid
 from qgesco.diffusion import create_diffusion
-from qgesco.models.checkpoint import bundled_path
+from qgesco.models.checkpoint import resolve_source
 from qgesco.quant.swap import quant_layers
 from qgesco.runtime import Int8Layer, load_runtime
-from qgesco.runtime.load import WEIGHT_ONLY_LAYERS
+from qgesco.runtime.policy import WEIGHT_ONLY_LAYERS
 
 ROLES = ("time_embed", "emb_layers", "mlp_shared", "mlp_gamma", "mlp_beta", "in_layers", "out_layers")
 ROLES += ("skip_connection", "qkv", "proj_out", "op", "conv")
@@ -60,7 +60,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    path = bundled_path("camvid-demo-w8")
+    path = resolve_source("camvid-demo-w8")
     exact = load_runtime(path, backend="weight-only")
     x, t, y = inputs(exact.config, args.maps)
     with torch.no_grad():

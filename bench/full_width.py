@@ -6,7 +6,7 @@ random weights at a small image, fp32 against its nearest-rounding W8 / W4 / W8A
         --name full_width_graphs                                  # the exported graphs (OpenVINO: pip install openvino)
 
 Step 1 writes the files into ``--work`` (once; rerunning reuses them) and times their making:
-``quantize(iters=0)`` with the default per-channel clipping search (``weight_init="lp"``), W8A8
+``QuantConfig(iters=0)`` with the default per-channel clipping search (``weight_init="lp"``), W8A8
 with activation ranges from 2 random maps x 2 steps. Step 2 runs every mode in a fresh process per
 (round, threads), modes alternated: load time, one warm-up and ``--reps`` timed guided DDIM steps
 (batch 2), peak RSS of the process minus that of a process that imports the same modules and

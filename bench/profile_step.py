@@ -31,7 +31,7 @@ def build(args) -> tuple[torch.nn.Module, object]:
     if args.model:
         model = load_model(args.model, backend=args.backend)
         return model, model.config
-    from qgesco.quant import quantize, save_quantized
+    from qgesco.quant import QuantConfig, quantize, save_quantized
 
     hw = tuple(int(v) for v in args.hw.split(","))
     cfg = get_preset("gesco-cityscapes-256").replace(image_hw=hw, num_res_blocks=args.res_blocks)
@@ -42,7 +42,7 @@ def build(args) -> tuple[torch.nn.Module, object]:
             save_model(model, path)
             loaded = load_model(path, backend="auto" if args.backend == "fp32" else "bf16")
         else:
-            save_quantized(quantize(model, None, iters=0, weight_init="minmax", progress=False), path)
+            save_quantized(quantize(model, None, QuantConfig(iters=0, weight_init="minmax")), path)
             loaded = load_model(path, backend=args.backend)
     return loaded, cfg
 

@@ -70,7 +70,15 @@ from qgesco.fileio import atomic_path, load_tensors, save_tensors  # noqa: E402
 from qgesco.metrics import lpips  # noqa: E402
 from qgesco.metrics.perceptual import MIN_SIDE  # noqa: E402
 from qgesco.models.checkpoint import load_float_model  # noqa: E402
-from qgesco.quant import CalibrationSet, build_calibration_set, load_quantized, quantize, save_quantized  # noqa: E402
+from qgesco.quant import (  # noqa: E402
+    CalibrationRecipe,
+    CalibrationSet,
+    QuantConfig,
+    build_calibration_set,
+    load_quantized,
+    quantize,
+    save_quantized,
+)
 from qgesco.quant.digest import weights_sha256  # noqa: E402
 from qgesco.receiver import regenerate, to_unit  # noqa: E402
 
@@ -157,12 +165,9 @@ def run_config(job: dict) -> dict:
         qmodel = quantize(
             model,
             calib,
-            weight_bits=wbits,
-            act_bits=abits,
-            iters=job["iters"],
-            batch_size=job["batch_size"],
-            seed=job["seed"],
-            progress=False,
+            QuantConfig(
+                weight_bits=wbits, act_bits=abits, iters=job["iters"], batch_size=job["batch_size"], seed=job["seed"]
+            ),
         )
         if kept is not None:
             save_quantized(qmodel, kept, model=job["model"])
@@ -229,11 +234,7 @@ def estimate(model, args, sweep: list[tuple[str, int]], act_configs: list[str]) 
     mini = build_calibration_set(
         model,
         open_dataset(args.calib_data, image_hw=model.config.image_hw),
-        num_maps=2,
-        steps=2,
-        every=2,
-        seed=args.seed,
-        progress=False,
+        CalibrationRecipe(num_maps=2, steps=2, every=2, seed=args.seed),
     )
 
     def cpu_s(fn) -> float:
@@ -242,7 +243,7 @@ def estimate(model, args, sweep: list[tuple[str, int]], act_configs: list[str]) 
         return time.process_time() - started
 
     def timed(calib, **kwargs) -> float:
-        return cpu_s(lambda: quantize(model, calib, batch_size=args.batch_size, progress=False, **kwargs))
+        return cpu_s(lambda: quantize(model, calib, QuantConfig(batch_size=args.batch_size, **kwargs)))
 
     k = 8
     search = timed(None, weight_bits=4, iters=0)
@@ -369,11 +370,9 @@ def main() -> None:
             calib = build_calibration_set(
                 model,
                 open_dataset(args.calib_data, image_hw=model.config.image_hw),
-                num_maps=args.maps,
-                steps=args.steps,
-                every=args.every,
-                guidance=args.guidance,
-                seed=args.seed,
+                CalibrationRecipe(
+                    num_maps=args.maps, steps=args.steps, every=args.every, guidance=args.guidance, seed=args.seed
+                ),
             )
         calib_seconds = (
             calib.info.get("provenance", {}).get("seconds") if reused else round(time.perf_counter() - started, 1)

@@ -118,7 +118,7 @@ def write_checkpoints(
     or its nearest-rounding quantization, files with activation quantizers calibrated on ``calib_maps``
     random maps x ``calib_steps`` DDIM steps (one calibration set for all). Returns the seconds each took."""
     from qgesco.models.checkpoint import save_model
-    from qgesco.quant import build_calibration_set, quantize, save_quantized
+    from qgesco.quant import CalibrationRecipe, QuantConfig, build_calibration_set, quantize, save_quantized
 
     seconds, calib = {}, None
     for name in names:
@@ -131,19 +131,10 @@ def write_checkpoints(
                 calib = build_calibration_set(
                     model,
                     random_maps(model.config, calib_maps, seed=1),
-                    num_maps=calib_maps,
-                    psnrs=(100.0,),
-                    steps=calib_steps,
-                    every=1,
-                    progress=False,
+                    CalibrationRecipe(num_maps=calib_maps, psnrs=(100.0,), steps=calib_steps, every=1),
                 )
             qmodel = quantize(
-                model,
-                calib if "act_bits" in kwargs else None,
-                iters=0,
-                weight_init=weight_init,
-                progress=False,
-                **kwargs,
+                model, calib if "act_bits" in kwargs else None, QuantConfig(iters=0, weight_init=weight_init, **kwargs)
             )
             save_quantized(qmodel, folder / f"{name}.safetensors", note=note)
             del qmodel
@@ -426,17 +417,18 @@ def kernel_rows(threads: int, reps: int) -> list[dict]:
 def analytic(cfg) -> dict:
     """Parameters, FLOPs, and bytes and bit-ops of the fp32 model and of each file of :data:`QUANT`."""
     from qgesco.models.costs import model_costs
-    from qgesco.runtime.costs import bit_ops, quant_skeleton, quantized_bytes
+    from qgesco.runtime.costs import bit_ops, quant_plan, stored_bytes
 
     costs = model_costs(cfg)
     fp_bitops = bit_ops(costs)
-    rows = {"fp32": {"bytes": costs.fp32_bytes, "bitops": fp_bitops}}
+    fp32_bytes = stored_bytes(cfg)
+    rows = {"fp32": {"bytes": fp32_bytes, "bitops": fp_bitops}}
     for name, q in QUANT.items():
-        skeleton = quant_skeleton(cfg, q["weight_bits"], q.get("act_bits"), q.get("symmetric", False))
-        rows[name] = {"bytes": quantized_bytes(skeleton), "bitops": bit_ops(costs, skeleton.quant_plan)}
+        plan = quant_plan(cfg, q["weight_bits"], q.get("act_bits"), q.get("symmetric", False))
+        rows[name] = {"bytes": stored_bytes(cfg, plan), "bitops": bit_ops(costs, plan)}
     return {
         "params": costs.params,
-        "fp32_bytes": costs.fp32_bytes,
+        "fp32_bytes": fp32_bytes,
         "flops_forward": costs.flops_forward,
         "flops_guided_step": costs.flops_guided_step,
         "bitops_fp32": fp_bitops,

@@ -7,8 +7,8 @@
   codeword decoded) on AWGN: the share of lost images per scheme, budget and SNR, over the same scenes.
 - Rayleigh's expected quality from the AWGN grid against a direct Rayleigh run (LDPC decoded, one fade per
   scene and SNR): for the direct run's own fades, the LPIPS of the analog map and DeepJSCC interpolated from
-  the AWGN grid at the fade's effective SNR against the LPIPS they got, and each digital payload's predicted loss probability
-  (1 - BLER(effective SNR))^C against the losses that happened.
+  the AWGN grid at the fade's effective SNR against the LPIPS they got, and each digital payload's predicted
+  loss probability (1 - BLER(effective SNR))^C against the losses that happened.
 
 - Other receivers (the W8 model, another sampler) against the grid's on their runs' scenes: per-image
   LPIPS and pixel-accuracy differences, paired (the same maps and x_T).

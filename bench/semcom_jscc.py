@@ -27,7 +27,7 @@ import torch
 from common import markdown_table, save
 
 from qgesco.data import open_dataset
-from qgesco.evaluate.runner import psnr_key, stream_seed
+from qgesco.runcore import psnr_key, stream_seed
 from qgesco.semcom import DigitalLink, capacity
 from qgesco.semcom.codec import CODECS, best_fit, decode_image, image_payload
 from qgesco.semcom.runner import _CHANNEL  # the stream compare seeds its channel noise from

@@ -30,7 +30,7 @@ from common import RESULTS, markdown_table, median_ms, save  # noqa: E402
 
 from qgesco.channel import AWGN, encode, transmit  # noqa: E402
 from qgesco.data import open_dataset  # noqa: E402
-from qgesco.diffusion import create_diffusion, make_sampler, sampler_spec  # noqa: E402
+from qgesco.diffusion import PAPER_SAMPLER, create_diffusion, make_sampler, sampler_spec  # noqa: E402
 from qgesco.fileio import (  # noqa: E402
     load_tensors,
     save_tensors,
@@ -185,11 +185,48 @@ def save_samples(
     save_png(grid(columns, scale=3, row_titles=[f"{psnr:g} dB"] * len(originals)), path)
 
 
-def main() -> None:
+def add_delta_lpips(rows: list[dict], reference_spec: str, reference_of) -> None:
+    """Each row's LPIPS minus that of its precision's reference row (``reference_of(precision)``) at its PSNR."""
+    for row in rows:
+        reference = next(
+            r
+            for r in rows
+            if r["precision"] == reference_of(row["precision"])
+            and r["psnr"] == row["psnr"]
+            and r["sampler"] == reference_spec
+        )
+        row["delta_lpips"] = round(row["lpips"] - reference["lpips"], 4)
+
+
+def summary_table(rows: list[dict], chosen: dict[str, dict | None], args: argparse.Namespace, window) -> str:
+    """The markdown table of every row, the fastest configuration within the band per precision, and the settings."""
+    columns = ["precision", "psnr", "sampler", "steps", "evals", "lpips", "delta_lpips", "lpips_vs_ref"]
+    columns += ([] if args.no_fid else ["fid", "kid"]) + ["ms_per_image"]
+    table = markdown_table(rows, columns)
+    for precision, row in chosen.items():
+        table += (
+            f"\nFastest with ΔLPIPS <= {MAX_DELTA_LPIPS} at every PSNR ({precision}): "
+            + (f"`{row['sampler']}` ({row['evals']} evaluations per image)" if row else "none")
+            + "\n"
+        )
+    return table + (
+        f"\nReference `{args.reference}` (ΔLPIPS and lpips_vs_ref are against it"
+        + (", the fp32 model's for every precision" if args.shared_reference else ", each precision's own")
+        + f"); {args.n_images} {args.dataset} maps, "
+        f"guidance {args.guidance}"
+        + (f", guidance window {window}" if window else "")
+        + (", batched cfg" if args.batch_cfg else "")
+        + f", model {args.model}"
+        + (f", W8 {args.quantized}" if args.quantized else "")
+        + ".\n"
+    )
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="camvid-demo", help="our safetensors model: a path or a bundled name")
     ap.add_argument("--quantized", help="a W8 quantized checkpoint (qgesco.quant.load_quantized) for the W8 rows")
-    ap.add_argument("--reference", default="ddpm1000", help="the sampler the others are compared with (the paper's)")
+    ap.add_argument("--reference", default=PAPER_SAMPLER, help="the sampler the others are compared with (the paper's)")
     ap.add_argument("--dataset", default="camvid:val")
     ap.add_argument("--n-images", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -219,7 +256,11 @@ def main() -> None:
         help="keep every generated set in DIR and reuse it on a rerun with the same "
         "models and settings (resume; add samplers or steps at the cost of the new rows only)",
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     window = tuple(ints(args.guidance_window)) if args.guidance_window else None
 
@@ -318,37 +359,9 @@ def main() -> None:
                 )
             if precision == "fp32":
                 fp32_reference = outputs[args.reference]
-    for row in rows:
-        reference = next(
-            r
-            for r in rows
-            if r["precision"] == reference_of(row["precision"])
-            and r["psnr"] == row["psnr"]
-            and r["sampler"] == args.reference
-        )
-        row["delta_lpips"] = round(row["lpips"] - reference["lpips"], 4)
-
+    add_delta_lpips(rows, args.reference, reference_of)
     chosen = {precision: fastest_within(rows, precision, args.reference) for precision in models}
-    columns = ["precision", "psnr", "sampler", "steps", "evals", "lpips", "delta_lpips", "lpips_vs_ref"]
-    columns += ([] if args.no_fid else ["fid", "kid"]) + ["ms_per_image"]
-    table = markdown_table(rows, columns)
-    for precision, row in chosen.items():
-        table += (
-            f"\nFastest with ΔLPIPS <= {MAX_DELTA_LPIPS} at every PSNR ({precision}): "
-            + (f"`{row['sampler']}` ({row['evals']} evaluations per image)" if row else "none")
-            + "\n"
-        )
-    table += (
-        f"\nReference `{args.reference}` (ΔLPIPS and lpips_vs_ref are against it"
-        + (", the fp32 model's for every precision" if args.shared_reference else ", each precision's own")
-        + f"); {args.n_images} {args.dataset} maps, "
-        f"guidance {args.guidance}"
-        + (f", guidance window {window}" if window else "")
-        + (", batched cfg" if args.batch_cfg else "")
-        + f", model {args.model}"
-        + (f", W8 {args.quantized}" if args.quantized else "")
-        + ".\n"
-    )
+    table = summary_table(rows, chosen, args, window)
     plot(rows, args.reference, RESULTS / f"{args.name}.png")
     save_samples(shown_originals, shown, rows, chosen, args.reference, psnrs[0], RESULTS / f"{args.name}_samples.png")
     save(

@@ -2,8 +2,10 @@
 
 The public API in five calls (see README and :mod:`qgesco.api`): :func:`load_model`,
 :func:`send`, :func:`regenerate`, :func:`quantize` (after :func:`build_calibration_set`)
-and ``qgesco.evaluate.evaluate`` (a subpackage of its own). They are resolved on first use, so that importing
-one subpackage (say ``qgesco.metrics``) never drags in the others.
+and ``qgesco.evaluate.evaluate`` (a subpackage of its own). A run takes one frozen settings object
+(:class:`QuantConfig`, :class:`CalibrationRecipe`, ``EvalSettings``, ``CompareSettings``) that checks
+itself when made and reads and writes dicts for YAML and results files. Names are resolved on first use,
+so that importing one subpackage (say ``qgesco.metrics``) never drags in the others.
 """
 
 from importlib import import_module
@@ -24,6 +26,8 @@ _EXPORTS = {
     "load_official_checkpoint": "models.checkpoint",
     "save_model": "models.checkpoint",
     "build_calibration_set": "quant",
+    "CalibrationRecipe": "quant",
+    "QuantConfig": "quant",
     "quantize": "quant",
     "save_quantized": "quant",
     "load_quantized": "quant",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import hashlib
 import json
@@ -23,6 +24,31 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+
+class Settings:
+    """Base of the frozen settings dataclasses: :meth:`to_dict` gives JSON/YAML-ready values (tuples as
+    lists), :meth:`from_dict` rebuilds one and names unknown keys; checking stays in each ``__post_init__``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {', '.join(known)}")
+        return cls(**data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Settings):
+        return value.to_dict()
+    return value
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -68,10 +94,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+#: The ``kind`` of a model file: full precision (``save_model``) or quantized (``save_quantized``).
+UNET_KIND = "unet"
+QUANTIZED_KIND = "quantized-unet"
+MODEL_KINDS = (UNET_KIND, QUANTIZED_KIND)
+
 #: What to do about a damaged file, by the ``kind`` in its metadata.
 _FIX = {
-    "unet": "restore the file from a good copy, or re-create it (qgesco train)",
-    "quantized-unet": "re-create it with qgesco quantize",
+    UNET_KIND: "restore the file from a good copy, or re-create it (qgesco train)",
+    QUANTIZED_KIND: "re-create it with qgesco quantize",
     "calibration-set": "re-create it with qgesco calibrate",
     "received-maps": "re-create it with qgesco transmit",
     "deepjscc": "restore it from git or re-create it with qgesco train-jscc (docs/semcom.md)",
@@ -147,6 +178,16 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: its qgesco metadata are a JSON {type(meta).__name__}, not an object; the file was not written "
             "by qgesco: re-create it"
         )
+    return meta
+
+
+def read_kind(path: str | os.PathLike, kinds: tuple[str | None, ...], what: str, fix: str) -> dict[str, Any]:
+    """:func:`read_meta` of a file whose ``kind`` is one of ``kinds`` (``None`` among them admits a file that
+    records no kind); any other is refused in one line,
+    ``{path}: holds a 'x' file, not {what}; {fix}``, so every reader names a wrong file the same way."""
+    meta = read_meta(path)
+    if meta.get("kind") not in kinds:
+        raise ValueError(f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not {what}; {fix}")
     return meta
 
 

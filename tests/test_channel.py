@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from qgesco import channel as ch
+from qgesco.fileio import save_tensors
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -304,3 +305,18 @@ def test_palettes():
     assert picture.tolist() == [[[128, 64, 128], [0, 0, 0]]]
     with pytest.raises(ValueError, match=r"in 0\.\.11"):
         ch.colorize(torch.tensor([[12]]), 12)
+
+
+def test_received_maps_round_trip_through_a_file_and_other_files_are_refused(tmp_path):
+    labels = torch.randint(0, 12, (2, 8, 8))
+    y = ch.transmit(ch.encode(labels, 12), ch.AWGN(10), 12, generator=gen(3))
+    ch.save_received(tmp_path / "r.safetensors", y, labels, {"psnr_db": 10.0, "kind": "ignored"})
+    y2, labels2, info = ch.load_received(tmp_path / "r.safetensors")
+    assert torch.equal(y2, y) and torch.equal(labels2, labels) and info == {"psnr_db": 10.0}
+    ch.save_received(tmp_path / "bare.safetensors", y)
+    assert ch.load_received(tmp_path / "bare.safetensors")[1] is None
+    save_tensors(tmp_path / "other.safetensors", {"y": y}, {"kind": "calibration-set"})
+    with pytest.raises(ValueError, match="not received maps"):
+        ch.load_received(tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="NaN/inf"):
+        ch.save_received(tmp_path / "bad.safetensors", torch.full_like(y, float("nan")))

@@ -28,7 +28,7 @@ from qgesco.evaluate.runner import Scenes
 from qgesco.evaluate.settings import IMAGE_SETTINGS, EvalSettings
 from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.presets import get_preset
-from qgesco.quant import build_calibration_set, quantize, save_quantized
+from qgesco.quant import CalibrationRecipe, QuantConfig, build_calibration_set, quantize, save_quantized
 
 #: Tiny models: one thread avoids per-op thread synchronisation on shared cores (conftest).
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,8 +41,6 @@ RUN = dict(
     images=5,
     batch_size=2,
     metrics=("lpips", "miou", "pixel"),
-    device="cpu",
-    progress=False,
 )
 
 
@@ -66,9 +64,9 @@ def files(tmp_path_factory):
     scenes = open_dataset("synthetic:4", image_hw=CFG.image_hw)
     for name, bits, timestep_only in (("w8t", 8, True), ("w4", 4, False)):
         calib = build_calibration_set(
-            model, scenes, num_maps=2, psnrs=(10,), timestep_only=timestep_only, steps=2, every=1, progress=False
+            model, scenes, CalibrationRecipe(num_maps=2, psnrs=(10,), timestep_only=timestep_only, steps=2, every=1)
         )
-        qmodel = quantize(model, calib, weight_bits=bits, iters=0, weight_init="minmax", progress=False)
+        qmodel = quantize(model, calib, QuantConfig(weight_bits=bits, iters=0, weight_init="minmax"))
         save_quantized(qmodel, tmp / f"{name}.safetensors")
     run = tmp / "run"
     argv = [
@@ -181,7 +179,7 @@ def test_rerun_skips_and_resume_reproduces_identical_images(files, tmp_path):
     deleted = [image_path(run, "fp32", 2, 10.0), image_path(run, "w4", 3, 100.0), image_path(run, "w4", 4, 10.0)]
     for p in deleted:
         p.unlink()
-    result = evaluate(models, "synthetic:8", out=run, **RUN)
+    result = evaluate(models, EvalSettings("synthetic:8", **RUN), run, "cpu")
     for p, (data, mtime) in before.items():
         assert p.read_bytes() == data, f"{p} differs after resuming"
         assert p in deleted or p.stat().st_mtime_ns == mtime, f"{p} was rewritten"
@@ -192,7 +190,10 @@ def test_same_inputs_whatever_the_other_models(files, tmp_path):
     """Another model set, one PSNR, 4 images: the chunks [0, 1] and [2, 3] are the fixture's, so are their images."""
     fp32 = files / "fp32.safetensors"
     result = evaluate(
-        {"A": fp32, "B": str(fp32)}, "synthetic:8", out=tmp_path, **{**RUN, "psnrs": (10.0,), "images": 4}
+        {"A": fp32, "B": str(fp32)},
+        EvalSettings("synthetic:8", **{**RUN, "psnrs": (10.0,), "images": 4}),
+        tmp_path,
+        "cpu",
     )
     assert result["results"]["A"] == result["results"]["B"]
     assert result["per_image"]["A"]["10"]["lpips"] == _result(files / "run")["per_image"]["fp32"]["10"]["lpips"][:4]
@@ -236,15 +237,16 @@ def test_better_receivers_score_better(tmp_path):
     }
     result = evaluate(
         models,
-        "synthetic:6",
-        out=tmp_path,
-        psnrs=(100, -5),
-        sampler="ddim3",
-        guidance=1.0,
-        batch_size=4,
-        metrics=("lpips", "pixel", "miou"),
-        device="cpu",
-        progress=False,
+        EvalSettings(
+            "synthetic:6",
+            psnrs=(100, -5),
+            sampler="ddim3",
+            guidance=1.0,
+            batch_size=4,
+            metrics=("lpips", "pixel", "miou"),
+        ),
+        tmp_path,
+        "cpu",
     )
     r = result["results"]
     assert r["mean"] == r["again"]
@@ -291,9 +293,9 @@ def test_table_size_is_what_the_file_stores_whatever_the_backend(files, tmp_path
     assert models["int8"].runtime_backend[0] == "int8" and models["wo"].runtime_backend[0] == "weight-only"
     result = evaluate(
         {**models, "fp32": files / "fp32.safetensors"},
-        "synthetic:2",
-        out=tmp_path / "run",
-        **{**RUN, "images": 1, "psnrs": (100.0,), "metrics": ("pixel",)},
+        EvalSettings("synthetic:2", **{**RUN, "images": 1, "psnrs": (100.0,), "metrics": ("pixel",)}),
+        tmp_path / "run",
+        "cpu",
     )
     for name in ("int8", "wo", "file"):
         assert result["models"][name]["size_mb"] * 1e6 == pytest.approx(_stored_tensor_bytes(path), rel=0.01)
@@ -313,27 +315,32 @@ def test_bad_settings_fail_with_one_clear_message(files, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(files / "run", run)
     with pytest.raises(ValueError, match=r"other settings \(sampler 'ddpm2' -> 'ddim3'\); use another --out"):
-        evaluate({"fp32": fp32}, "synthetic:8", out=run, **{**RUN, "sampler": "ddim3"})
+        evaluate({"fp32": fp32}, EvalSettings("synthetic:8", **{**RUN, "sampler": "ddim3"}), run, "cpu")
     with pytest.raises(ValueError, match=r"other settings \(guidance_window None -> \[500, 999\]\)"):
-        evaluate({"fp32": fp32}, "synthetic:8", out=run, **RUN, guidance_window=(500, 999))
-    with pytest.raises(ValueError, match=r"guidance_window \[999, 500\] must satisfy 0 <= t_lo <= t_hi"):
-        evaluate({"fp32": fp32}, "synthetic:8", out=tmp_path / "x", **RUN, guidance_window=(999, 500))
+        evaluate({"fp32": fp32}, EvalSettings("synthetic:8", **RUN, guidance_window=(500, 999)), run, "cpu")
+    with pytest.raises(ValueError, match=r"guidance_window \(999, 500\) must satisfy 0 <= t_lo <= t_hi"):
+        evaluate({"fp32": fp32}, EvalSettings("synthetic:8", **RUN, guidance_window=(999, 500)), tmp_path / "x", "cpu")
     with pytest.raises(ValueError, match="model 'W8t' with other weights"):
-        evaluate({"W8t": fp32}, "synthetic:8", out=run, **RUN)
+        evaluate({"W8t": fp32}, EvalSettings("synthetic:8", **RUN), run, "cpu")
     with pytest.raises(ValueError, match="model name 'original'"):
-        evaluate({"original": fp32}, "synthetic:8", out=tmp_path / "x", **RUN)
+        evaluate({"original": fp32}, EvalSettings("synthetic:8", **RUN), tmp_path / "x", "cpu")
     with pytest.raises(ValueError, match="synthetic:3 has 3 scenes; ask for 1..3"):
-        evaluate({"fp32": fp32}, "synthetic:3", out=tmp_path / "x", **RUN)
+        evaluate({"fp32": fp32}, EvalSettings("synthetic:3", **RUN), tmp_path / "x", "cpu")
     with pytest.raises(ValueError, match="noise table 'gesco' has no level \\[7.0\\]"):
-        evaluate({"fp32": fp32}, "synthetic:8", out=tmp_path / "x", **{**RUN, "psnrs": (100, 7)}, noise_table="gesco")
+        evaluate(
+            {"fp32": fp32},
+            EvalSettings("synthetic:8", **{**RUN, "psnrs": (100, 7)}, noise_table="gesco"),
+            tmp_path / "x",
+            "cpu",
+        )
     small = tmp_path / "small.safetensors"
     save_model(create_model("cpu-test", seed=0), small)
     with pytest.raises(
         ValueError, match=r"LPIPS needs images of at least 32x32 \(AlexNet.s pools\), these are 16x16; leave it out"
     ):
-        evaluate({"fp32": small}, "synthetic:8", out=tmp_path / "x", **RUN)
+        evaluate({"fp32": small}, EvalSettings("synthetic:8", **RUN), tmp_path / "x", "cpu")
     with pytest.raises(ValueError, match="models 'fp32' and 'small' take different inputs"):
-        evaluate({"fp32": fp32, "small": small}, "synthetic:8", out=tmp_path / "x", **RUN)
+        evaluate({"fp32": fp32, "small": small}, EvalSettings("synthetic:8", **RUN), tmp_path / "x", "cpu")
     assert not (tmp_path / "x" / "images").exists()  # every check runs before any image is made
     rc = main(
         ["evaluate", "--model", str(fp32), "--model", str(fp32), "--data", "synthetic:3", "--out", str(tmp_path / "y")]
@@ -346,7 +353,10 @@ def test_missing_inception_weights_fail_before_regenerating(files, tmp_path, mon
     monkeypatch.setenv("QGESCO_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(FileNotFoundError, match="Run `qgesco fetch-weights`"):
         evaluate(
-            {"fp32": files / "fp32.safetensors"}, "synthetic:8", out=tmp_path / "x", **{**RUN, "metrics": ("fid",)}
+            {"fp32": files / "fp32.safetensors"},
+            EvalSettings("synthetic:8", **{**RUN, "metrics": ("fid",)}),
+            tmp_path / "x",
+            "cpu",
         )
     assert not (tmp_path / "x" / "images").exists()
 
@@ -375,14 +385,14 @@ def test_fid_and_kid_from_cached_folder_features(files, tmp_path, monkeypatch):
     run = tmp_path / "run"
     shutil.copytree(files / "run", run)  # the metrics choice does not touch the images: none is regenerated
     settings = {**RUN, "metrics": ("fid",)}
-    result = evaluate({"fp32": files / "fp32.safetensors"}, "synthetic:8", out=run, **settings)
+    result = evaluate({"fp32": files / "fp32.safetensors"}, EvalSettings("synthetic:8", **settings), run, "cpu")
     real, fake = (folder_features(run / "images" / f) for f in ("original", "fp32/psnr10"))
     r = result["results"]["fp32"]["10"]
     assert real.shape == (5, 2048) and r["fid"] == fid(fake, real) > 1 and (r["kid"], r["kid_std"]) == kid(fake, real)
     assert abs(fid(real, real)) < 1e-6
     monkeypatch.setattr(fid_kid, "InceptionFeatures", None)  # a rerun reads every set's features from the cache
     assert (
-        evaluate({"fp32": files / "fp32.safetensors"}, "synthetic:8", out=run, **settings)["results"]
+        evaluate({"fp32": files / "fp32.safetensors"}, EvalSettings("synthetic:8", **settings), run, "cpu")["results"]
         == result["results"]
     )
 
@@ -392,9 +402,9 @@ def test_two_torchrun_ranks_give_the_single_process_result(files, tmp_path):
     run = tmp_path / "run"
     code = (
         f"import torch; torch.set_num_threads(1); from qgesco.evaluate import evaluate; "
-        f"evaluate({{'fp32': {str(files / 'fp32.safetensors')!r}}}, 'synthetic:8', out={str(run)!r}, "
-        f"psnrs=(100.0, 10.0), sampler='ddpm2', images=5, batch_size=2, metrics=('lpips', 'miou', 'pixel'), "
-        f"device='cpu', progress=False)"
+        f"from qgesco.evaluate import EvalSettings; "
+        f"evaluate({{'fp32': {str(files / 'fp32.safetensors')!r}}}, EvalSettings('synthetic:8', psnrs=(100.0, 10.0), "
+        f"sampler='ddpm2', images=5, batch_size=2, metrics=('lpips', 'miou', 'pixel')), {str(run)!r}, 'cpu')"
     )
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -414,14 +424,18 @@ def test_two_torchrun_ranks_give_the_single_process_result(files, tmp_path):
 
 def test_eval_settings_are_checked_and_resolved_when_made():
     s = EvalSettings("synthetic:4", psnrs=(30, 20), guidance_window=(500, 999))
-    assert s.psnrs == [30.0, 20.0] and s.grid_psnr == 20.0 and s.guidance_window == [500, 999]
+    assert s.psnrs == (30.0, 20.0) and s.grid_psnr == 20.0 and s.guidance_window == (500, 999)
     assert list(s.to_dict())[-1] == "image_hw" and set(IMAGE_SETTINGS) <= set(s.to_dict())
+    assert EvalSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s  # as run.json / metrics.json hold it
+    with pytest.raises(ValueError, match=r"unknown EvalSettings field\(s\) \['out'\]"):
+        EvalSettings.from_dict({"data": "synthetic:4", "out": "runs"})
     for bad, message in [
         ({"channel": "wifi"}, "unknown channel"),
         ({"psnrs": ()}, "at least one channel PSNR"),
         ({"batch_size": 0}, "batch_size"),
         ({"grid_psnr": 5.0}, "grid PSNR 5 dB"),
         ({"guidance_window": (0, 2000)}, "guidance_window"),
+        ({"metrics": ("lpips", "bleu")}, r"unknown metrics \['bleu'\]"),
     ]:
         with pytest.raises(ValueError, match=message):
             EvalSettings("synthetic:4", **bad)

@@ -14,7 +14,7 @@ import qgesco
 from qgesco.evaluate.settings import EvalSettings
 from qgesco.fileio import UncheckedFileWarning, load_tensors
 from qgesco.models.checkpoint import create_model, load_float_model, save_model
-from qgesco.quant import CalibrationSet, quantize, save_quantized
+from qgesco.quant import CalibrationRecipe, CalibrationSet, QuantConfig, quantize, save_quantized
 from qgesco.runtime import backend_line
 from qgesco.train.config import check_values, load_config
 from qgesco.validate import output_file
@@ -27,7 +27,7 @@ def net():
 
 @pytest.fixture(scope="module")
 def qmodel(net):
-    return quantize(net, None, weight_bits=8, iters=0, weight_init="minmax", progress=False)
+    return quantize(net, None, QuantConfig(weight_bits=8, iters=0, weight_init="minmax"))
 
 
 @pytest.fixture(scope="module")
@@ -100,18 +100,18 @@ def test_savers_refuse_nan_weights_and_leave_no_file(qmodel, tmp_path):
 
 def test_quantize_refuses_wrong_calibration_types_and_quantized_models(net, qmodel):
     with pytest.raises(ValueError, match="calib must be a CalibrationSet"):
-        quantize(net, torch.zeros(3), iters=0, progress=False)
+        quantize(net, torch.zeros(3), QuantConfig(iters=0))
     with pytest.raises(ValueError, match="already quantized"):
-        quantize(qmodel, None, iters=0, progress=False)
+        quantize(qmodel, None, QuantConfig(iters=0))
 
 
 def test_calibration_refuses_nan_maps_and_sets_with_impossible_values(net, y, tmp_path):
     maps = torch.nn.functional.one_hot(torch.zeros(2, 16, 16, dtype=torch.long), 12).permute(0, 3, 1, 2).float()
     maps[1, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="maps holds 1 NaN/inf"):
-        qgesco.build_calibration_set(net, maps, num_maps=2, steps=2, every=1, progress=False)
+        qgesco.build_calibration_set(net, maps, CalibrationRecipe(num_maps=2, steps=2, every=1))
     with pytest.raises(ValueError, match="build_calibration_set takes a qgesco UNetModel"):
-        qgesco.build_calibration_set("camvid-demo", maps, num_maps=2, steps=2, every=1, progress=False)
+        qgesco.build_calibration_set("camvid-demo", maps, CalibrationRecipe(num_maps=2, steps=2, every=1))
     x = torch.randn(2, 3, 16, 16)
     x[0, 0, 0, 0] = 1e30
     CalibrationSet(x, torch.tensor([10, 20]), torch.tensor([0, 1]), y, None, {}).save(tmp_path / "c.safetensors")
@@ -155,7 +155,7 @@ def test_guidance_has_one_range_everywhere(net, y, scale):
     with pytest.raises(ValueError, match="guidance scales go from 0"):
         qgesco.regenerate(net, y, sampler="ddim2", guidance=scale)
     with pytest.raises(ValueError, match="guidance scales go from 0"):
-        qgesco.build_calibration_set(net, y, num_maps=2, steps=2, every=1, guidance=scale, progress=False)
+        qgesco.build_calibration_set(net, y, CalibrationRecipe(num_maps=2, steps=2, every=1, guidance=scale))
     with pytest.raises(ValueError, match="guidance scales go from 0"):
         EvalSettings(data="synthetic:2", guidance=scale)
 
@@ -171,7 +171,7 @@ def test_calibration_sets_hold_samples_at_the_diffusions_timesteps(y):
 def test_a_plan_that_quantizes_nothing_is_refused(net):
     """--keep-fp '*' wrote a file labelled W8 whose layers were all float."""
     with pytest.raises(ValueError, match="keeps all .* layers in float: nothing would be quantized"):
-        quantize(net, None, iters=0, keep_fp=["*"], progress=False)
+        quantize(net, None, QuantConfig(iters=0, keep_fp=["*"]))
 
 
 def test_quantized_runtime_line_counts_the_layers_that_run_int8(qmodel, tmp_path):
@@ -180,7 +180,7 @@ def test_quantized_runtime_line_counts_the_layers_that_run_int8(qmodel, tmp_path
     layers = len(qmodel.quant_plan["layers"])
     if "runtime backend int8" in line:
         assert f"of {layers} quantized layers on them, the rest in float" in line
-    partial = quantize(create_model("cpu-test", seed=0).eval(), None, iters=0, keep_fp=["out"], progress=False)
+    partial = quantize(create_model("cpu-test", seed=0).eval(), None, QuantConfig(iters=0, keep_fp=["out"]))
     save_quantized(partial, tmp_path / "p.safetensors")
     assert "1 layer(s) kept in float by the file (--keep-fp)" in backend_line(tmp_path / "p.safetensors")
 

@@ -14,7 +14,7 @@ import torch
 from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.config import config_from_official_flags
 from qgesco.models.presets import GESCO_CITYSCAPES_FLAGS
-from qgesco.quant import quantize, save_quantized
+from qgesco.quant import QuantConfig, quantize, save_quantized
 
 #: Allocator and first-call slack (MB) beyond the 1.1x: lazily imported modules, thread pools.
 SLACK_MB = 40
@@ -55,7 +55,7 @@ def big(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("big")
     save_model(model, tmp / "fp32.safetensors")
     save_quantized(
-        quantize(model, None, weight_bits=8, iters=0, weight_init="minmax", progress=False), tmp / "w8.safetensors"
+        quantize(model, None, QuantConfig(weight_bits=8, iters=0, weight_init="minmax")), tmp / "w8.safetensors"
     )
     return model, tmp, flags
 

@@ -9,11 +9,22 @@ import torch
 from safetensors.torch import load_file
 
 from qgesco.cli import main
+from qgesco.fileio import save_tensors
 from qgesco.models import UNetConfig, config_from_official_flags, from_official_flags
-from qgesco.models.checkpoint import load_float_model, load_official_checkpoint, save_model
+from qgesco.models.checkpoint import (
+    BUNDLED,
+    create_model,
+    load_float_model,
+    load_official_checkpoint,
+    open_source,
+    resolve_source,
+    save_model,
+)
 from qgesco.models.costs import model_costs
 from qgesco.models.presets import get_preset
 from qgesco.models.unet import UNetModel
+from qgesco.quant.swap import PLAN_KEYS
+from qgesco.runtime.costs import stored_bytes
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -96,6 +107,13 @@ def test_official_checkpoint_mismatch_names_keys_and_flag(tiny, tmp_path):
         ({"image_size": 32, "num_classes": -3, "channel_mult": "1,2"}, "num_classes"),
         ({"image_size": 48, "num_classes": 35}, "channel_mult"),
         ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_channels": 48}, "norm_groups.*num_channels"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_head_channels": 24}, "num_head_channels"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "num_heads": 0}, "num_heads"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "dropout": 1.0}, "dropout"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "learn_sigma": "maybe"}, "learn_sigma.*bool"),
+        ({"image_size": "3.5", "num_classes": 35, "channel_mult": "1,2"}, "image_size.*int"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "dropout": "x"}, "dropout.*float"),
+        ({"image_size": 32, "num_classes": 35, "channel_mult": "1,2", "image_hw": (32, 31)}, "image_hw"),
     ],
 )
 def test_bad_flags_raise_value_error_naming_the_flag(flags, name):
@@ -174,7 +192,7 @@ def test_config_json_roundtrip():
 
 def test_published_costs_match_the_paper():
     c = model_costs(get_preset("gesco-cityscapes-256"))
-    assert c.params == 674_707_206 and round(c.fp32_bytes / 1e6, 1) == 2698.8
+    assert c.params == 674_707_206 and round(stored_bytes(get_preset("gesco-cityscapes-256")) / 1e6, 1) == 2698.8
     assert round(c.flops_forward / 1e12, 2) == 6.96 and round(c.flops_guided_step / 1e12, 1) == 13.9
     assert abs(sum(c.flops_by_module.values()) - c.flops_forward) < 1e-6 * c.flops_forward
 
@@ -184,3 +202,27 @@ def test_info_cli_prints_the_published_figures(capsys):
     out = capsys.readouterr().out
     for text in ("674,707,206", "2,698.8 MB", "6.96 TFLOP", "13.91 TFLOP"):
         assert text in out
+
+
+def test_one_resolver_turns_model_arguments_into_files_and_configs(tmp_path, capsys):
+    """A bundled name is its file, a path is itself, a preset has a config and no file; anything else is
+    one error naming what would have been accepted, and a file of another kind is not a model."""
+    assert resolve_source("camvid-demo-w8") == BUNDLED["camvid-demo-w8"]
+    save_model(create_model("cpu-test", seed=0), tmp_path / "m.safetensors")
+    assert resolve_source(tmp_path / "m.safetensors") == tmp_path / "m.safetensors"
+    with pytest.raises(FileNotFoundError, match="nope.safetensors: no such file.*camvid-demo-w8"):
+        resolve_source(tmp_path / "nope.safetensors")
+    with pytest.raises(ValueError, match="preset 'cpu-test' has no bundled weights"):
+        resolve_source("cpu-test")
+    preset, quantized = open_source("cpu-test"), open_source("camvid-demo-w8")
+    assert preset.path is None and preset.config == get_preset("cpu-test") and not preset.quantized
+    assert quantized.path == BUNDLED["camvid-demo-w8"] and quantized.quantized
+    assert quantized.config == get_preset("camvid-demo")
+    with pytest.raises(FileNotFoundError, match="bundled model .* or preset .*cpu-test"):
+        open_source("no-such-model")
+    save_tensors(tmp_path / "maps.safetensors", {"y": torch.zeros(1)}, {"kind": "received-maps"})
+    with pytest.raises(ValueError, match="holds a 'received-maps' file, not a model"):
+        open_source(tmp_path / "maps.safetensors")
+    assert main(["info", "camvid-demo-w8"]) == 0  # a bundled file: its stored bytes, from the one counter
+    plan = {k: quantized.meta[k] for k in PLAN_KEYS}
+    assert f"{stored_bytes(quantized.config, plan) / 1e6:,.2f} MB (W8" in capsys.readouterr().out

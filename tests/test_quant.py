@@ -22,7 +22,9 @@ from qgesco.models.checkpoint import BUNDLED, create_model, load_float_model
 from qgesco.quant import (
     PAPER_PSNRS,
     AdaRound,
+    CalibrationRecipe,
     CalibrationSet,
+    QuantConfig,
     QuantLayer,
     build_calibration_set,
     fake_quantize,
@@ -55,7 +57,7 @@ def sent_maps(calib: CalibrationSet, scenes: SyntheticScenes) -> torch.Tensor:
 
 
 def calib_kwargs(**changes):
-    return {"num_maps": 4, "psnrs": (1.0, 100.0), "steps": 4, "every": 2, "batch_size": 4, "progress": False, **changes}
+    return {"num_maps": 4, "psnrs": (1.0, 100.0), "steps": 4, "every": 2, "batch_size": 4, **changes}
 
 
 @pytest.fixture(scope="module")
@@ -70,21 +72,21 @@ def scenes():
 
 @pytest.fixture(scope="module")
 def calib(model, scenes):
-    return build_calibration_set(model, scenes, **calib_kwargs())
+    return build_calibration_set(model, scenes, CalibrationRecipe(**calib_kwargs()))
 
 
-W4_ARGS = dict(weight_bits=4, iters=10, batch_size=4, progress=False)
+W4_ARGS = dict(weight_bits=4, iters=10, batch_size=4)
 
 
 @pytest.fixture(scope="module")
 def w4(model, calib):
-    return quantize(model, calib, **W4_ARGS)
+    return quantize(model, calib, QuantConfig(**W4_ARGS))
 
 
 @pytest.fixture(scope="module")
 def w8a8(model, calib):
     return quantize(
-        model, calib, weight_bits=8, act_bits=8, iters=4, quantize_attention=True, batch_size=4, progress=False
+        model, calib, QuantConfig(weight_bits=8, act_bits=8, iters=4, quantize_attention=True, batch_size=4)
     )
 
 
@@ -225,7 +227,7 @@ def test_block_reconstruction_error_is_never_worse_than_nearest_rounding(model, 
     assert all(b["error"] <= b["error_nearest"] for b in blocks)
     improved = [b for b in blocks if b.get("error_learned", 1.0) < b["error_nearest"]]
     assert len(improved) >= 0.7 * len(blocks)
-    nearest = quantize(model, calib, **{**W4_ARGS, "iters": 0}).quant_report[
+    nearest = quantize(model, calib, QuantConfig(**{**W4_ARGS, "iters": 0})).quant_report[
         "blocks"
     ]  # errors measured, nothing learned
     assert all(b["rounding"] == "nearest" and b["error"] == b["error_nearest"] for b in nearest)
@@ -276,12 +278,12 @@ def test_block_data_streams_chunks_when_the_cache_budget_is_small(model, calib, 
 
 
 def _one_pass_and_by_block(model, calib, monkeypatch, **args):
-    args = dict(weight_bits=4, iters=3, batch_size=4, progress=False, **args)
+    args = dict(weight_bits=4, iters=3, batch_size=4, **args)
     assert reconstruct_module.block_targets(model, ["out"], calib, 4, cache_bytes=1) is None
-    one_pass = quantize(model, calib, **args)
+    one_pass = quantize(model, calib, QuantConfig(**args))
     with monkeypatch.context() as patch:
         patch.setattr(reconstruct_module, "block_targets", lambda *args: None)  # as when they do not fit
-        by_block = quantize(model, calib, **args)
+        by_block = quantize(model, calib, QuantConfig(**args))
     return one_pass, by_block
 
 
@@ -342,12 +344,12 @@ def test_interrupted_quantization_resumes_to_the_same_result(model, calib, w4, t
 
     monkeypatch.setattr(reconstruct_module, "reconstruct_block", crash_after_five)
     with pytest.raises(KeyboardInterrupt):
-        quantize(model, calib, **W4_ARGS, resume=tmp_path / "state")
+        quantize(model, calib, QuantConfig(**W4_ARGS), resume=tmp_path / "state")
     assert len(list((tmp_path / "state").glob("block-*.safetensors"))) == 5
     monkeypatch.undo()
     with pytest.raises(ValueError, match="another quantization run"):
-        quantize(model, calib, **{**W4_ARGS, "iters": 3}, resume=tmp_path / "state")
-    resumed = quantize(model, calib, **W4_ARGS, resume=tmp_path / "state")
+        quantize(model, calib, QuantConfig(**{**W4_ARGS, "iters": 3}), resume=tmp_path / "state")
+    resumed = quantize(model, calib, QuantConfig(**W4_ARGS), resume=tmp_path / "state")
     expected = w4.state_dict()
     assert resumed.state_dict().keys() == expected.keys()
     assert all(torch.equal(v, expected[k]) for k, v in resumed.state_dict().items())
@@ -363,7 +365,7 @@ def test_activation_quantizers_are_calibrated_and_learned(model, calib, w8a8):
     assert not any("input_blocks.1.0.spade_norm" in n for n in acts)  # never called: no activation ranges
     assert all(m.enabled and m.scale.item() > 0 and m.scale.item() != 1.0 for m in acts.values())
     observed_only = quantize(
-        model, calib, weight_bits=8, act_bits=8, iters=0, quantize_attention=True, batch_size=4, progress=False
+        model, calib, QuantConfig(weight_bits=8, act_bits=8, iters=0, quantize_attention=True, batch_size=4)
     )
     initial = {n: m.scale.item() for n, m in observed_only.named_modules() if n in acts}
     assert sum(acts[n].scale.item() != s for n, s in initial.items()) > len(acts) // 2  # LSQ moved the steps
@@ -384,11 +386,13 @@ def test_calibration_set_spreads_psnr_levels_and_covers_every_timestep(model, ca
     received_clean = transmit(sent_maps(calib, scenes), AWGN(100, table="gesco"), 12)  # cleanup, no noise
     deviation = (calib.maps - received_clean).abs().amax(dim=(1, 2, 3))
     assert deviation[[2, 3]].max() < 1e-3 < 0.3 < deviation[[0, 1]].min()  # 100 dB vs 1 dB
-    again = build_calibration_set(model, scenes, **calib_kwargs())
+    again = build_calibration_set(model, scenes, CalibrationRecipe(**calib_kwargs()))
     assert torch.equal(again.x, calib.x) and torch.equal(again.maps, calib.maps)
-    other_seed = build_calibration_set(model, scenes, **calib_kwargs(seed=1))
+    other_seed = build_calibration_set(model, scenes, CalibrationRecipe(**calib_kwargs(seed=1)))
     assert not torch.equal(other_seed.x, calib.x)
-    fewer_maps_than_levels = build_calibration_set(model, scenes, **calib_kwargs(psnrs=PAPER_PSNRS, steps=2))
+    fewer_maps_than_levels = build_calibration_set(
+        model, scenes, CalibrationRecipe(**calib_kwargs(psnrs=PAPER_PSNRS, steps=2))
+    )
     assert fewer_maps_than_levels.psnr_db.tolist() == [
         PAPER_PSNRS[i] for i in (0, 2, 4, 6)
     ]  # spread, not the lowest four
@@ -402,7 +406,7 @@ def test_calibration_set_saves_loads_and_refuses_another_model_shape(calib, tmp_
     assert torch.equal(loaded.x, calib.x) and torch.equal(loaded.psnr_db, calib.psnr_db) and loaded.info == calib.info
     big = create_model(create_model("cpu-test").config.replace(image_hw=(32, 32)))
     with pytest.raises(ValueError, match=r"12-channel maps at 16x16, but the model takes 12-channel maps at 32x32"):
-        quantize(big, loaded, iters=1)
+        quantize(big, loaded, QuantConfig(iters=1))
     save_tensors(tmp_path / "other.safetensors", {"a": torch.zeros(1)}, {"kind": "unet"})
     with pytest.raises(ValueError, match="not a calibration set"):
         CalibrationSet.load(tmp_path / "other.safetensors")
@@ -410,7 +414,7 @@ def test_calibration_set_saves_loads_and_refuses_another_model_shape(calib, tmp_
 
 def test_interrupted_calibration_resumes_to_the_same_set(model, scenes, tmp_path, monkeypatch):
     kwargs = calib_kwargs(batch_size=2)
-    expected = build_calibration_set(model, scenes, **kwargs)
+    expected = build_calibration_set(model, scenes, CalibrationRecipe(**kwargs))
     calls = []
 
     def fail_on_second_batch(*args, **kw):
@@ -422,16 +426,18 @@ def test_interrupted_calibration_resumes_to_the_same_set(model, scenes, tmp_path
     monkeypatch.setattr(calibration_module, "transmit", fail_on_second_batch)
     partial = tmp_path / "c.partial"
     with pytest.raises(KeyboardInterrupt):
-        build_calibration_set(model, scenes, **kwargs, resume=partial)
+        build_calibration_set(model, scenes, CalibrationRecipe(**kwargs), resume=partial)
     assert load_tensors(partial)[1]["batches_done"] == 1
     monkeypatch.undo()
-    resumed = build_calibration_set(model, scenes, **kwargs, resume=partial)
+    resumed = build_calibration_set(model, scenes, CalibrationRecipe(**kwargs), resume=partial)
     for key in ("x", "t", "map_index", "maps", "psnr_db"):
         assert torch.equal(getattr(resumed, key), getattr(expected, key)), key
 
 
 def test_timestep_only_set_records_the_noiseless_receiver_maps(model, scenes):
-    calib = build_calibration_set(model, scenes, **calib_kwargs(timestep_only=True, num_maps=2, steps=2, every=2))
+    calib = build_calibration_set(
+        model, scenes, CalibrationRecipe(**calib_kwargs(timestep_only=True, num_maps=2, steps=2, every=2))
+    )
     assert calib.psnr_db is None and calib.summary()["timestep_only"]
     assert torch.equal(calib.maps, transmit(sent_maps(calib, scenes), AWGN(100, table="gesco"), 12))
 
@@ -442,18 +448,18 @@ def test_timestep_only_set_records_the_noiseless_receiver_maps(model, scenes):
 @pytest.mark.parametrize("bits", [1, 9])
 def test_unsupported_bit_widths_fail_with_one_clear_message(model, bits):
     with pytest.raises(ValueError, match=rf"weight_bits={bits} is not supported: choose an integer from 2 to 8"):
-        quantize(model, None, weight_bits=bits, iters=0)
+        quantize(model, None, QuantConfig(weight_bits=bits, iters=0))
     with pytest.raises(ValueError, match=rf"act_bits={bits} is not supported"):
-        quantize(model, None, act_bits=bits, iters=0)
+        quantize(model, None, QuantConfig(act_bits=bits, iters=0))
 
 
 def test_settings_that_need_a_calibration_set_or_an_existing_layer_are_refused(model):
     with pytest.raises(ValueError, match="act_bits=8 needs a calibration set"):
-        quantize(model, None, act_bits=8, iters=0)
+        quantize(model, None, QuantConfig(act_bits=8, iters=0))
     with pytest.raises(ValueError, match=r"iters=1000 \(AdaRound\) needs a calibration set"):
-        quantize(model, None)
+        quantize(model, None, QuantConfig())
     with pytest.raises(ValueError, match="keep_fp pattern 'outt' matches no Conv/Linear layer"):
-        quantize(model, None, iters=0, keep_fp=["outt"])
+        quantize(model, None, QuantConfig(iters=0, keep_fp=["outt"]))
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -464,7 +470,7 @@ def test_w8_tiny_reference_model_stays_within_one_percent_per_layer_and_reloads_
     this random-weight net adds ~0.5 % per layer along its main path (2.4 % measured); trained
     weights stay within 1 % end to end (next test)."""
     net, io = tiny
-    qnet = quantize(net, None, weight_bits=8, iters=0, progress=False)
+    qnet = quantize(net, None, QuantConfig(weight_bits=8, iters=0))
     seen = {}
     hooks = [
         net.get_submodule(name).register_forward_hook(lambda m, a, out, name=name: seen.__setitem__(name, (a[0], out)))
@@ -508,7 +514,7 @@ def test_w8_trained_demo_model_stays_within_one_percent_end_to_end():
         t,
         torch.randn(4, 3, *net.config.image_hw, generator=torch.Generator().manual_seed(0)),
     )
-    qnet = quantize(net, None, weight_bits=8, iters=0, progress=False)
+    qnet = quantize(net, None, QuantConfig(weight_bits=8, iters=0))
     with torch.no_grad():
         assert rel_err(qnet(x, t, y), net(x, t, y)) <= 0.01
 
@@ -556,3 +562,24 @@ def test_truncated_tampered_or_foreign_checkpoints_are_refused_before_any_comput
     with pytest.raises(ValueError, match="not a quantized model"):
         load_quantized(tmp_path / "c.safetensors")
     assert read_meta(path)["sha256"]
+
+
+def test_quant_config_round_trips_through_a_dict_and_names_unknown_fields():
+    config = QuantConfig(weight_bits=4, act_bits=8, keep_fp=["out"], beta=[10, 2], iters=5)
+    assert config.keep_fp == ("out",) and config.beta == (10, 2)
+    assert QuantConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match=r"unknown QuantConfig field\(s\) \['wbits'\]"):
+        QuantConfig.from_dict({"wbits": 4})
+    with pytest.raises(ValueError, match="warmup is the fraction"):
+        QuantConfig(warmup=1.0)
+
+
+def test_calibration_recipe_checks_itself_and_round_trips_through_a_dict():
+    recipe = CalibrationRecipe(num_maps=4, psnrs=[1, 50], steps=4, every=2, guidance=2)
+    assert recipe.psnrs == (1.0, 50.0) and recipe.guidance == 2.0
+    assert CalibrationRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    assert CalibrationRecipe(timestep_only=True).psnrs is None  # a noiseless channel has no levels
+    with pytest.raises(ValueError, match="every=5 exceeds steps=4"):
+        CalibrationRecipe(steps=4, every=5)
+    with pytest.raises(ValueError, match="psnrs is empty"):
+        CalibrationRecipe(psnrs=())

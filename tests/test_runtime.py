@@ -25,12 +25,22 @@ from qgesco.data import SyntheticScenes
 from qgesco.fileio import load_tensors, read_meta, save_tensors
 from qgesco.models.checkpoint import create_model, save_model
 from qgesco.models.costs import model_costs
-from qgesco.quant import build_calibration_set, load_quantized, quantize, save_quantized
+from qgesco.quant import CalibrationRecipe, QuantConfig, build_calibration_set, load_quantized, quantize, save_quantized
+from qgesco.quant.checkpoint import DYNAMIC_LPIPS, record_dynamic_lpips
 from qgesco.quant.swap import quant_layers
-from qgesco.runtime import Int8Layer, PackedQuantLayer, load_runtime, pairs_saturate, timing
+from qgesco.runtime import (
+    Int8Layer,
+    Int8Policy,
+    PackedQuantLayer,
+    default_backend,
+    default_policy,
+    load_runtime,
+    pairs_saturate,
+    timing,
+)
 from qgesco.runtime import bf16 as runtime_bf16
-from qgesco.runtime import load as runtime_load
-from qgesco.runtime.costs import bit_ops, quant_skeleton, quantized_bytes
+from qgesco.runtime import policy as runtime_policy
+from qgesco.runtime.costs import bit_ops, quant_plan, stored_bytes
 from qgesco.runtime.int8 import _Group
 from qgesco.runtime.timing import peak_rss_mb
 from qgesco.runtime.timing import randomize_zero_init as randomized
@@ -57,12 +67,7 @@ def calib(model):
     return build_calibration_set(
         model,
         SyntheticScenes(6, image_hw=(16, 16)),
-        num_maps=4,
-        psnrs=(1.0, 100.0),
-        steps=4,
-        every=2,
-        batch_size=4,
-        progress=False,
+        CalibrationRecipe(num_maps=4, psnrs=(1.0, 100.0), steps=4, every=2, batch_size=4),
     )
 
 
@@ -82,7 +87,7 @@ def files(model, calib, tmp_path_factory):
     for name, kwargs in CONFIGS.items():
         out[name] = tmp / f"{name}.safetensors"
         save_quantized(
-            quantize(model, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), out[name]
+            quantize(model, calib if "act_bits" in kwargs else None, QuantConfig(iters=0, **kwargs)), out[name]
         )
     save_model(model, tmp / "fp32.safetensors")
     out["fp32"] = tmp / "fp32.safetensors"
@@ -96,7 +101,7 @@ def tiny(reference_dir, tmp_path_factory):
     io = load_file(reference_dir / "tiny_unet_io.safetensors")
     y = torch.cat([io["y"], torch.zeros_like(io["y"])])  # a guided step's batch: conditional + unconditional
     calib = build_calibration_set(
-        net, io["y"], num_maps=2, psnrs=(100.0,), steps=2, every=1, batch_size=4, progress=False
+        net, io["y"], CalibrationRecipe(num_maps=2, psnrs=(100.0,), steps=2, every=1, batch_size=4)
     )
     tmp = tmp_path_factory.mktemp("tiny")
     paths = {}
@@ -104,7 +109,7 @@ def tiny(reference_dir, tmp_path_factory):
         paths[name] = tmp / f"{name}.safetensors"
         kwargs = {k: v for k, v in CONFIGS[name].items() if k != "quantize_attention"}
         save_quantized(
-            quantize(net, calib if "act_bits" in kwargs else None, iters=0, progress=False, **kwargs), paths[name]
+            quantize(net, calib if "act_bits" in kwargs else None, QuantConfig(iters=0, **kwargs)), paths[name]
         )
     return net, (torch.cat([io["x"]] * 2), torch.cat([io["t"]] * 2), y), paths
 
@@ -137,9 +142,8 @@ def test_weight_only_runtime_is_the_fake_quant_model_holding_only_the_checkpoint
     tensors, _ = load_tensors(files[name])
     held = {**dict(runtime.named_parameters()), **dict(runtime.named_buffers())}
     assert {k: (v.dtype, v.shape) for k, v in held.items()} == {k: (v.dtype, v.shape) for k, v in tensors.items()}
-    assert sum(v.numel() * v.element_size() for v in held.values()) == quantized_bytes(
-        quant_skeleton(runtime.config, CONFIGS[name]["weight_bits"], CONFIGS[name].get("act_bits"))
-    )
+    plan = quant_plan(runtime.config, CONFIGS[name]["weight_bits"], CONFIGS[name].get("act_bits"))
+    assert sum(v.numel() * v.element_size() for v in held.values()) == stored_bytes(runtime.config, plan)
     packed = [layer for _, layer in quant_layers(runtime) if isinstance(layer, PackedQuantLayer)]
     assert (len(packed) > 50) == (CONFIGS[name]["weight_bits"] <= 4)
     for layer in packed:
@@ -266,21 +270,93 @@ def test_a_w8a8_file_runs_on_integer_kernels_by_default_and_agrees_with_its_simu
     assert runtime.runtime_backend[0] == "int8"
     inputs = calib.batch(slice(None))
     seen, got = materialised_weights(runtime, inputs, monkeypatch)
-    assert set(seen) == {"input_blocks.0.0"}  # the one layer left weight-only (qgesco.runtime.load.WEIGHT_ONLY_LAYERS)
+    assert set(seen) == {"input_blocks.0.0"}  # the one layer left weight-only (runtime.policy.WEIGHT_ONLY_LAYERS)
     assert len([m for m in runtime.modules() if isinstance(m, Int8Layer)]) > 60
     with torch.no_grad():
         assert_as_good_as_the_simulation(got, sim(*inputs), model(*inputs))
 
 
-def test_a_w8_file_takes_integer_kernels_by_default_exactly_where_its_grid_meets_the_quality_bar(monkeypatch):
+def test_a_w8_file_takes_integer_kernels_by_default_unless_it_records_that_its_grids_miss_the_bar(monkeypatch):
     meta = {"weight_bits": 8, "act_bits": None}
+    bar = Int8Policy().max_dynamic_lpips
     for bits in (7, 8):  # CPUs without and with VNNI
-        monkeypatch.setattr(runtime_load, "dynamic_bits", lambda bits=bits: bits)
-        backend, why = runtime_load.default_backend(meta)
-        assert backend == ("int8" if runtime_load.DYNAMIC_LPIPS[bits] <= runtime_load.QUALITY_BAR else "weight-only")
-        assert f"{bits}-bit" in why and f"{runtime_load.DYNAMIC_LPIPS[bits]:.4f}" in why
-    assert runtime_load.default_backend(meta, "cuda")[0] == "weight-only"
-    assert runtime_load.default_backend({"weight_bits": 4, "act_bits": None})[0] == "weight-only"
+        monkeypatch.setattr(runtime_policy, "dynamic_bits", lambda bits=bits: bits)
+        backend, why = default_backend(meta)
+        assert backend == "int8" and f"{bits}-bit" in why and "records no LPIPS" in why
+        assert default_backend({**meta, DYNAMIC_LPIPS: {str(bits): bar / 2}})[0] == "int8"
+        backend, why = default_backend({**meta, DYNAMIC_LPIPS: {str(bits): 2 * bar}})
+        assert backend == "weight-only" and f"LPIPS {2 * bar:.4f}" in why and f"{bits}-bit" in why
+    # this CPU's 7-bit grids miss the bar, 8-bit ones (7-bit weight halves here) meet it: int8 on 8-bit grids
+    monkeypatch.setattr(runtime_policy, "dynamic_bits", lambda: 7)
+    widened = {**meta, DYNAMIC_LPIPS: {"7": 2 * bar, "8": bar / 2}}
+    assert default_policy(widened).grid_bits == 8 and default_policy(meta).grid_bits == 7
+    assert default_backend(widened)[0] == "int8" and "8-bit" in default_backend(widened)[1]
+    assert default_backend({**meta, DYNAMIC_LPIPS: {"7": 2 * bar, "8": 2 * bar}})[0] == "weight-only"
+    for bits in range(2, 9):  # any grid width a policy allows has a decision, recorded or not
+        assert default_backend(meta, policy=Int8Policy(grid_bits=bits))[0] == "int8"
+        strict = Int8Policy(grid_bits=bits, max_dynamic_lpips=0.0)
+        assert default_backend({**meta, DYNAMIC_LPIPS: {bits: 1e-3}}, policy=strict)[0] == "weight-only"
+    assert default_backend(meta, "cuda")[0] == "weight-only"
+    assert default_backend({"weight_bits": 4, "act_bits": None})[0] == "weight-only"
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        ({"grid_bits": 9}, "grid_bits"),
+        ({"grid_bits": 1}, "grid_bits"),
+        ({"dynamic_weight_only": "out.2"}, "tuple of layer-name patterns"),
+        ({"min_intensity": -1.0}, "min_intensity"),
+        ({"max_dynamic_lpips": float("nan")}, "max_dynamic_lpips"),
+    ],
+)
+def test_a_policy_out_of_range_is_refused_naming_the_field(fields, match):
+    with pytest.raises(ValueError, match=match):
+        Int8Policy(**fields)
+
+
+def test_a_w8_file_recording_that_its_grids_miss_the_bar_loads_weight_only_and_exact(files, calib, tmp_path):
+    """The fallback the policy describes is reachable from a file: its maker records the LPIPS of its
+    per-call grids (record_dynamic_lpips keeps the tensors and their checksum), ``auto`` then runs it exactly."""
+    path = tmp_path / "w8_recorded.safetensors"
+    path.write_bytes(files["w8"].read_bytes())
+    grid = default_policy().grid()
+    record_dynamic_lpips(path, {grid: 0.5})
+    assert read_meta(path)[DYNAMIC_LPIPS] == {str(grid): 0.5}
+    runtime, sim = load_runtime(path), load_quantized(path)
+    assert runtime.runtime_backend[0] == "weight-only" and "0.5000" in runtime.runtime_backend[1]
+    assert not any(isinstance(m, Int8Layer) for m in runtime.modules())
+    inputs = calib.batch(slice(None))
+    with torch.no_grad():
+        assert torch.equal(runtime(*inputs), sim(*inputs))
+    lenient = Int8Policy(max_dynamic_lpips=1.0)
+    assert load_model(path, policy=lenient).runtime_backend[0] == "int8"
+    record_dynamic_lpips(path, {grid: 0.001})
+    assert load_runtime(path).runtime_backend[0] == "int8"
+    meta = read_meta(path)
+    bad = {k: v for k, v in meta.items() if k != "sha256"}
+    tensors, _ = load_tensors(path)
+    save_tensors(path, tensors, {**bad, DYNAMIC_LPIPS: {"16": 0.001}})
+    with pytest.raises(ValueError, match="dynamic_lpips"):
+        load_runtime(path)
+
+
+def test_a_policy_chooses_the_layers_to_int8_swaps(files):
+    """Patterns and the intensity rule are the policy's: none kept weight-only and every intensity puts
+    every layer but the input conv on integer kernels; the default keeps the skip convs and the output conv."""
+    every = load_runtime(files["w8"], backend="int8", policy=Int8Policy(dynamic_weight_only=(), min_intensity=0))
+    default = load_runtime(files["w8"], backend="int8")
+    names = {name for name, _ in quant_layers(load_quantized(files["w8"]))}
+    on_int8 = {n for n, m in every.named_modules() if isinstance(m, Int8Layer)}
+    assert on_int8 == names - {"input_blocks.0.0"}
+    kept = on_int8 - {n for n, m in default.named_modules() if isinstance(m, Int8Layer)}
+    assert "out.2" in kept and len(kept) >= 5 and all(n == "out.2" or n.endswith(".skip_connection") for n in kept)
+    grids = {
+        m.grid_bits
+        for m in load_runtime(files["w8"], backend="int8", policy=Int8Policy(grid_bits=5, min_intensity=0)).modules()
+        if isinstance(m, Int8Layer)
+    }
+    assert grids == {5}
 
 
 def test_a_w8_file_loads_with_its_default_and_runs_within_the_bound_on_dynamic_grids(files, calib, monkeypatch):
@@ -288,13 +364,13 @@ def test_a_w8_file_loads_with_its_default_and_runs_within_the_bound_on_dynamic_g
     with torch.no_grad():
         expected = sim(*inputs)
         default = load_runtime(files["w8"])
-        assert default.runtime_backend == runtime_load.default_backend(read_meta(files["w8"]))
+        assert default.runtime_backend == default_backend(read_meta(files["w8"]))
         if default.runtime_backend[0] == "weight-only":
             assert torch.equal(default(*inputs), expected)
     runtime = load_runtime(files["w8"], backend="int8")
     seen, got = materialised_weights(runtime, inputs, monkeypatch)
     skips = {name for name, _ in quant_layers(sim) if name.endswith(".skip_connection")}
-    assert len(skips) >= 4 and set(seen) == {"input_blocks.0.0", "out.2", *skips}  # load.DYNAMIC_WEIGHT_ONLY
+    assert len(skips) >= 4 and set(seen) == {"input_blocks.0.0", "out.2", *skips}  # Int8Policy.dynamic_weight_only
     int8 = [m for m in runtime.modules() if isinstance(m, Int8Layer)]
     assert len(int8) > 60 and all(g.dynamic and not g.halves for m in int8 for g in m.groups[:1])
     assert rel_err(got, expected) < DYNAMIC_BOUND
@@ -341,6 +417,11 @@ def test_the_bf16_backend_is_refused_in_one_line_where_the_cpu_lacks_native_bf16
         load_model(files["w8"], backend="bf16")
     with pytest.raises(ValueError, match="'auto' \\(fp32\\) or 'bf16'"):
         load_model(files["fp32"], backend="int8")
+    with pytest.raises(ValueError, match="no native bf16"):  # a policy's bf16 use is the same opt-in
+        load_model(files["fp32"], policy=Int8Policy(bf16=True))
+    monkeypatch.setattr(runtime_bf16, "bf16_native", lambda: True)
+    assert load_model(files["fp32"], policy=Int8Policy(bf16=True)).runtime_backend[0] == "bf16"
+    assert not hasattr(load_model(files["fp32"], policy=Int8Policy()), "runtime_backend")  # fp32 by default
 
 
 @pytest.mark.skipif(not runtime_bf16.bf16_native(), reason="this CPU has no native bf16")
@@ -360,18 +441,18 @@ def test_the_bf16_backend_holds_one_bf16_copy_of_the_convolutions_and_stays_near
 
 
 def test_auto_keeps_a_w8_layer_weight_only_exactly_where_int8_does_not_pay(files, calib):
-    """``auto`` applies INT8_MIN_INTENSITY per layer; ``int8`` puts every eligible layer on integer kernels."""
+    """``auto`` applies the policy's min_intensity per layer; ``int8`` puts every eligible layer on integer kernels."""
     sim, inputs = load_quantized(files["w8"]), calib.batch(slice(None))
-    if runtime_load.default_backend(read_meta(files["w8"]))[0] != "int8":
+    if default_backend(read_meta(files["w8"]))[0] != "int8":
         pytest.skip("this CPU's dynamic grids miss the quality bar: auto stays weight-only")
     auto, every = load_runtime(files["w8"]), load_runtime(files["w8"], backend="int8")
     layers = dict(quant_layers(sim))
     for name in (n for n, m in every.named_modules() if isinstance(m, Int8Layer)):
-        pays = runtime_load.intensity(layers[name].qweight.shape) >= runtime_load.INT8_MIN_INTENSITY
+        pays = runtime_policy.intensity(layers[name].qweight.shape) >= Int8Policy().min_intensity
         assert isinstance(auto.get_submodule(name), Int8Layer) == pays, name
     kept = [n for n, m in auto.named_modules() if isinstance(m, Int8Layer)]
     assert 0 < len(kept) < len([m for m in every.modules() if isinstance(m, Int8Layer)])
-    assert runtime_load.intensity(layers["time_embed.0"].qweight.shape) == 32 * 128 / (32 + 128)  # a 32 -> 128 linear
+    assert runtime_policy.intensity(layers["time_embed.0"].qweight.shape) == 32 * 128 / (32 + 128)  # a 32 -> 128 linear
     with torch.no_grad():
         assert rel_err(auto(*inputs), sim(*inputs)) < DYNAMIC_BOUND
 
@@ -428,8 +509,8 @@ def test_analytic_bytes_equal_the_files_and_bit_ops_count_each_layer_at_its_bits
     cfg = create_model("cpu-test").config
     for name in ("w8", "w4", "w4a6"):
         tensors, meta = load_tensors(files[name])
-        skeleton = quant_skeleton(cfg, CONFIGS[name]["weight_bits"], CONFIGS[name].get("act_bits"))
-        assert quantized_bytes(skeleton) == sum(v.numel() * v.element_size() for v in tensors.values())
+        plan = quant_plan(cfg, CONFIGS[name]["weight_bits"], CONFIGS[name].get("act_bits"))
+        assert stored_bytes(cfg, plan) == sum(v.numel() * v.element_size() for v in tensors.values())
     costs = model_costs(cfg)
     assert bit_ops(costs) == costs.flops_forward // 2 * 32 * 32
     plan = read_meta(files["w8a8"])
@@ -527,16 +608,11 @@ def mini(tmp_path_factory):
     calib = build_calibration_set(
         net,
         SyntheticScenes(4, image_hw=(16, 16)),
-        num_maps=4,
-        psnrs=(1.0, 100.0),
-        steps=2,
-        every=1,
-        batch_size=4,
-        progress=False,
+        CalibrationRecipe(num_maps=4, psnrs=(1.0, 100.0), steps=2, every=1, batch_size=4),
     )
     tmp = tmp_path_factory.mktemp("onnx")
     save_quantized(
-        quantize(net, calib, weight_bits=8, act_bits=8, iters=0, quantize_attention=True, progress=False),
+        quantize(net, calib, QuantConfig(weight_bits=8, act_bits=8, iters=0, quantize_attention=True)),
         tmp / "w8a8.safetensors",
     )
     export(tmp / "w8a8.safetensors", tmp / "w8a8.onnx")
@@ -593,7 +669,7 @@ def test_openvino_refuses_8_bit_symmetric_weights_where_its_kernels_saturate(min
     net, _, asymmetric, _ = mini
     paths = {}
     for bits in (7, 8):
-        qmodel = quantize(net, None, weight_bits=bits, symmetric=True, iters=0, weight_init="minmax", progress=False)
+        qmodel = quantize(net, None, QuantConfig(weight_bits=bits, symmetric=True, iters=0, weight_init="minmax"))
         save_quantized(qmodel, tmp_path / f"w{bits}s.safetensors")
         paths[bits] = tmp_path / f"w{bits}s.onnx"
         export(tmp_path / f"w{bits}s.safetensors", paths[bits])

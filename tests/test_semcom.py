@@ -5,6 +5,7 @@ and the refusals of `qgesco compare`."""
 from __future__ import annotations
 
 import io
+import json
 import math
 from types import SimpleNamespace
 
@@ -15,11 +16,10 @@ from PIL import Image
 
 from qgesco.channel import Rayleigh, encode, noise_sigma
 from qgesco.cli import main
-from qgesco.semcom import DigitalLink, capacity, make_schemes, stats
+from qgesco.semcom import CompareSettings, DigitalLink, capacity, make_schemes, stats
 from qgesco.semcom import mcs as link_adaptation
 from qgesco.semcom.codec import CODECS, _resize, _save, best_fit, decode_image, decode_map, image_payload, map_payload
 from qgesco.semcom.link import MCS_TABLE, rayleigh_gain
-from qgesco.semcom.runner import check_settings
 
 pytest.importorskip("sionna.phy", reason="the digital schemes need sionna-no-rt (pip install 'qgesco[semcom]')")
 pytestmark = pytest.mark.usefixtures("one_thread")  # Sionna's many small ops: one thread is much faster on 2 cores
@@ -258,7 +258,15 @@ def test_an_images_regenerations_share_their_noise_across_schemes(tmp_path, monk
 def test_bad_settings_refused(kwargs, message):
     settings = dict(snrs=[0.0, 10.0], budgets=[1.0], schemes=["analog-map"], images=4, view_snr=None) | kwargs
     with pytest.raises(ValueError, match=message):
-        check_settings(**settings)
+        CompareSettings("camvid:val", **settings)
+
+
+def test_compare_settings_are_normalised_and_round_trip_through_a_dict():
+    s = CompareSettings(snrs=[20, 0, 10], budgets=[1], schemes=["analog-map"], codecs="webp")
+    assert s.snrs == (0.0, 10.0, 20.0) and s.view_snr == 10.0 and s.codecs == ("webp",)
+    assert CompareSettings.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    with pytest.raises(ValueError, match="workers must be in"):
+        CompareSettings(workers=0)
 
 
 def test_cli_refuses_in_one_line_before_work(camvid_dir, tmp_path, capsys):

@@ -2,8 +2,9 @@
 
 ``y = encode(labels, C, instance)`` builds the model's conditioning map;
 ``transmit(y, AWGN(10), C, generator=g)`` returns it as the receiver's model sees it
-after the channel. The pieces are public for training, calibration and evaluation, and
-this package depends on torch, numpy and PIL only (never on models or diffusion).
+after the channel; ``save_received`` / ``load_received`` carry received maps from a transmitter to
+a separate receiver. The pieces are public for training, calibration and evaluation, and this
+package depends on torch, numpy, PIL and the file helpers only (never on models or diffusion).
 """
 
 from .budget import Bandwidth, bandwidth, jpeg_bits, png_bits
@@ -24,6 +25,7 @@ from .noise import (
 from .onehot import check_y, class_indices, encode, instance_edges
 from .palette import CAMVID_PALETTE, CITYSCAPES_PALETTE, class_palette, colorize
 from .presence import Compressed, compress, decompress
+from .received import load_received, save_received
 
 __all__ = [
     "AWGN",
@@ -49,10 +51,12 @@ __all__ = [
     "decompress",
     "encode",
     "instance_edges",
+    "load_received",
     "jpeg_bits",
     "make_channel",
     "noise_sigma",
     "png_bits",
+    "save_received",
     "send",
     "transmit",
 ]

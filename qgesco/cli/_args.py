@@ -8,9 +8,9 @@ import argparse
 def input_files(**sources: str | None) -> dict[str, str | None]:
     """``--option -> file`` of a verb's input options (a bundled model name resolved to its file), for
     :func:`qgesco.validate.output_file` to refuse an output that would overwrite one."""
-    from qgesco.models.checkpoint import BUNDLED
+    from qgesco.models.checkpoint import source_path
 
-    return {f"--{k}": str(BUNDLED[v]) if v in BUNDLED else v for k, v in sources.items()}
+    return {f"--{k}": None if v is None else str(source_path(v)) for k, v in sources.items()}
 
 
 def _floats(text: str, shown: str, what: str, example: str) -> list[float]:

@@ -46,86 +46,60 @@ def parse_hw(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import statistics
     import time
-    from pathlib import Path
-
-    import torch
 
     from qgesco import validate
     from qgesco.api import load_model
-    from qgesco.fileio import read_meta, write_json
-    from qgesco.models.checkpoint import BUNDLED, bundled_path, create_model, file_config
+    from qgesco.fileio import write_json
+    from qgesco.models.checkpoint import open_source
     from qgesco.models.costs import model_costs
-    from qgesco.models.presets import PRESETS
-    from qgesco.runtime.timing import machine, machine_line, measure_step, peak_rss_mb, randomize_zero_init
+    from qgesco.runtime.timing import random_model, step_figures
 
     validate.finite_number("--reps", args.reps, low=1, integer=True)
     validate.finite_number("--warmup", args.warmup, low=0, integer=True)
     validate.seed("--seed", args.seed)
     if args.json is not None:
         validate.output_file("--json", args.json, (".json",), inputs={"--model": args.model})
-    source = bundled_path(args.model) if args.model in BUNDLED else Path(args.model)
-    if source.is_file():
-        meta = read_meta(source)
-        if meta.get("kind") not in ("unet", "quantized-unet"):
-            raise ValueError(
-                f"--model {source}: holds a {meta.get('kind', 'unknown')!r} file, not a model; "
-                "give a model file, bundled name or preset"
-            )
-        cfg = file_config(source, meta)
-    elif args.model in PRESETS:
-        cfg, source = PRESETS[args.model], None
-    else:
-        raise FileNotFoundError(
-            f"--model {args.model}: no such file, bundled model ({', '.join(BUNDLED)}) or preset ({', '.join(PRESETS)})"
-        )
+    source = open_source(args.model)
+    cfg = source.config
     if args.hw:
-        h, w = validate.image_size("--hw", *parse_hw(args.hw), cfg.downsample_factor)
-        cfg = cfg.replace(image_hw=(h, w))
-
+        cfg = cfg.replace(image_hw=validate.image_size("--hw", *parse_hw(args.hw), cfg.downsample_factor))
     start = time.perf_counter()
-    if source is None:  # built, not loaded: channels_last as load_model gives a float model
-        model = randomize_zero_init(create_model(cfg, seed=args.seed), args.seed).eval()
-        model = model.to(memory_format=torch.channels_last)
-    else:
-        model = load_model(source)
+    model = random_model(cfg, args.seed) if source.path is None else load_model(source.path)
     made_s = time.perf_counter() - start
-    backend = list(getattr(model, "runtime_backend", ("fp32", "full precision, eager PyTorch, channels_last")))
-    times = measure_step(model, cfg, args.reps, args.warmup)
     result = {
         "model": args.model,
-        "file": None if source is None else str(source),
+        "file": None if source.path is None else str(source.path),
         "params": model_costs(cfg).params,
-        "backend": backend,
         "image_hw": list(cfg.image_hw),
-        "build_s" if source is None else "load_s": made_s,
-        "step_ms": times,
-        "step_ms_median": statistics.median(times),
-        "peak_rss_mb": peak_rss_mb(),
-        "threads": torch.get_num_threads(),
-        "warmup": args.warmup,
-        "machine": machine(),
+        "build_s" if source.path is None else "load_s": made_s,
+        **step_figures(model, cfg, args.reps, args.warmup),
     }
-    m = result["machine"]
-    made = (
-        f"built in {made_s:.2f} s (preset, seeded random weights, seed {args.seed}; not loaded from a file)"
-        if source is None
-        else f"{made_s:.2f} s (qgesco.load_model)"
-    )
-    print(f"model        {args.model}" + ("" if source is None else f" ({source})"))
-    print(f"parameters   {result['params']:,}")
-    print(f"backend      {backend[0]} ({backend[1]})")
-    print(f"image        {cfg.image_hw[0]}x{cfg.image_hw[1]}; one guided DDIM step = one batch-2 forward")
-    print(f"load         {made}")
-    print(
-        f"guided step  {result['step_ms_median']:.1f} ms, median of {args.reps} (min {min(times):.1f}, "
-        f"max {max(times):.1f}) after {args.warmup} warm-up"
-    )
-    print(f"peak RSS     {result['peak_rss_mb']:.0f} MB (this process: imports, model, steps)")
-    print(f"threads      {result['threads']}")
-    print(f"machine      {machine_line(m)}")
-    print("every runtime mode, in fresh processes: python bench/receiver.py in a checkout (docs/runtime.md)")
+    print_result(result, args)
     if args.json is not None:
         write_json(args.json, result)
     return 0
+
+
+def print_result(r: dict, args: argparse.Namespace) -> None:
+    from qgesco.runtime.timing import machine_line
+
+    times, backend = r["step_ms"], r["backend"]
+    made = (
+        f"built in {r['build_s']:.2f} s (preset, seeded random weights, seed {args.seed}; not loaded from a file)"
+        if r["file"] is None
+        else f"{r['load_s']:.2f} s (qgesco.load_model)"
+    )
+    print(f"model        {args.model}" + ("" if r["file"] is None else f" ({r['file']})"))
+    print(f"parameters   {r['params']:,}")
+    print(f"backend      {backend[0]} ({backend[1]})")
+    print(f"image        {r['image_hw'][0]}x{r['image_hw'][1]}; one guided DDIM step = one batch-2 forward")
+    print(f"load         {made}")
+    print(
+        f"guided step  {r['step_ms_median']:.1f} ms, median of {len(times)} (min {min(times):.1f}, "
+        f"max {max(times):.1f}) after {r['warmup']} warm-up"
+    )
+    print(f"peak RSS     {r['peak_rss_mb']:.0f} MB (this process: imports, model, steps)")
+    print(f"threads      {r['threads']}")
+    print(f"machine      {machine_line(r['machine'])}")
+    print("every runtime mode, in fresh processes: python bench/receiver.py in a checkout (docs/runtime.md)")

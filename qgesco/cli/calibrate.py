@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from qgesco import validate
     from qgesco.data import open_dataset
     from qgesco.models.checkpoint import load_float_model
-    from qgesco.quant import PAPER_PSNRS, build_calibration_set
+    from qgesco.quant import PAPER_PSNRS, CalibrationRecipe, build_calibration_set
 
     if args.timestep_only and args.psnr is not None:
         raise ValueError("--psnr sets the channel noise; --timestep-only records clean maps: give one or the other")
@@ -71,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_float_model(args.model)
     dataset = open_dataset(args.data, args.data_root, image_hw=model.config.image_hw)
     partial = Path(f"{args.out}.partial")
-    calib = build_calibration_set(
-        model,
-        dataset,
+    recipe = CalibrationRecipe(
         num_maps=args.maps,
         psnrs=args.psnr or PAPER_PSNRS,
         timestep_only=args.timestep_only,
@@ -86,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
         compress=not args.no_compress,
         batch_size=args.batch_size,
         seed=args.seed,
-        resume=partial,
-        provenance={"model": str(args.model), "data": args.data},
     )
+    calib = build_calibration_set(model, dataset, recipe, partial)
+    calib.info["provenance"].update(model=str(args.model), data=args.data)
     calib.save(args.out)
     partial.unlink(missing_ok=True)
     summary = calib.summary()

@@ -124,7 +124,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from qgesco import validate
-    from qgesco.semcom import compare
+    from qgesco.semcom import CompareSettings, compare
     from qgesco.semcom.report import render
 
     device = validate.device("--device", args.device)
@@ -134,10 +134,9 @@ def run(args: argparse.Namespace) -> int:
             f"--codec {','.join(args.codec)} sets the photo codec of digital-image / ideal-image, which --schemes "
             f"{','.join(args.schemes)} leaves out: add one of them or leave --codec out"
         )
-    result = compare(
+    settings = CompareSettings(
         args.data,
-        out=args.out,
-        model=args.model,
+        data_root=args.data_root,
         snrs=args.snr,
         budgets=args.budget,
         schemes=args.schemes,
@@ -156,9 +155,8 @@ def run(args: argparse.Namespace) -> int:
         view_snr=args.view_snr,
         cleanup=args.filter,
         seed=args.seed,
-        data_root=args.data_root,
-        device=str(device),
     )
+    result = compare(settings, args.out, args.model, str(device))
     print(render(result))
     print(
         f"wrote results.json, table.md, quality_vs_snr.png, quality_vs_budget.png and images/ in {args.out} "

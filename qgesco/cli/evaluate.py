@@ -84,8 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from qgesco import validate
-    from qgesco.diffusion import parse_guidance_window, sampler_spec
-    from qgesco.evaluate import evaluate
+    from qgesco.diffusion import PAPER_SAMPLER, parse_guidance_window, sampler_spec
+    from qgesco.evaluate import EvalSettings, evaluate
     from qgesco.evaluate.models import default_name
     from qgesco.runtime import backend_line
 
@@ -113,17 +113,15 @@ def run(args: argparse.Namespace) -> int:
         if line:
             print(line)
     window = None if args.guidance_window is None else parse_guidance_window(args.guidance_window)
-    result = evaluate(
-        models,
+    settings = EvalSettings(
         args.data,
-        out=args.out,
         data_root=args.data_root,
         psnrs=args.psnr,
         channel=args.channel,
         noise_table=args.noise_table,
         cleanup=args.filter,
         compress=not args.no_compress,
-        sampler=sampler_spec(args.sampler, args.steps, "ddpm1000"),
+        sampler=sampler_spec(args.sampler, args.steps, PAPER_SAMPLER),
         guidance=args.guidance,
         guidance_window=window,
         images=args.images,
@@ -133,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
         reference=args.reference,
         grid_psnr=args.grid_psnr,
         grid_images=args.grid_images,
-        device=args.device,
     )
+    result = evaluate(models, settings, args.out, args.device)
     if result is not None:
         from qgesco.evaluate import render
 

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     from qgesco import validate
     from qgesco.models.checkpoint import load_float_model
-    from qgesco.quant import quantize, save_quantized
+    from qgesco.quant import QuantConfig, quantize, save_quantized
     from qgesco.quant.quantizers import check_bits
 
     check_bits("--wbits", args.wbits)
@@ -86,22 +86,20 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--calib {args.calib}: no such file; make one with qgesco calibrate")
     model = load_float_model(args.model).to(device)
     resume = Path(f"{args.out}.resume")
-    qmodel = quantize(
-        model,
-        args.calib,
+    config = QuantConfig(
         weight_bits=args.wbits,
         act_bits=args.abits,
-        iters=args.iters,
         symmetric=args.symmetric,
-        weight_init=args.weight_init,
         split=not args.no_split,
         keep_fp=args.keep_fp,
         quantize_attention=args.quant_attention,
+        weight_init=args.weight_init,
+        iters=args.iters,
         learn_act_scale=not args.no_lsq,
         batch_size=args.batch_size,
         seed=args.seed,
-        resume=resume,
     )
+    qmodel = quantize(model, args.calib, config, resume)
     save_quantized(qmodel.cpu(), args.out, model=str(args.model), calib=str(args.calib) if args.calib else None)
     shutil.rmtree(resume, ignore_errors=True)
     report = qmodel.quant_report

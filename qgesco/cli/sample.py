@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     from qgesco import validate
     from qgesco.api import load_model
+    from qgesco.channel import load_received
     from qgesco.diffusion import sampler_spec
-    from qgesco.fileio import atomic_path, load_tensors
+    from qgesco.fileio import atomic_path
     from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_SAMPLER, receiver_window, regenerate
     from qgesco.runtime import backend_line
     from qgesco.viz import images_to_uint8
@@ -50,15 +51,7 @@ def run(args: argparse.Namespace) -> int:
     validate.output_file(
         "--out", args.out, (".png",), inputs={"received.safetensors": args.received, "--model": args.model}
     )
-    tensors, meta = load_tensors(args.received)
-    if meta.get("kind", "received-maps") != "received-maps":
-        raise ValueError(
-            f"{args.received}: holds a {meta['kind']!r} file, not received maps; "
-            "make them with `qgesco transmit ... --out`"
-        )
-    if "y" not in tensors:
-        raise ValueError(f"{args.received}: no received map 'y' in it; make it with `qgesco transmit ... --out`")
-    y = validate.maps(f"{args.received}: the received map", tensors["y"].float())
+    y, _, _ = load_received(args.received)
     model = load_model(args.model)
     validate.finite_weights(f"model {args.model}", model)
     validate.image_size(f"{args.received}: the map size", *y.shape[2:], model.config.downsample_factor)

@@ -60,9 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _read_ids(path: str, what: str):
+    """An (H, W) int64 array of the ids in a single-channel PNG."""
     from pathlib import Path
 
-    """An (H, W) int64 array of the ids in a single-channel PNG."""
     import numpy as np
     from PIL import Image
 
@@ -98,16 +98,11 @@ def _parse_ignore(items: list[str]) -> dict[int, int | None]:
     return ignore
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse flag combinations and values that cannot work, before any file is read."""
     from pathlib import Path
 
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from qgesco import channel as ch
     from qgesco import validate
-    from qgesco.fileio import atomic_path, save_tensors
 
     if not (args.out or args.preview or args.stats):
         raise ValueError("nothing to do: give --out, --preview and/or --stats")
@@ -118,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{' and '.join(unused)} only feed the JPEG figure of --stats: add --stats or leave them out")
     validate.finite_number("--psnr", args.psnr)
     validate.finite_number("--num-classes", args.num_classes, low=1, high=MAX_CLASSES, integer=True)
-    quality = 75 if args.jpeg_quality is None else args.jpeg_quality
-    validate.finite_number("--jpeg-quality", quality, low=1, high=100, integer=True)
+    validate.finite_number("--jpeg-quality", _quality(args), low=1, high=100, integer=True)
     validate.seed("--seed", args.seed)
     if args.block is not None:
         validate.finite_number("--block", args.block, low=1, integer=True)
@@ -130,31 +124,87 @@ def run(args: argparse.Namespace) -> int:
         validate.output_file("--preview", args.preview, (".png",), inputs={**inputs, "--out": args.out})
     if args.image and not Path(args.image).is_file():
         raise FileNotFoundError(f"--image {args.image}: no such file")
-    link = ch.make_channel(args.channel, args.psnr, table=args.noise_table, block=args.block)
-    C = args.num_classes
-    ignore = _parse_ignore(args.ignore)
+
+
+def _quality(args: argparse.Namespace) -> int:
+    return 75 if args.jpeg_quality is None else args.jpeg_quality
+
+
+def _read_photo(path: str, labels):
+    """The (1, 3, H, W) uint8 photo of ``--image``, at the label map's size."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            photo = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None]
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"--image {path}: cannot be read as an image ({e}); give an RGB PNG or JPEG") from None
+    if photo.shape[2:] != labels.shape[1:]:
+        raise ValueError(
+            f"--image {path}: is {photo.shape[2]}x{photo.shape[3]} but the map {labels.shape[1]}x"
+            f"{labels.shape[2]}; the per-pixel figures compare equal pixels: give the photo at the map's size"
+        )
+    return photo
+
+
+def _read_maps(args: argparse.Namespace):
+    """``(labels, instance or None)`` as (1, H, W) int64 tensors, checked against each other."""
+    import torch
+
+    from qgesco import validate
+
     labels = torch.from_numpy(_read_ids(args.label, "the label map"))[None]
     instance = torch.from_numpy(_read_ids(args.instance, "the instance map"))[None] if args.instance else None
-    validate.map_bytes(f"--num-classes {C}", C + (instance is not None), *labels.shape[1:])
+    validate.map_bytes(
+        f"--num-classes {args.num_classes}", args.num_classes + (instance is not None), *labels.shape[1:]
+    )
     if instance is not None and instance.shape != labels.shape:
         raise ValueError(
             f"--instance {args.instance}: is {instance.shape[1]}x{instance.shape[2]} but the label map "
             f"{labels.shape[1]}x{labels.shape[2]}; give the instance map of this label map"
         )
-    photo = None
-    if args.image:
-        try:
-            with Image.open(args.image) as im:
-                photo = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None]
-        except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ValueError(
-                f"--image {args.image}: cannot be read as an image ({e}); give an RGB PNG or JPEG"
-            ) from None
-        if photo.shape[2:] != labels.shape[1:]:
-            raise ValueError(
-                f"--image {args.image}: is {photo.shape[2]}x{photo.shape[3]} but the map {labels.shape[1]}x"
-                f"{labels.shape[2]}; the per-pixel figures compare equal pixels: give the photo at the map's size"
-            )
+    return labels, instance
+
+
+def _print_stats(b) -> None:
+    """The channel uses of the map and the bits of its digital alternatives, in total and per pixel."""
+    pixels = b.height * b.width
+    rows = [
+        ("full one-hot", f"{b.full_channel_uses:,} real channel uses", b.full_channel_uses / pixels),
+        (
+            "presence-compressed",
+            f"{b.compressed_channel_uses:,} real channel uses + {b.presence_bits} bits",
+            b.compressed_channel_uses / pixels,
+        ),
+        ("label map as PNG", f"{b.label_png_bits:,} bits", b.label_png_bits / pixels),
+    ]
+    if b.instance_png_bits is not None:
+        rows.append(("instance map as PNG", f"{b.instance_png_bits:,} bits", b.instance_png_bits / pixels))
+    if b.jpeg_bits is not None:
+        rows.append((f"photo as JPEG q={b.jpeg_quality}", f"{b.jpeg_bits:,} bits", b.jpeg_bits / pixels))
+    print(
+        f"map {b.height}x{b.width}, {b.classes_present} of {b.num_classes} classes present"
+        f"{', with instance-edge plane' if b.edge_plane else ''}"
+    )
+    for name, amount, per_pixel in rows:
+        print(f"  {name:<22} {amount:<44} {per_pixel:8.3f} per pixel")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from qgesco import channel as ch
+    from qgesco.fileio import atomic_path
+
+    _check_args(args)
+    link = ch.make_channel(args.channel, args.psnr, table=args.noise_table, block=args.block)
+    C = args.num_classes
+    ignore = _parse_ignore(args.ignore)
+    labels, instance = _read_maps(args)
+    photo = _read_photo(args.image, labels) if args.image else None
     y = ch.encode(labels, C, instance, ignore=ignore)
     generator = torch.Generator().manual_seed(args.seed)
     received = ch.transmit(y, link, C, cleanup=args.filter, compress=not args.no_compress, generator=generator)
@@ -165,10 +215,8 @@ def run(args: argparse.Namespace) -> int:
         f"{link}: sigma {float(link.sigma):.4g}, {len(present)}/{C} classes present, "
         f"argmax of the received map agrees with the label on {100 * agreement:.2f}% of pixels"
     )
-
     if args.out:
-        meta = {
-            "kind": "received-maps",
+        info = {
             "source": str(args.label),
             "instance": args.instance,
             "num_classes": C,
@@ -184,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             "classes_present": present,
             "ignore": {str(k): v for k, v in ignore.items()},
         }
-        save_tensors(args.out, {"y": received, "labels": classes}, meta)
+        ch.save_received(args.out, received, classes, info)
         print(f"wrote {args.out}: y {tuple(received.shape)}, labels {tuple(classes.shape)}")
     if args.preview:
         side_by_side = torch.cat([ch.colorize(classes[0], C), ch.colorize(received[0, :C].argmax(0), C)], dim=1)
@@ -192,25 +240,5 @@ def run(args: argparse.Namespace) -> int:
             Image.fromarray(side_by_side.numpy()).save(tmp, format="PNG")
         print(f"wrote {args.preview}: clean map | received argmax")
     if args.stats:
-        b = ch.bandwidth(labels, C, instance, photo, jpeg_quality=quality, ignore=ignore)[0]
-        pixels = b.height * b.width
-        rows = [
-            ("full one-hot", f"{b.full_channel_uses:,} real channel uses", b.full_channel_uses / pixels),
-            (
-                "presence-compressed",
-                f"{b.compressed_channel_uses:,} real channel uses + {b.presence_bits} bits",
-                b.compressed_channel_uses / pixels,
-            ),
-            ("label map as PNG", f"{b.label_png_bits:,} bits", b.label_png_bits / pixels),
-        ]
-        if b.instance_png_bits is not None:
-            rows.append(("instance map as PNG", f"{b.instance_png_bits:,} bits", b.instance_png_bits / pixels))
-        if b.jpeg_bits is not None:
-            rows.append((f"photo as JPEG q={b.jpeg_quality}", f"{b.jpeg_bits:,} bits", b.jpeg_bits / pixels))
-        print(
-            f"map {b.height}x{b.width}, {b.classes_present} of {b.num_classes} classes present"
-            f"{', with instance-edge plane' if b.edge_plane else ''}"
-        )
-        for name, amount, per_pixel in rows:
-            print(f"  {name:<22} {amount:<44} {per_pixel:8.3f} per pixel")
+        _print_stats(ch.bandwidth(labels, C, instance, photo, jpeg_quality=_quality(args), ignore=ignore)[0])
     return 0

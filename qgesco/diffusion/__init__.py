@@ -3,6 +3,7 @@
 from .create import create_diffusion
 from .gaussian import GaussianDiffusion, get_named_beta_schedule
 from .samplers import (
+    PAPER_SAMPLER,
     DDIMSampler,
     DDPMSampler,
     DPMSolverPPSampler,
@@ -15,6 +16,7 @@ from .samplers import (
 )
 
 __all__ = [
+    "PAPER_SAMPLER",
     "DDIMSampler",
     "DDPMSampler",
     "DPMSolverPPSampler",

@@ -53,6 +53,8 @@ from tqdm.auto import tqdm
 
 from .gaussian import Denoiser, GaussianDiffusion, StepCallback
 
+#: The paper's sampler: 1000 ancestral DDPM steps with the learned-range variance.
+PAPER_SAMPLER = "ddpm1000"
 SPACINGS = ("uniform", "quadratic", "logsnr")
 SPEC_FORMS = (
     "ddpmN, ddimN or dpm++N (N steps), with a trailing 'q' for quadratic or 'l' for logSNR spacing, "

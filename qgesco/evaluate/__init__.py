@@ -1,8 +1,8 @@
 """Evaluation of receivers over channel quality: the paper's Tables I and II.
 
-    from qgesco.evaluate import evaluate
-    result = evaluate({"fp32": "camvid-demo", "W8": "w8.safetensors"}, "camvid:val", out="runs/eval",
-                      psnrs=(100, 20, 10), sampler="ddpm1000", guidance=2)
+    from qgesco.evaluate import EvalSettings, evaluate
+    settings = EvalSettings("camvid:val", psnrs=(100, 20, 10), guidance=2)  # the paper's sampler, ddpm1000
+    result = evaluate({"fp32": "camvid-demo", "W8": "w8.safetensors"}, settings, "runs/eval")
 
 Every model regenerates the same received maps from the same x_T (seeded per image), images
 land on disk (resumable), and LPIPS, FID/KID, mIoU and PSNR/SSIM are computed from them;
@@ -22,7 +22,6 @@ from .runner import (
     regenerate_images,
     score,
     shard,
-    stream_seed,
     write_report,
 )
 from .settings import EvalSettings
@@ -42,7 +41,6 @@ __all__ = [
     "render",
     "score",
     "shard",
-    "stream_seed",
     "table_i",
     "table_ii",
     "write_report",

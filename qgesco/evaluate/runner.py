@@ -1,4 +1,4 @@
-"""``evaluate(models, data, out=...)``: send a dataset split's maps through the channel, regenerate
+"""``evaluate(models, EvalSettings(data), out)``: send a dataset split's maps through the channel, regenerate
 them with every model, score the images and write the paper's tables (docs/evaluation.md).
 
 Why it is organised this way:
@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,33 +45,18 @@ from ..data import CAMVID_CLASSES, open_dataset
 from ..diffusion import create_diffusion, make_sampler
 from ..distributed import closing_process_group, setup_distributed
 from ..fileio import write_json, write_text
-from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, lpips, psnr, segment, ssim, weights
+from ..metrics import ConfusionMatrix, fid, folder_features, kid, load_image, weights
 from ..metrics.perceptual import MIN_SIDE as LPIPS_MIN_SIDE
-from ..models.checkpoint import BUNDLED
+from ..models.checkpoint import resolve_source
 from ..receiver import regenerate
+from ..runcore import SCORE_BATCH, generator, psnr_key, psnr_label, score_images
 from ..viz import grid, images_to_uint8, labels_to_uint8, maps_to_uint8, save_png
 from . import report
 from .models import EvalModel, load_eval_model
-from .settings import IMAGE_SETTINGS, EvalSettings
+from .settings import IMAGE_SETTINGS, METRICS, EvalSettings
 
-#: Metric groups: lpips; fid (FID and KID); miou (mIoU and pixel accuracy of the segmented image
-#: against the sent map); pixel (PSNR and SSIM against the original).
-METRICS = ("lpips", "fid", "miou", "pixel")
-#: Identical images have infinite PSNR; they count as this many dB so that means stay finite.
-PSNR_CAP_DB = 100.0
 _PER_IMAGE = ("lpips", "image_psnr", "ssim")
-_CHANNEL, _X_T, _STEPS = 1, 2, 3
-_SCORE_BATCH = 16
-
-
-def stream_seed(seed: int, stream: int, *keys: int) -> int:
-    """A 64-bit seed for one random stream of one image (or chunk): no two keys share draws."""
-    return int(np.random.SeedSequence([seed, stream, *keys]).generate_state(1, np.uint64)[0])
-
-
-def psnr_key(psnr_db: float) -> int:
-    """A PSNR level as an integer key of :func:`stream_seed` (its float64 bits: every level its own stream)."""
-    return int(np.float64(psnr_db).view(np.uint64))
+_CHANNEL, _X_T, _STEPS = 1, 2, 3  # the streams of runcore's seeding scheme
 
 
 def chunks(count: int, batch_size: int) -> list[range]:
@@ -83,10 +69,6 @@ def shard(count: int, batch_size: int, rank: int, world_size: int) -> list[range
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
     return chunks(count, batch_size)[rank::world_size]
-
-
-def psnr_label(psnr_db: float) -> str:
-    return f"{psnr_db:g}"
 
 
 def image_path(out: Path, name: str, index: int, psnr_db: float | None = None) -> Path:
@@ -113,18 +95,13 @@ class Scenes:
         for i in indices:
             sample = self.dataset[i]
             y = encode(sample.label[None], cfg.num_classes, None if cfg.no_instance else sample.instance[None])
-            g = torch.Generator().manual_seed(stream_seed(s.seed, _CHANNEL, i, psnr_key(psnr_db)))
+            g = generator(s.seed, _CHANNEL, i, psnr_key(psnr_db))
             maps.append(transmit(y, link, cfg.num_classes, cleanup=s.cleanup, compress=s.compress, generator=g))
         return torch.cat(maps)
 
     def x_T(self, indices) -> torch.Tensor:
         shape = (3, *self.config.image_hw)
-        return torch.stack(
-            [
-                torch.randn(shape, generator=torch.Generator().manual_seed(stream_seed(self.s.seed, _X_T, i)))
-                for i in indices
-            ]
-        )
+        return torch.stack([torch.randn(shape, generator=generator(self.s.seed, _X_T, i)) for i in indices])
 
 
 def _save_images(images: torch.Tensor, paths: list[Path]) -> None:
@@ -159,7 +136,7 @@ def _regenerate_shard(
             y, noise = scenes.received(chunk, p).to(device), scenes.x_T(chunk).to(device)
             for m in pending:
                 bar.set_postfix_str(f"{m.name} @ {psnr_label(p)} dB")
-                g = torch.Generator(device).manual_seed(stream_seed(s.seed, _STEPS, chunk.start))
+                g = generator(s.seed, _STEPS, chunk.start, device=device)
                 images = regenerate(
                     m.model,
                     y,
@@ -202,22 +179,25 @@ def _score_shard(
     sets = [(n, p) for n in names for p in scenes.s.psnrs] if {"lpips", "pixel", "miou"} & set(metrics) else []
     if "miou" in metrics:
         sets.append(("original", None))  # the segmentation network's score on real images: the ceiling
+    wanted = {"lpips": ("lpips",), "pixel": ("psnr", "ssim"), "miou": ("confusion",)}
+    num_classes = scenes.dataset.num_classes
     part: dict[str, Any] = {"index": list(indices), "sets": {}}
     for name, p in sets:
+        scores = [k for m in metrics for k in wanted.get(m, ()) if p is not None or k == "confusion"]
         acc: dict[str, Any] = {k: [] for k in _PER_IMAGE}
-        confusion = ConfusionMatrix(len(CAMVID_CLASSES))
-        for start in range(0, len(indices), _SCORE_BATCH):
-            batch = indices[start : start + _SCORE_BATCH]
+        confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        for start in range(0, len(indices), SCORE_BATCH):
+            batch = indices[start : start + SCORE_BATCH]
             reference = _load([image_path(out, "original", i) for i in batch], device)
             image = reference if p is None else _load([image_path(out, name, i, p) for i in batch], device)
-            if p is not None and "lpips" in metrics:
-                acc["lpips"] += lpips(image, reference).tolist()
-            if p is not None and "pixel" in metrics:
-                acc["image_psnr"] += psnr(image, reference).clamp(max=PSNR_CAP_DB).tolist()
-                acc["ssim"] += ssim(image, reference).tolist()
-            if "miou" in metrics:
-                confusion.update(segment(image), scenes.labels(batch))
-        acc["confusion"] = confusion.matrix
+            labels = scenes.labels(batch) if "confusion" in scores else None
+            for record in score_images(image, reference, labels, num_classes, scores):
+                for key, score in (("lpips", "lpips"), ("image_psnr", "psnr"), ("ssim", "ssim")):
+                    if score in record:
+                        acc[key].append(record[score])
+                if "confusion" in record:
+                    confusion += record["confusion"]
+        acc["confusion"] = confusion
         part["sets"][(name, p)] = acc
     return part
 
@@ -292,10 +272,6 @@ def _check_metrics(metrics, config, dataset) -> tuple[str, ...]:
     }
     if metrics is None:
         return tuple(m for m in METRICS if not reasons.get(m))
-    metrics = tuple(dict.fromkeys(metrics))
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown or not metrics:
-        raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     for m in metrics:
         if reasons.get(m):
             raise ValueError(f"metric {m!r}: {reasons[m]}; leave it out of the metrics")
@@ -349,7 +325,10 @@ class EvalJob:
     settings: EvalSettings
     models: list[EvalModel]
     dataset: Any
-    metrics: tuple[str, ...]
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.settings.metrics
 
     @property
     def names(self) -> list[str]:
@@ -361,80 +340,43 @@ class EvalJob:
 
 
 def evaluate(
-    models: Mapping[str, Any],
-    data: str,
-    *,
-    out: str | os.PathLike,
-    data_root: str | os.PathLike | None = None,
-    psnrs=(100.0, 20.0, 10.0),
-    channel: str = "awgn",
-    noise_table: str = "exact",
-    cleanup: str = "avgmax",
-    compress: bool = True,
-    sampler: str = "ddpm1000",
-    guidance: float = 2.0,
-    guidance_window: tuple[int, int] | None = None,
-    images: int | None = None,
-    batch_size: int = 8,
-    seed: int = 0,
-    metrics=None,
-    reference: str | None = None,
-    grid_psnr: float | None = None,
-    grid_images: int = 4,
-    device: str = "auto",
-    progress: bool = True,
+    models: Mapping[str, Any], settings: EvalSettings, out: str | os.PathLike, device: str = "auto"
 ) -> dict[str, Any] | None:
-    """Regenerate ``images`` scenes of ``data`` (all by default) at every PSNR with every model
-    and write ``metrics.json``, ``table.md``, ``metrics_vs_psnr.png`` and the sample grid to ``out``.
+    """Regenerate ``settings.images`` scenes of ``settings.data`` (all by default) at every PSNR with
+    every model and write ``metrics.json``, ``table.md``, ``metrics_vs_psnr.png`` and the sample grid to
+    ``out``.
 
-    ``models`` maps names to model files, bundled names or loaded models. Defaults are the
-    paper's: PSNR 100/20/10 over AWGN, DDPM 1000 steps, guidance 2 at every step (``guidance_window``
-    (t_lo, t_hi) limits it, as the receiver's default does). ``metrics``: a subset of
-    :data:`METRICS` (default: every one that applies). ``reference`` is the row others are
-    compared with (default: the first full-precision model). Under ``torchrun`` every rank
-    regenerates its share; rank 0 returns the metrics, the others None.
+    ``models`` maps names to model files, bundled names or loaded models; ``settings``
+    (:class:`~qgesco.evaluate.settings.EvalSettings`) holds everything that shapes the run, the
+    paper's by default. Under ``torchrun`` every rank regenerates its share; rank 0 returns the
+    metrics, the others None.
     """
+    if not isinstance(settings, EvalSettings):
+        raise ValueError(f"settings must be an EvalSettings, got {type(settings).__name__}")
     started = time.perf_counter()
     out = Path(out)
     with closing_process_group():
         env = setup_distributed(device)
-        settings = EvalSettings(
-            data=data,
-            data_root=data_root,
-            psnrs=psnrs,
-            channel=channel,
-            noise_table=noise_table,
-            cleanup=cleanup,
-            compress=compress,
-            sampler=sampler,
-            guidance=guidance,
-            guidance_window=guidance_window,
-            images=images,
-            batch_size=batch_size,
-            seed=seed,
-            reference=reference,
-            grid_psnr=grid_psnr,
-            grid_images=grid_images,
-        )
         validate.output_dir("out", out)
-        job = prepare(models, settings, metrics, env.device)
+        job = prepare(models, settings, env.device)
         record = _run_record(out, job.settings, job.models)
         if env.is_main:
             write_json(out / "run.json", record)
-        regenerate_images(job, out, env, progress and env.is_main)
+        regenerate_images(job, out, env, env.is_main and sys.stderr.isatty())
         merged = score(job, out, env)
         return None if merged is None else write_report(job, merged, out, env, started)
 
 
-def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device: torch.device) -> EvalJob:
+def prepare(sources: Mapping[str, Any], settings: EvalSettings, device: torch.device) -> EvalJob:
     """Load the models and the data and check them against the settings, before any image is made."""
     if not isinstance(sources, Mapping):
         raise ValueError("models: give a mapping of names to model files, bundled names or loaded models")
     for name, source in sources.items():  # every name checked before the first model loads
-        if isinstance(source, (str, os.PathLike)) and not (Path(source).is_file() or str(source) in BUNDLED):
-            raise FileNotFoundError(
-                f"model {name!r}: {source}: no such file, and not a bundled model (bundled: {', '.join(BUNDLED)})"
-            )
+        if isinstance(source, (str, os.PathLike)):
+            try:
+                resolve_source(source)
+            except (FileNotFoundError, ValueError) as e:
+                raise type(e)(f"model {name!r}: {e}") from None
     models = [load_eval_model(name, source, device) for name, source in sources.items()]
     _check_models(models)
     cfg, data = models[0].config, settings.data
@@ -456,7 +398,7 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
                 f"{data}: scene {i} ({sample.name}) has label values outside 0..{cfg.num_classes - 1}; "
                 "check the dataset with qgesco data check (a dataset cache is rebuilt once deleted)"
             )
-    metrics = _check_metrics(metrics, cfg, dataset)
+    metrics = _check_metrics(settings.metrics, cfg, dataset)
     if "fid" in metrics and count < 2:
         raise ValueError("FID and KID need at least 2 images; raise the number of images or leave out 'fid'")
     for m, name in (("lpips", "lpips-alex"), ("fid", "inception-fid")):
@@ -466,8 +408,8 @@ def prepare(sources: Mapping[str, Any], settings: EvalSettings, metrics, device:
     reference = settings.reference or next((m.name for m in models if m.info["kind"] == "fp"), names[0])
     if reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the models {names}")
-    settings = dataclasses.replace(settings, images=count, image_hw=list(cfg.image_hw), reference=reference)
-    return EvalJob(settings, models, dataset, metrics)
+    settings = dataclasses.replace(settings, images=count, image_hw=cfg.image_hw, metrics=metrics, reference=reference)
+    return EvalJob(settings, models, dataset)
 
 
 def regenerate_images(job: EvalJob, out: Path, env, progress: bool) -> None:

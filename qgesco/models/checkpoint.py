@@ -9,12 +9,22 @@ explained by comparing the checkpoint's shapes with the flags given.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..fileio import load_tensors, read_meta, require_finite, save_tensors, unchecked
+from ..fileio import (
+    MODEL_KINDS,
+    QUANTIZED_KIND,
+    UNET_KIND,
+    load_tensors,
+    read_kind,
+    require_finite,
+    save_tensors,
+    unchecked,
+)
 from .config import UNetConfig, config_from_official_flags
 from .presets import PRESETS, get_preset
 from .unet import UNetModel
@@ -124,7 +134,7 @@ def save_model(model: UNetModel, path: str | os.PathLike, **provenance: Any) -> 
     """Save weights + config (+ provenance such as training steps) as one safetensors file;
     NaN/inf weights are refused (a diverged model must never look like a result)."""
     require_finite(model.state_dict(), str(path))
-    save_tensors(path, model.state_dict(), {"kind": "unet", "config": model.config.to_dict(), **provenance})
+    save_tensors(path, model.state_dict(), {"kind": UNET_KIND, "config": model.config.to_dict(), **provenance})
 
 
 def bundled_path(name: str) -> Path:
@@ -138,19 +148,64 @@ def bundled_path(name: str) -> Path:
     return BUNDLED[name]
 
 
-def _resolve(path_or_name: str | os.PathLike) -> Path:
-    path = Path(path_or_name)
-    if path.is_file():
-        return path
-    name = str(path_or_name)
+def source_path(name_or_path: str | os.PathLike) -> Path:
+    """The file a model argument names, unchecked: a bundled model's file, else the path itself."""
+    return BUNDLED[str(name_or_path)] if str(name_or_path) in BUNDLED else Path(name_or_path)
+
+
+def resolve_source(name_or_path: str | os.PathLike) -> Path:
+    """The file of a bundled model name or a model path, checked to exist: the one way every loader,
+    verb and script turns a model argument into a file."""
+    name = str(name_or_path)
     if name in BUNDLED:
         return bundled_path(name)
+    path = Path(name_or_path)
+    if path.exists():
+        return path
     if name in PRESETS:
         raise ValueError(
             f"preset {name!r} has no bundled weights; build it untrained with create_model({name!r}), "
             "or load the published checkpoint with load_official_checkpoint(path, **flags)"
         )
     raise FileNotFoundError(f"{name}: no such file, and not a bundled model (bundled: {', '.join(BUNDLED)})")
+
+
+def read_model_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a model file of either kind (full precision or quantized); any other file is refused."""
+    return read_kind(
+        path, MODEL_KINDS, "a model", "give a model file (qgesco train, qgesco quantize) or a bundled name"
+    )
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model argument names: a model file (bundled or a path) with its metadata, or a preset
+    (``path`` None: a configuration without weights)."""
+
+    name: str
+    config: UNetConfig
+    path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def quantized(self) -> bool:
+        return self.meta.get("kind") == QUANTIZED_KIND
+
+
+def open_source(name_or_path: str | os.PathLike) -> ModelSource:
+    """A model file, bundled model name or preset name, and its configuration, without loading weights.
+
+    A file (or bundled name) wins over a preset of the same name: its configuration is what was trained."""
+    name = str(name_or_path)
+    if name in BUNDLED or Path(name).exists():
+        path = resolve_source(name)
+        meta = read_model_meta(path)
+        return ModelSource(name, file_config(path, meta), path, meta)
+    if name in PRESETS:
+        return ModelSource(name, get_preset(name))
+    raise FileNotFoundError(
+        f"{name}: no such file, bundled model ({', '.join(BUNDLED)}) or preset ({', '.join(PRESETS)})"
+    )
 
 
 def file_config(path: str | os.PathLike, meta: dict[str, Any]) -> UNetConfig:
@@ -166,17 +221,12 @@ def file_config(path: str | os.PathLike, meta: dict[str, Any]) -> UNetConfig:
 
 def load_model_meta(path_or_name: str | os.PathLike) -> dict[str, Any]:
     """The metadata of one of our model files (config, provenance), without loading weights."""
-    path = _resolve(path_or_name)
-    meta = read_meta(path)
-    if meta.get("kind") == "quantized-unet":
+    path = resolve_source(path_or_name)
+    meta = read_model_meta(path)
+    if meta["kind"] == QUANTIZED_KIND:
         raise ValueError(
             f"{path}: holds a quantized model, not a full-precision one; give the float model it was made "
             "from (quantized checkpoints load with qgesco.load_model / qgesco.quant.load_quantized)"
-        )
-    if meta.get("kind") != "unet":
-        raise ValueError(
-            f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a model; give a model file "
-            "(from qgesco train) or a bundled name"
         )
     return meta
 
@@ -189,11 +239,11 @@ def load_float_model(
 ) -> UNetModel:
     """Load one of our safetensors models (a path, or the name of a bundled model), in eval mode.
 
-    ``channels_last`` is the default inference layout: it was the fastest eager layout on CPU
-    (bench/unet_forward.py, docs/results.md) and changes outputs by ~1e-6 relative only.
+    ``channels_last`` is the default inference layout: the CPU convolution kernels' own (docs/results.md
+    compares the layouts); it changes outputs by float rounding only.
     """
     meta = load_model_meta(path_or_name)
-    path = _resolve(path_or_name)
+    path = resolve_source(path_or_name)
     model = skeleton(file_config(path, meta))
     tensors, _ = load_tensors(path)
     load_state_dict_strict(model, tensors, str(path), assign=True)

@@ -81,36 +81,60 @@ NON_MODEL_FLAGS = frozenset(
 )
 
 
+_TRUE, _FALSE = {"true", "t", "yes", "y", "1"}, {"false", "f", "no", "n", "0"}
+
+
+def _plain_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _to_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    return None
+
+
+def _to_int(value: Any) -> Any:
+    if _plain_int(value):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _to_float(value: Any) -> Any:
+    if _plain_int(value) or isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return None
+
+
+def _to_str(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value) if _plain_int(value) else None
+
+
+#: One converter per flag type: the value, or None where it cannot stand for one.
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
+
+
 def _coerce(name: str, value: Any, kind: type) -> Any:
     """Accept Python values or the strings a shell command line would give."""
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in {"true", "t", "yes", "y", "1", "false", "f", "no", "n", "0"}:
-            return value.lower() in {"true", "t", "yes", "y", "1"}
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-    elif kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-    elif kind is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (tuple, list)):
-            return ",".join(str(v) for v in value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-    raise ValueError(f"flag {name}={value!r}: expected {kind.__name__}")
+    converted = _CONVERTERS[kind](value) if kind in _CONVERTERS else None
+    if converted is None:
+        raise ValueError(f"flag {name}={value!r}: expected {kind.__name__}")
+    return converted
 
 
 @dataclass(frozen=True)
@@ -161,47 +185,51 @@ class UNetConfig:
         return 2 ** (len(self.channel_mult) - 1)
 
     def validate(self) -> None:
-        def bad(flag: str, why: str) -> None:
-            raise ValueError(f"invalid model flag {flag}: {why}")
+        """Refuse, naming the flag, a configuration no network can be built from."""
+        for check in (self._check_counts, self._check_widths, self._check_heads, self._check_image):
+            why = check()
+            if why:
+                raise ValueError(f"invalid model flag {why[0]}: {why[1]}")
 
-        if self.num_classes <= 0:
-            bad("num_classes", f"must be > 0, got {self.num_classes}")
-        if self.num_channels <= 0:
-            bad("num_channels", f"must be > 0, got {self.num_channels}")
-        if self.num_res_blocks <= 0:
-            bad("num_res_blocks", f"must be > 0, got {self.num_res_blocks}")
+    def _check_counts(self) -> tuple[str, str] | None:
+        for flag in ("num_classes", "num_channels", "num_res_blocks", "norm_groups", "spade_hidden"):
+            if getattr(self, flag) <= 0:
+                return flag, f"must be > 0, got {getattr(self, flag)}"
         if not self.channel_mult or any(m <= 0 for m in self.channel_mult):
-            bad("channel_mult", f"needs positive multipliers, got {self.channel_mult}")
-        if self.norm_groups <= 0:
-            bad("norm_groups", f"must be > 0, got {self.norm_groups}")
+            return "channel_mult", f"needs positive multipliers, got {self.channel_mult}"
+        if not 0.0 <= self.dropout < 1.0:
+            return "dropout", f"must be in [0, 1), got {self.dropout}"
+        return None
+
+    def _check_widths(self) -> tuple[str, str] | None:
         for m in self.channel_mult:
             ch = m * self.num_channels
             if ch != int(ch):
-                bad("channel_mult", f"num_channels*{m} = {ch} must be a whole number of channels")
+                return "channel_mult", f"num_channels*{m} = {ch} must be a whole number of channels"
             if int(ch) % self.norm_groups:
-                bad(
-                    "norm_groups",
+                return "norm_groups", (
                     f"{self.norm_groups} groups do not divide the width num_channels*{m} = {int(ch)}; "
-                    "choose num_channels and channel_mult whose widths norm_groups divides (or another norm_groups)",
+                    "choose num_channels and channel_mult whose widths norm_groups divides (or another norm_groups)"
                 )
-        widths = {int(m * self.num_channels) for m in self.channel_mult}
+        return None
+
+    def _check_heads(self) -> tuple[str, str] | None:
         if self.num_head_channels > 0:
-            for w in sorted(widths):
+            for w in sorted({int(m * self.num_channels) for m in self.channel_mult}):
                 if w % self.num_head_channels:
-                    bad("num_head_channels", f"{self.num_head_channels} does not divide the attention width {w}")
+                    return "num_head_channels", f"{self.num_head_channels} does not divide the attention width {w}"
         elif self.num_heads <= 0:
-            bad("num_heads", f"must be > 0 when num_head_channels=-1, got {self.num_heads}")
-        if self.spade_hidden <= 0:
-            bad("spade_hidden", f"must be > 0, got {self.spade_hidden}")
-        if not 0.0 <= self.dropout < 1.0:
-            bad("dropout", f"must be in [0, 1), got {self.dropout}")
+            return "num_heads", f"must be > 0 when num_head_channels=-1, got {self.num_heads}"
+        return None
+
+    def _check_image(self) -> tuple[str, str] | None:
         h, w = self.image_hw
         f = self.downsample_factor
         if h <= 0 or w <= 0 or h % f or w % f:
-            bad(
-                "image_hw",
-                f"{h}x{w} must be positive multiples of {f} (the UNet downsamples {len(self.channel_mult) - 1} times)",
+            return "image_hw", (
+                f"{h}x{w} must be positive multiples of {f} (the UNet downsamples {len(self.channel_mult) - 1} times)"
             )
+        return None
 
     # --- (de)serialisation --------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

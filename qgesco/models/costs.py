@@ -1,4 +1,6 @@
-"""Analytic cost of a UNet: parameters, bytes and FLOPs, without real memory.
+"""Analytic cost of a UNet: parameters and FLOPs, without real memory.
+
+Bytes have one counter, :func:`qgesco.runtime.costs.stored_bytes`.
 
 The model is built on PyTorch's ``meta`` device and one forward is traced with
 ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, linears and attention matmuls,
@@ -19,7 +21,6 @@ from .unet import UNetModel
 @dataclass(frozen=True)
 class ModelCosts:
     params: int
-    fp32_bytes: int
     height: int
     width: int
     flops_forward: int
@@ -67,4 +68,4 @@ def model_costs(cfg: UNetConfig, height: int | None = None, width: int | None = 
             hook.remove()
     params = sum(p.numel() for p in model.parameters())
     leaves = {k: v for k, v in by_module.items() if v}
-    return ModelCosts(params, 4 * params, h, w, counter.get_total_flops(), leaves)
+    return ModelCosts(params, h, w, counter.get_total_flops(), leaves)

@@ -1,4 +1,4 @@
-"""``quantize(model, calib, weight_bits=8, ...)``: the one call that turns a float GESCO UNet
+"""``quantize(model, calib, QuantConfig(...))``: the one call that turns a float GESCO UNet
 into a calibrated fake-quantized one (a deep copy; the original stays untouched)."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import contextlib
 import copy
 import math
 import os
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from ..models.unet import UNetModel
 from .calibration import CalibrationSet
 from .digest import fingerprint, weights_sha256
 from .reconstruct import ResumeStore, reconstruct
-from .settings import DEFAULT_ITERS, QuantConfig, ReconstructionSettings
+from .settings import QuantConfig
 from .swap import QuantPlan, act_quantizers, apply_plan, make_plan, quant_layers
 
 
@@ -33,20 +34,24 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _calibration(
-    calib: CalibrationSet | str | os.PathLike | None, model: UNetModel, act_bits: int | None, iters: int
-) -> CalibrationSet | None:
+def _calibration(calib: CalibrationSet | str | os.PathLike | None, model: UNetModel, config: QuantConfig):
     if calib is None:
-        if act_bits is not None:
+        if config.act_bits is not None:
             raise ValueError(
-                f"act_bits={act_bits} needs a calibration set: activation ranges are measured on it; "
+                f"act_bits={config.act_bits} needs a calibration set: activation ranges are measured on it; "
                 "build one with `qgesco calibrate` or build_calibration_set()"
             )
-        if iters:
+        if config.iters:
             raise ValueError(
-                f"iters={iters} (AdaRound) needs a calibration set; pass one, or iters=0 for data-free nearest rounding"
+                f"iters={config.iters} (AdaRound) needs a calibration set; pass one, or QuantConfig(iters=0) for "
+                "data-free nearest rounding"
             )
         return None
+    if not isinstance(calib, (CalibrationSet, str, os.PathLike)):
+        raise ValueError(
+            f"calib must be a CalibrationSet (qgesco.build_calibration_set) or the path of one, "
+            f"got {type(calib).__name__}"
+        )
     if not isinstance(calib, CalibrationSet):
         calib = CalibrationSet.load(calib)
     calib.check_model(model.config)
@@ -56,30 +61,13 @@ def _calibration(
 def quantize(
     model: UNetModel,
     calib: CalibrationSet | str | os.PathLike | None = None,
-    weight_bits: int = 8,
-    act_bits: int | None = None,
-    iters: int = DEFAULT_ITERS,
-    *,
-    symmetric: bool = False,
-    weight_init: str = "lp",
-    lp_norm: float = 2.4,
-    split: bool = True,
-    keep_fp: Iterable[str] = (),
-    quantize_attention: bool = False,
-    learn_act_scale: bool = True,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    act_lr: float = 4e-5,
-    reg_weight: float = 0.01,
-    beta: tuple[float, float] = (20.0, 2.0),
-    warmup: float = 0.2,
-    cache_mb: float = 1024.0,
-    seed: int = 0,
+    config: QuantConfig | None = None,
     resume: str | os.PathLike | None = None,
-    progress: bool = True,
 ) -> UNetModel:
     """A quantized copy of ``model``: every Conv/Linear (SPADE convs included) swapped for a
-    :class:`~qgesco.quant.layers.QuantLayer` with per-output-channel ``weight_bits`` weights.
+    :class:`~qgesco.quant.layers.QuantLayer` with per-output-channel ``config.weight_bits`` weights.
+
+    ``config`` (:class:`~qgesco.quant.settings.QuantConfig`, default ``QuantConfig()``) says what and how:
 
     - ``weight_init``: ``"lp"`` searches each channel's clipping range minimising the
       ``lp_norm`` error, ``"minmax"`` takes the full range; ``symmetric`` fixes zero points at 0.
@@ -90,8 +78,9 @@ def quantize(
     - ``iters``: AdaRound iterations per block on ``calib`` (0: nearest rounding; without a
       calibration set only 0 is possible). The other knobs are BRECQ's. With a calibration
       set every block's error is measured and reported, whatever ``iters``.
-    - ``resume``: a folder where every finished block is saved; rerunning with the same
-      arguments continues after the last finished block.
+
+    ``resume``: a folder where every finished block is saved; rerunning with the same
+    arguments continues after the last finished block.
 
     The result computes in fp32 from its integer weights; its ``quant_report`` holds the
     settings, the float weights' digest (``model_sha256``: which model this is a copy of,
@@ -101,38 +90,14 @@ def quantize(
     """
     if not isinstance(model, UNetModel):
         raise ValueError(f"quantize takes a qgesco UNetModel, got {type(model).__name__}")
+    config = QuantConfig() if config is None else config
+    if not isinstance(config, QuantConfig):
+        raise ValueError(f"config must be a QuantConfig (qgesco.quant.QuantConfig), got {type(config).__name__}")
     if model.quant_plan is not None or any(True for _ in quant_layers(model)):
         raise ValueError("the model is already quantized; quantize the full-precision model it was made from")
     validate.finite_weights("the model", model)
-    if calib is not None and not isinstance(calib, (CalibrationSet, str, os.PathLike)):
-        raise ValueError(
-            f"calib must be a CalibrationSet (qgesco.build_calibration_set) or the path of one, "
-            f"got {type(calib).__name__}"
-        )
-    config = QuantConfig(
-        weight_bits=weight_bits,
-        act_bits=act_bits,
-        symmetric=symmetric,
-        split=split,
-        keep_fp=tuple(keep_fp),
-        quantize_attention=quantize_attention,
-        weight_init=weight_init,
-        lp_norm=lp_norm,
-    )
-    settings = ReconstructionSettings(
-        iters=iters,
-        batch_size=batch_size,
-        lr=lr,
-        act_lr=act_lr,
-        learn_act_scale=learn_act_scale,
-        reg_weight=reg_weight,
-        beta=tuple(beta),
-        warmup=warmup,
-        cache_mb=cache_mb,
-        seed=seed,
-    )
-    config.check_init()
-    calib = _calibration(calib, model, config.act_bits, settings.iters)
+    calib = _calibration(calib, model, config)
+    progress = sys.stderr.isatty()  # bars for a person watching, none in logs and tests
     started = time.perf_counter()
     fp_model = model if model.dtype == torch.float32 else copy.deepcopy(model).float()
     model_sha256 = weights_sha256(fp_model)
@@ -140,7 +105,7 @@ def quantize(
         plan = make_plan(fp_model, **config.plan_options())
         qmodel = copy.deepcopy(fp_model).eval().requires_grad_(False)
         apply_plan(qmodel, plan, fit=True, method=config.weight_init, p=config.lp_norm, progress=progress)
-        options = {**config.report_options(), **settings.to_dict()}
+        options = config.report_options()
         blocks = []
         if calib is not None:
             store = None
@@ -149,7 +114,7 @@ def quantize(
                     {"plan": plan, "options": options, "model": model_sha256, "calibration": calib.digest()}
                 )
                 store = ResumeStore(Path(resume), run_id)
-            blocks = reconstruct(qmodel, fp_model, calib, plan, settings, store, progress)
+            blocks = reconstruct(qmodel, fp_model, calib, plan, config, store, progress)
             diverged = [b["block"] for b in blocks if not math.isfinite(b["error"])]
             if diverged:
                 raise ValueError(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import validate
-from ..channel import AWGN, encode, transmit
+from ..channel import AWGN, CLEANUPS, NOISE_TABLES, encode, transmit
 from ..diffusion import DDIMSampler, create_diffusion
-from ..fileio import load_tensors, read_meta, save_tensors, tensors_sha256
+from ..fileio import Settings, load_tensors, read_kind, save_tensors, tensors_sha256
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
 from .digest import fingerprint
@@ -133,12 +134,7 @@ class CalibrationSet:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CalibrationSet:
-        meta = read_meta(path)
-        if meta.get("kind") != KIND:
-            raise ValueError(
-                f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a calibration set; make one with qgesco "
-                "calibrate"
-            )
+        meta = read_kind(path, (KIND,), "a calibration set", "make one with qgesco calibrate")
         if meta.get("format_version") != FORMAT_VERSION:
             found = "no format_version" if meta.get("format_version") is None else f"format {meta['format_version']!r}"
             raise ValueError(
@@ -199,87 +195,96 @@ def _clean_maps(model: UNetModel, maps, num_maps: int, generator: torch.Generato
     return y, names
 
 
-def _check_recipe(num_maps: int, psnrs, steps: int, every: int, batch_size: int, guidance: float) -> None:
-    for name, value in (("num_maps", num_maps), ("steps", steps), ("every", every), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if every > steps:
-        raise ValueError(f"every={every} exceeds steps={steps}: no sample would be recorded from some maps")
-    if psnrs is not None and len(psnrs) == 0:
-        raise ValueError("psnrs is empty: give at least one channel PSNR, or timestep_only=True for clean maps")
-    validate.guidance("guidance", guidance)
-    for p in psnrs or ():
-        validate.finite_number("psnrs", p)
+@dataclass(frozen=True)
+class CalibrationRecipe(Settings):
+    """How a calibration set is recorded; the defaults are the paper's (module docstring). Map ``j``
+    crosses an AWGN channel at ``psnrs[j * len(psnrs) // num_maps]`` dB (``timestep_only``: a noiseless
+    channel, the ablation of the paper's Table II, and no ``psnrs``); its DDIM trajectory of ``steps``
+    steps is recorded every ``every`` steps."""
+
+    num_maps: int = 64
+    psnrs: tuple[float, ...] | None = PAPER_PSNRS
+    timestep_only: bool = False
+    steps: int = 100
+    every: int = 25
+    guidance: float = 2.0
+    eta: float = 0.0
+    noise_table: str = "exact"
+    cleanup: str = "avgmax"
+    compress: bool = True
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_maps", "steps", "every", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.every > self.steps:
+            raise ValueError(
+                f"every={self.every} exceeds steps={self.steps}: no sample would be recorded from some maps"
+            )
+        if self.timestep_only:
+            object.__setattr__(self, "psnrs", None)
+        elif self.psnrs is None or len(self.psnrs) == 0:
+            raise ValueError("psnrs is empty: give at least one channel PSNR, or timestep_only=True for clean maps")
+        else:
+            object.__setattr__(self, "psnrs", tuple(float(validate.finite_number("psnrs", p)) for p in self.psnrs))
+        object.__setattr__(self, "guidance", float(validate.guidance("guidance", self.guidance)))
+        object.__setattr__(self, "eta", float(validate.finite_number("eta", self.eta, low=0)))
+        validate.seed("seed", self.seed)
+        if self.noise_table not in NOISE_TABLES or self.cleanup not in CLEANUPS:
+            raise ValueError(
+                f"noise table {self.noise_table!r} / cleanup {self.cleanup!r}: choose from {NOISE_TABLES} / {CLEANUPS}"
+            )
 
 
 def build_calibration_set(
     model: UNetModel,
     maps,
-    *,
-    num_maps: int = 64,
-    psnrs=PAPER_PSNRS,
-    timestep_only: bool = False,
-    steps: int = 100,
-    every: int = 25,
-    guidance: float = 2.0,
-    eta: float = 0.0,
-    noise_table: str = "exact",
-    cleanup: str = "avgmax",
-    compress: bool = True,
-    batch_size: int = 8,
-    seed: int = 0,
+    recipe: CalibrationRecipe | None = None,
     resume: str | os.PathLike | None = None,
-    progress: bool = True,
-    provenance: dict[str, Any] | None = None,
 ) -> CalibrationSet:
-    """Record ``(x_t, t, y)`` from ``model``'s DDIM trajectories on ``num_maps`` maps.
+    """Record ``(x_t, t, y)`` from ``model``'s DDIM trajectories on ``recipe.num_maps`` maps
+    (:class:`CalibrationRecipe`, default the paper's).
 
-    ``maps`` is a dataset (:mod:`qgesco.data`) or a tensor of clean one-hot maps. Map ``j``
-    crosses an AWGN channel at ``psnrs[j * len(psnrs) // num_maps]`` dB (equal shares of the
-    levels; fewer maps than levels take levels spread over the list; ``timestep_only``: a
-    noiseless channel, the ablation of the paper's Table II) and its trajectory is recorded every
-    ``every`` steps, the phases spread evenly over the maps in random order. Deterministic
-    for a given ``seed``; with ``resume`` (a file) the work is saved after every batch of
-    maps and an interrupted run continues.
+    ``maps`` is a dataset (:mod:`qgesco.data`) or a tensor of clean one-hot maps. Each map crosses the
+    channel at its share of the PSNR levels (fewer maps than levels take levels spread over the list)
+    and its trajectory is recorded every ``every`` steps, the phases spread evenly over the maps in
+    random order. Deterministic for a given ``seed``; with ``resume`` (a file) the work is saved after
+    every batch of maps and an interrupted run continues. ``info["provenance"]`` starts with the map
+    names and the wall time; add what the set was made from before saving it.
     """
     if not isinstance(model, UNetModel):
         raise ValueError(
             f"build_calibration_set takes a qgesco UNetModel, got {type(model).__name__}; "
             "load one with qgesco.load_model"
         )
+    recipe = CalibrationRecipe() if recipe is None else recipe
+    if not isinstance(recipe, CalibrationRecipe):
+        raise ValueError(f"recipe must be a CalibrationRecipe, got {type(recipe).__name__}")
     validate.finite_weights("the model", model)
-    _check_recipe(num_maps, None if timestep_only else psnrs, steps, every, batch_size, guidance)
     if not isinstance(maps, torch.Tensor) and not hasattr(maps, "num_classes"):
         raise ValueError(
             f"maps must be a dataset (qgesco.data.open_dataset) or an (M, C, H, W) tensor of one-hot maps, "
             f"got {type(maps).__name__}"
         )
+    r, num_maps, steps, every, batch_size = recipe, recipe.num_maps, recipe.steps, recipe.every, recipe.batch_size
+    progress = sys.stderr.isatty()  # bars for a person watching, none in logs and tests
     started = time.perf_counter()
     cfg = model.config
     device = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(r.seed)
     clean, names = _clean_maps(model, maps, num_maps, g)
     phase = (torch.arange(num_maps) % every)[torch.randperm(num_maps, generator=g)]
+    psnrs = r.psnrs
     psnr = (
         None
-        if timestep_only
-        else torch.tensor([float(psnrs[j * len(psnrs) // num_maps]) for j in range(num_maps)], dtype=torch.float64)
+        if r.timestep_only
+        else torch.tensor([psnrs[j * len(psnrs) // num_maps] for j in range(num_maps)], dtype=torch.float64)
     )
-    sampler = DDIMSampler(create_diffusion(learn_sigma=cfg.learn_sigma), steps, eta=eta)
-    settings = {
-        "num_maps": num_maps,
-        "psnrs": None if timestep_only else [float(p) for p in psnrs],
-        "timestep_only": timestep_only,
-        "steps": steps,
-        "every": every,
-        "guidance": guidance,
-        "eta": eta,
-        "noise_table": noise_table,
-        "cleanup": cleanup,
-        "compress": compress,
-        "batch_size": batch_size,
-        "seed": seed,
-    }
+    sampler = DDIMSampler(create_diffusion(learn_sigma=cfg.learn_sigma), steps, eta=r.eta)
+    settings = recipe.to_dict()
     run_id = fingerprint(
         {"settings": settings, "model": tensors_sha256(model.state_dict()), "maps": tensors_sha256({"y": clean})}
     )
@@ -299,10 +304,10 @@ def build_calibration_set(
             if b < done:
                 continue
             rows = torch.arange(start, min(start + batch_size, num_maps))
-            gb = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b + 1)
-            channel = AWGN(100, table="gesco") if timestep_only else AWGN(psnr[rows], table=noise_table)
+            gb = torch.Generator(device=device).manual_seed(r.seed * 1_000_003 + b + 1)
+            channel = AWGN(100, table="gesco") if r.timestep_only else AWGN(psnr[rows], table=r.noise_table)
             y = transmit(
-                clean[rows].to(device), channel, cfg.num_classes, cleanup=cleanup, compress=compress, generator=gb
+                clean[rows].to(device), channel, cfg.num_classes, cleanup=r.cleanup, compress=r.compress, generator=gb
             )
             noise = torch.randn((len(rows), 3, *cfg.image_hw), generator=gb, device=device)
             recorded = []
@@ -313,7 +318,7 @@ def build_calibration_set(
                     recorded.append((x[keep].cpu(), t[keep].cpu(), rows[keep]))
                 bar.update(1)
 
-            sampler.sample(model, y, guidance=guidance, noise=noise, generator=gb, callback=record, batch_cfg=True)
+            sampler.sample(model, y, guidance=r.guidance, noise=noise, generator=gb, callback=record, batch_cfg=True)
             parts["x"].append(torch.cat([r[0] for r in recorded]))
             parts["t"].append(torch.cat([r[1] for r in recorded]))
             parts["map_index"].append(torch.cat([r[2] for r in recorded]))
@@ -331,7 +336,7 @@ def build_calibration_set(
     info = {
         "config": cfg.to_dict(),
         "settings": settings,
-        "provenance": {"map_names": names, "seconds": round(time.perf_counter() - started, 1), **(provenance or {})},
+        "provenance": {"map_names": names, "seconds": round(time.perf_counter() - started, 1)},
     }
     info = json.loads(json.dumps(info))  # the form it has after save/load
     return CalibrationSet(tensors["x"], tensors["t"], tensors["map_index"], tensors["maps"], psnr, info)

@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from safetensors import safe_open
 
-from ..fileio import load_tensors, read_meta, require_finite, save_tensors
+from ..fileio import QUANTIZED_KIND, load_tensors, read_kind, require_finite, save_tensors
 from ..models.config import UNetConfig
 from ..models.unet import UNetModel
 from .quantizers import int_range
 from .swap import PLAN_KEYS, act_quantizers, apply_plan, quant_layers
 
-KIND = "quantized-unet"
 FORMAT_VERSION = 1
 #: Weights of at most this many bits are stored two per byte.
 PACKED_BITS = 4
+#: Optional metadata: LPIPS against the float model of images made with the file run on per-call
+#: activation grids (a W8 file on the int8 backend), by grid width in bits, as its maker measured it.
+#: The runtime's default policy reads it (:func:`qgesco.runtime.default_policy`).
+DYNAMIC_LPIPS = "dynamic_lpips"
 _DTYPES = {
     "F32": torch.float32,
     "F16": torch.float16,
@@ -56,6 +60,32 @@ def unpack_int4(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return (pairs[: math.prod(shape)].to(torch.int16) - 8).to(torch.int8).reshape(shape)
 
 
+def dynamic_lpips(meta: Mapping[str, Any]) -> dict[int, float]:
+    """The LPIPS a file records for its per-call activation grids, ``{grid bits: LPIPS}`` (empty when it
+    records none); a malformed record is refused in one line."""
+    recorded = meta.get(DYNAMIC_LPIPS) or {}
+    try:
+        checked = {int(bits): float(value) for bits, value in dict(recorded).items()}
+    except (TypeError, ValueError):
+        checked = None
+    if checked is None or not all(2 <= b <= 8 and math.isfinite(v) and v >= 0 for b, v in checked.items()):
+        raise ValueError(
+            f"quantized checkpoint metadata {DYNAMIC_LPIPS}={recorded!r}: expected {{grid bits (2-8): LPIPS >= 0}}; "
+            "record it again with qgesco.quant.checkpoint.record_dynamic_lpips"
+        )
+    return checked
+
+
+def record_dynamic_lpips(path: str | os.PathLike, measured: Mapping[int, float]) -> None:
+    """Add a measured LPIPS per grid width (``{7: 0.0013}``) to a quantized file's metadata, atomically,
+    beside any recorded before; the tensors are unchanged."""
+    _, tensors, meta = read_quantized(path)
+    recorded = {**dynamic_lpips(meta), **dynamic_lpips({DYNAMIC_LPIPS: measured})}
+    meta = {k: v for k, v in meta.items() if k != "sha256"}
+    meta[DYNAMIC_LPIPS] = {str(bits): value for bits, value in sorted(recorded.items())}
+    save_tensors(path, tensors, meta)
+
+
 def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any) -> None:
     """Write a model made by :func:`~qgesco.quant.quantize` (plus ``provenance``) to ``path``, atomically."""
     plan = qmodel.quant_plan
@@ -75,7 +105,7 @@ def save_quantized(qmodel: UNetModel, path: str | os.PathLike, **provenance: Any
             tensors[f"{name}.qweight"] = pack_int4(layer.qweight)
         layers[name] = {**plan["layers"][name], "bits": layer.bits, "packed": packed}
     meta = {
-        "kind": KIND,
+        "kind": QUANTIZED_KIND,
         "format_version": FORMAT_VERSION,
         "config": qmodel.config.to_dict(),
         **{k: plan[k] for k in PLAN_KEYS},
@@ -152,12 +182,12 @@ def read_quantized(path: str | os.PathLike) -> tuple[UNetModel, dict[str, torch.
     packed) and the metadata. Every check of the module docstring runs here, so every loader
     (the fake-quant model, the low-bit runtime) refuses the same files with the same message.
     """
-    meta = read_meta(path)
-    if meta.get("kind") != KIND:
-        raise ValueError(
-            f"{path}: holds a {meta.get('kind', 'unknown')!r} file, not a quantized model; "
-            "full-precision models load with qgesco.models.checkpoint.load_float_model"
-        )
+    meta = read_kind(
+        path,
+        (QUANTIZED_KIND,),
+        "a quantized model",
+        "full-precision models load with qgesco.models.checkpoint.load_float_model",
+    )
     if meta.get("format_version") != FORMAT_VERSION:
         found = "no format_version" if meta.get("format_version") is None else f"format {meta['format_version']!r}"
         raise ValueError(
@@ -177,6 +207,10 @@ def read_quantized(path: str | os.PathLike) -> tuple[UNetModel, dict[str, torch.
     _check_header(path, expected)
     if not meta.get("sha256"):
         raise ValueError(f"{path}: quantized checkpoint without its checksum; re-create it with qgesco quantize")
+    try:  # a malformed record is refused here, not when a backend is chosen
+        dynamic_lpips(meta)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     tensors, _ = load_tensors(path)
     _check_values(model, tensors, path)
     model.quant_plan = plan

@@ -43,7 +43,7 @@ from ..models.unet import UNetModel
 from .calibration import CalibrationSet
 from .layers import QuantLayer
 from .quantizers import MIN_SCALE, ActQuantizer
-from .settings import ReconstructionSettings
+from .settings import QuantConfig
 from .swap import QuantPlan, act_quantizers, quant_layers
 
 
@@ -192,7 +192,7 @@ def block_error(unit: nn.Module, data: BlockData) -> float:
     return num / max(den, 1e-30)
 
 
-def _beta(step: int, settings: ReconstructionSettings, warm: int) -> float:
+def _beta(step: int, settings: QuantConfig, warm: int) -> float:
     """Regulariser exponent: linear from ``beta[0]`` to ``beta[1]`` after the warm-up."""
     start, end = settings.beta
     return end + (start - end) * max(0.0, 1 - (step - warm) / max(1, settings.iters - warm))
@@ -203,7 +203,7 @@ def reconstruct_block(
     unit: nn.Module,
     trainable: list[QuantLayer],
     data: BlockData,
-    settings: ReconstructionSettings,
+    settings: QuantConfig,
     generator: torch.Generator,
     progress: bool,
 ) -> dict[str, Any]:
@@ -238,7 +238,7 @@ def _learn(
     layers: list[QuantLayer],
     acts: list[ActQuantizer],
     data: BlockData,
-    settings: ReconstructionSettings,
+    settings: QuantConfig,
     generator: torch.Generator,
     progress: bool,
     name: str,
@@ -330,7 +330,7 @@ def reconstruct(
     fp_model: UNetModel,
     calib: CalibrationSet,
     plan: QuantPlan,
-    settings: ReconstructionSettings,
+    settings: QuantConfig,
     resume: ResumeStore | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:

@@ -22,34 +22,25 @@ from ..quant.swap import QuantPlan, apply_plan, make_plan, quant_layers
 FP_BITS = 32
 
 
-def quant_skeleton(
-    cfg: UNetConfig, weight_bits: int, act_bits: int | None = None, symmetric: bool = False
-) -> UNetModel:
-    """The quantized network ``quantize`` would make (every Conv/Linear, split scales), on the meta device."""
+def quant_plan(cfg: UNetConfig, weight_bits: int, act_bits: int | None = None, symmetric: bool = False) -> QuantPlan:
+    """The plan ``quantize`` would make for a model of ``cfg`` (every Conv/Linear, split scales), on the meta device."""
     with torch.device("meta"):
-        model = UNetModel(cfg.replace(use_fp16=False))
-        plan = make_plan(model, weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric)
-        model = apply_plan(model, plan, fit=False)
-    model.quant_plan = plan
-    return model
+        return make_plan(
+            UNetModel(cfg.replace(use_fp16=False)), weight_bits=weight_bits, act_bits=act_bits, symmetric=symmetric
+        )
 
 
 def stored_bytes(cfg: UNetConfig, plan: QuantPlan | None = None) -> int:
     """Tensor bytes of the checkpoint that holds a model of ``cfg`` quantized by ``plan`` (fp32 without
-    one), header excluded: the project's one byte count (Table I, ``info``), whatever form a backend
-    holds the weights in (prepacked oneDNN int8 is invisible to ``state_dict``; packed int4; bf16)."""
+    one), header excluded: the project's one byte count (Table I, ``info``, bench/receiver.py), whatever
+    form a backend holds the weights in (prepacked oneDNN int8 is invisible to ``state_dict``; packed int4;
+    bf16). Quantized weights count one byte each up to 8 bits, two per byte at <= 4 bits, as stored."""
     with torch.device("meta"):
         model = UNetModel(cfg.replace(use_fp16=False))
         if plan:
             model = apply_plan(model, plan, fit=False)
-    return quantized_bytes(model)
-
-
-def quantized_bytes(skeleton: UNetModel) -> int:
-    """Tensor bytes of the checkpoint ``save_model`` / ``save_quantized`` writes for ``skeleton`` (header
-    excluded): int8 per weight up to 8 bits, two per byte at <= 4."""
-    total = sum(t.numel() * t.element_size() for t in skeleton.state_dict().values())
-    for _, layer in quant_layers(skeleton):
+    total = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    for _, layer in quant_layers(model):
         if layer.bits <= PACKED_BITS:
             total -= layer.qweight.numel() - math.ceil(layer.qweight.numel() / 2)
     return total

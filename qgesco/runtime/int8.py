@@ -4,7 +4,7 @@ Each :class:`~qgesco.quant.QuantLayer` becomes an :class:`Int8Layer`. With activ
 (W8A8) its input is rounded onto the checkpoint's activation grid as uint8 (``q + 128``); without
 (a W8 file) onto a per-tensor grid found at run time from the input's min and max (*dynamic*
 quantization, torchao's ``int8_dynamic_activation_int8_weight``), which costs one ``aminmax`` per
-call and an activation rounding error the file does not describe (measured in docs/runtime.md). It is multiplied
+call and an activation rounding error the file does not describe (docs/runtime.md bounds it). It is multiplied
 with the int8 weights in int32 by ``torch.ops.onednn.qconv_pointwise`` / ``qlinear_pointwise``,
 and written out as fp32 with the per-channel scale ``s_x * s_w`` and the bias. Nothing is
 requantized on the way out: GroupNorm, SiLU, SPADE modulation and attention stay float, as in
@@ -198,7 +198,7 @@ def _uint8_channels_innermost(q: torch.Tensor) -> torch.Tensor:
 
 def _range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``x``'s min and max without a copy: ``aminmax`` copies strided inputs, and on a 4-D channels_last
-    tensor takes a path ~15x slower than on the same memory seen as one dimension."""
+    tensor takes a far slower path than on the same memory seen as one dimension (docs/runtime.md)."""
     flat = x.movedim(1, -1) if x.dim() > 2 else x
     if flat.is_contiguous():
         return torch.aminmax(flat.reshape(-1))

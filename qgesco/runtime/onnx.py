@@ -29,7 +29,7 @@ import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ o
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..fileio import read_meta
+from ..fileio import QUANTIZED_KIND
 from ..models.unet import UNetModel
 from ..quant.layers import QuantLayer
 from ..quant.quantizers import ActQuantizer, int_range
@@ -109,13 +109,13 @@ def to_qdq(model: UNetModel) -> UNetModel:
 
 def load_for_export(source: str | os.PathLike) -> UNetModel:
     """The model in a file (or bundled name) ready to export: fp32 as is, quantized in Q/DQ form."""
-    from ..models.checkpoint import load_float_model, load_model_meta
-    from ..quant.checkpoint import KIND, load_quantized
+    from ..models.checkpoint import load_float_model, read_model_meta, resolve_source
+    from ..quant.checkpoint import load_quantized
 
-    if Path(source).is_file() and read_meta(source).get("kind") == KIND:
-        return to_qdq(load_quantized(source))
-    load_model_meta(source)  # one clear message for files that are neither
-    return load_float_model(source)
+    path = resolve_source(source)
+    if read_model_meta(path)["kind"] == QUANTIZED_KIND:
+        return to_qdq(load_quantized(path))
+    return load_float_model(path)
 
 
 #: Protobuf's 2 GiB message limit: larger models keep their weights in ``<name>.onnx.data`` beside the graph.

@@ -5,11 +5,10 @@ others at the end of a parallel region spins on its core. When another process h
 those cores, every region waits for the thread that lost its core while the rest spin against
 the other process: each verb runs tens of times slower. Letting waiting threads sleep
 (``OMP_WAIT_POLICY=PASSIVE``) removes the spinning, but a thread sharing its core with a busy
-process still holds back every region (``qgesco demo`` with one core running ``yes``: 9x its idle
-time with two passive threads). So the CLI sets the passive policy before torch loads and runs one
-thread per core of its affinity mask (``os.sched_getaffinity``: what a container or ``taskset``
-allows, which torch's own count ignores) that is idle over a short sample of ``/proc/stat``;
-``--threads`` or ``QGESCO_THREADS`` overrides.
+process still holds back every region (docs/runtime.md, "Threads on a shared machine"). So the
+CLI sets the passive policy before torch loads and runs one thread per core of its affinity mask
+(``os.sched_getaffinity``: what a container or ``taskset`` allows, which torch's own count ignores)
+that is idle over a short sample of ``/proc/stat``; ``--threads`` or ``QGESCO_THREADS`` overrides.
 """
 
 from __future__ import annotations

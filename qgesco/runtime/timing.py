@@ -13,6 +13,7 @@ import functools
 import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +23,8 @@ import torch
 
 from ..channel import encode
 from ..diffusion import create_diffusion, make_sampler
+from ..models.checkpoint import create_model
+from ..models.unet import UNetModel
 from .int8 import pairs_saturate
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -169,3 +172,26 @@ def measure_step(model, cfg, reps: int, warmup: int) -> list[float]:
             if i >= warmup:
                 times.append(1000 * (time.perf_counter() - start))
     return times
+
+
+def random_model(cfg, seed: int) -> UNetModel:
+    """A model of ``cfg`` with seeded random weights (:func:`randomize_zero_init`), in eval mode and
+    channels_last as ``load_model`` gives a float model: what ``qgesco bench`` times for a preset."""
+    model = randomize_zero_init(create_model(cfg, seed=seed), seed).eval()
+    return model.to(memory_format=torch.channels_last)
+
+
+def step_figures(model, cfg, reps: int, warmup: int) -> dict:
+    """What ``qgesco bench`` reports of a made model: its backend, each guided step's milliseconds
+    (:func:`measure_step`) and their median, the process's peak RSS, threads and the machine."""
+    backend = getattr(model, "runtime_backend", ("fp32", "full precision, eager PyTorch, channels_last"))
+    times = measure_step(model, cfg, reps, warmup)
+    return {
+        "backend": list(backend),
+        "step_ms": times,
+        "step_ms_median": statistics.median(times),
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": torch.get_num_threads(),
+        "warmup": warmup,
+        "machine": machine(),
+    }

@@ -1,16 +1,10 @@
 """The digital link: bytes -> 5G NR LDPC -> QAM -> AWGN or Rayleigh -> soft demapping -> LDPC decoding -> bytes.
 
-Why Sionna (``sionna-no-rt`` 2.2, the ray-tracing-free build of NVIDIA's Sionna): since 2.0 it is
-PyTorch (torch >= 2.9; no TensorFlow), a 690 kB wheel plus h5py (~17 MB), with the standard 5G NR
-LDPC code (both base graphs, rate matching, layered belief propagation) and Gray-mapped QAM with
-exact soft demapping. On this project's 2-core CPU, 64 codewords of n = 1024 encode, map, demap
-and decode (20 iterations) in ~0.35 s on an idle machine; its many small tensor ops make it suffer
-from thread contention (on a loaded machine one torch thread was 10x faster than two). It draws no
+The code is Sionna's (``sionna-no-rt``, PyTorch): the standard 5G NR LDPC code (both base graphs,
+rate matching, layered belief propagation) and Gray-mapped QAM with exact soft demapping. It draws no
 random numbers itself, so with the noise drawn here from the caller's seeded generator a run is
-bit-for-bit repeatable. The alternatives were
-worse: ``pyldpc`` 0.7.9 (random Gallager codes, not a standard; a numpy-only decoder; an sdist whose
-build imports numpy) and ``scikit-commpy`` 0.8.0 (802.11n LDPC tables but a slow pure-numpy
-decoder and little maintenance). Sionna is imported only when a digital link is made: it costs ~4 s.
+bit-for-bit repeatable. It is imported only when a digital link is made (docs/architecture.md: why
+Sionna, and what it costs).
 
 Conventions, so that the digital schemes compare with the analog map at the same "PSNR": a
 complex symbol takes two real channel uses; the constellation is scaled to average power 1 per

@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from ..runcore import psnr_key, seed_sequence
 from .bler import bler
 
 RESAMPLES = 1000
@@ -95,8 +96,8 @@ def significant(diff: dict[str, float]) -> bool:
 
 def fades(seed: int, index: int, snr_db: float, count: int = FADES) -> np.ndarray:
     """|h|^2 of ``count`` Rayleigh fades h ~ CN(0, 1) for one image and SNR (exponential with mean 1)."""
-    key = [seed, index, int(np.float64(snr_db).view(np.uint64)) & 0xFFFFFFFF]
-    return np.random.default_rng(np.random.SeedSequence(key)).exponential(1.0, count)
+    entropy = seed_sequence(seed, index, psnr_key(snr_db) & 0xFFFFFFFF)  # the level's low 32 bits, as ever
+    return np.random.default_rng(entropy).exponential(1.0, count)
 
 
 def interpolation_weights(grid: list[float], snr_db: np.ndarray) -> np.ndarray:

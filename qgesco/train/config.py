@@ -191,31 +191,33 @@ CHOICES = {
 }
 
 
-def check_values(train_config: TrainConfig) -> None:
-    """Range checks of single fields (no files touched)."""
+POSITIVE = ("steps", "batch_size", "diffusion_steps", "log_every", "save_every", "keep_checkpoints", "sample_batch")
+NON_NEGATIVE = ("weight_decay", "grad_clip", "warmup_steps", "sample_every", "num_workers", "threads", "seed")
+
+
+def _check_numbers(train_config: TrainConfig) -> None:
+    """Every number finite; counts, sizes and rates in their ranges."""
     for name, value in train_config.to_dict().items():
         for v in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"config field {name}: must be a finite number, got {v}")
-    validate.device("config field device:", train_config.device)
-    for name, allowed in CHOICES.items():
-        if getattr(train_config, name) not in allowed:
-            raise ValueError(f"config field {name}: {getattr(train_config, name)!r} is not one of {', '.join(allowed)}")
-    positive = ("steps", "batch_size", "diffusion_steps", "log_every", "save_every", "keep_checkpoints", "sample_batch")
-    for name in positive:
+    for name in POSITIVE:
         if getattr(train_config, name) <= 0:
             raise ValueError(f"config field {name}: must be > 0, got {getattr(train_config, name)}")
-    for name in ("weight_decay", "grad_clip", "warmup_steps", "sample_every", "num_workers", "threads", "seed"):
+    for name in NON_NEGATIVE:
         if getattr(train_config, name) < 0:
             raise ValueError(f"config field {name}: must be >= 0, got {getattr(train_config, name)}")
-    validate.guidance("config field sample_guidance:", train_config.sample_guidance)
-    validate.seed("config field seed:", train_config.seed)
     if not train_config.lr > 0:
         raise ValueError(f"config field lr: must be > 0, got {train_config.lr}")
-    if not 0 <= train_config.ema_rate < 1:
-        raise ValueError(f"config field ema_rate: must be in [0, 1), got {train_config.ema_rate}")
-    if not 0 <= train_config.cfg_drop < 1:
-        raise ValueError(f"config field cfg_drop: must be in [0, 1), got {train_config.cfg_drop}")
+    for name in ("ema_rate", "cfg_drop"):
+        if not 0 <= getattr(train_config, name) < 1:
+            raise ValueError(f"config field {name}: must be in [0, 1), got {getattr(train_config, name)}")
+    if train_config.image_hw is not None and min(train_config.image_hw) <= 0:
+        raise ValueError(f"config field image_hw: must be positive, got {train_config.image_hw}")
+
+
+def _check_noise(train_config: TrainConfig) -> None:
+    """The training noise: levels to draw from, or a range the noise table can give."""
     if train_config.noise == "levels" and not train_config.noise_levels:
         raise ValueError("config field noise_levels: give at least one PSNR level")
     if train_config.noise == "range" and not train_config.psnr_range[0] <= train_config.psnr_range[1]:
@@ -224,8 +226,18 @@ def check_values(train_config: TrainConfig) -> None:
         raise ValueError(
             "noise=range draws arbitrary PSNRs: use noise_table=exact (the gesco table only knows its nominal levels)"
         )
-    if train_config.image_hw is not None and min(train_config.image_hw) <= 0:
-        raise ValueError(f"config field image_hw: must be positive, got {train_config.image_hw}")
+
+
+def check_values(train_config: TrainConfig) -> None:
+    """Range checks of single fields (no files touched)."""
+    _check_numbers(train_config)
+    validate.device("config field device:", train_config.device)
+    for name, allowed in CHOICES.items():
+        if getattr(train_config, name) not in allowed:
+            raise ValueError(f"config field {name}: {getattr(train_config, name)!r} is not one of {', '.join(allowed)}")
+    validate.guidance("config field sample_guidance:", train_config.sample_guidance)
+    validate.seed("config field seed:", train_config.seed)
+    _check_noise(train_config)
     try:
         make_sampler(
             create_diffusion(train_config.diffusion_steps, train_config.noise_schedule), train_config.sample_respacing
