@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -150,6 +151,27 @@ def test_sample_cli_regenerates_a_transmitted_map(tmp_path):
     assert main(["sample", str(received), "--steps", "2", "--out", str(tmp_path / "x.png")]) == 0
     assert Image.open(tmp_path / "x.png").size == (64, 48)
     assert main(["sample", str(received), "--model", "camvid-demo", "--sampler", "ddim5", "--steps", "3"]) == 2
+
+
+def test_sample_cli_backend_bf16_is_an_opt_in_near_fp32_and_refused_without_native_bf16(tmp_path, capsys, monkeypatch):
+    from qgesco.runtime import bf16 as runtime_bf16
+
+    label = tmp_path / "label.png"
+    Image.fromarray(qgesco.data.street_scene(2, 48, 64).label).save(label)
+    received = tmp_path / "received.safetensors"
+    assert main(["transmit", str(label), "--num-classes", "12", "--psnr", "20", "--out", str(received)]) == 0
+    sample = ["sample", str(received), "--sampler", "ddim2"]
+    assert main([*sample, "--backend", "int8", "--out", str(tmp_path / "i.png")]) == 2
+    assert "full-precision file" in capsys.readouterr().err
+    if runtime_bf16.bf16_native():
+        assert main([*sample, "--out", str(tmp_path / "fp32.png")]) == 0
+        assert main([*sample, "--backend", "bf16", "--out", str(tmp_path / "bf16.png")]) == 0
+        assert "backend bf16 (--backend)" in capsys.readouterr().out
+        fp32, bf16 = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=float) for n in ("fp32", "bf16"))
+        assert 0 < np.abs(fp32 - bf16).mean() < 6  # bf16 rounds: a different image, but the same one within ~2 %
+    monkeypatch.setattr(runtime_bf16, "bf16_native", lambda: False)
+    assert main([*sample, "--backend", "bf16", "--out", str(tmp_path / "no.png")]) == 2
+    assert "no native bf16" in capsys.readouterr().err and not (tmp_path / "no.png").exists()
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="T_LO,T_HI",
         help="guide only these model timesteps, or 'all' (default: the receiver's, see docs/samplers.md)",
     )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "bf16", "int8", "weight-only"),
+        help="auto: fp32 for a float file, the faster kernels for a quantized one; bf16: a float file in bfloat16 "
+        "(opt-in: it changes what the file computes; CPUs with native bf16); int8 / weight-only: a quantized "
+        "file's backend (docs/runtime.md)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="sample.png", help="PNG path; several maps get _0, _1, ... suffixes")
     p.set_defaults(func=run)
@@ -52,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         "--out", args.out, (".png",), inputs={"received.safetensors": args.received, "--model": args.model}
     )
     y, _, _ = load_received(args.received)
-    model = load_model(args.model)
+    model = load_model(args.model, backend=args.backend)
     validate.finite_weights(f"model {args.model}", model)
     validate.image_size(f"{args.received}: the map size", *y.shape[2:], model.config.downsample_factor)
-    line = backend_line(args.model)
+    line = backend_line(args.model) if args.backend == "auto" else f"{args.model}: backend {args.backend} (--backend)"
     if line:
         print(line)
     if y.shape[1] != model.config.label_channels:
