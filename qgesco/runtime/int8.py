@@ -67,11 +67,17 @@ def _kernel_args(op: str, conv: dict) -> tuple:
 
 
 def _prepack(
-    op: str, w: torch.Tensor, w_scale: torch.Tensor, x_scale: float, x_zero: int, conv_args: tuple
+    op: str,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    x_scale: float,
+    x_zero: int,
+    conv_args: tuple,
+    x_shape: list[int] | None = None,
 ) -> torch.Tensor:
     if op == "linear":
         return torch.ops.onednn.qlinear_prepack(w, None)
-    return torch.ops.onednn.qconv_prepack(w, w_scale, x_scale, x_zero, *conv_args, None)
+    return torch.ops.onednn.qconv_prepack(w, w_scale, x_scale, x_zero, *conv_args, x_shape)
 
 
 def _run(
@@ -129,6 +135,7 @@ class _Group(nn.Module):
         act: tuple[float, int, int] | None,
         halves: bool,
         grid_bits: int | None = None,
+        input_hw: tuple[int, ...] | None = None,
     ):
         super().__init__()
         out_ch = q.shape[0]
@@ -153,7 +160,14 @@ class _Group(nn.Module):
         # the window sum of (u - zero) under each output: a ones kernel on the channel sum (None: 1x1, stride 1)
         window = op != "linear" and (any(k > 1 for k in q.shape[2:]) or any(s > 1 for s in conv_args[0]))
         self.register_buffer("window", torch.ones((1, 1) + tuple(q.shape[2:])) if window else None)
-        self.packed = _prepack(op, w, self.w_scale, self.act_scale, self.act_zero, conv_args)  # opaque oneDNN layout
+        # packed for a nonzero zero point (dynamic grids keep one, :meth:`grid`): the weights then carry the
+        # compensation the kernel needs, instead of being reordered to add it on every call; and for the
+        # input size the layer will see, where known (:meth:`pack_for`)
+        self.pack_zero = self.act_zero if not self.dynamic else 1
+        self.packed_for = tuple(input_hw) if input_hw and op != "linear" else None
+        self.weight_shape = tuple(w.shape)
+        x_shape = [1, q.shape[1], *self.packed_for] if self.packed_for else None
+        self.packed = _prepack(op, w, self.w_scale, self.act_scale, self.pack_zero, conv_args, x_shape)
         self.packed_bytes = w.numel()
 
     def grid(self, x: torch.Tensor) -> tuple[float, int]:
@@ -163,7 +177,20 @@ class _Group(nn.Module):
         lo, hi = (v.item() for v in _range(x))
         lo, hi = min(lo, 0.0), max(hi, 0.0)
         scale = (hi - lo) / self.u_max or 1.0
-        return scale, min(self.u_max, max(0, round(-lo / scale)))
+        zero = min(self.u_max, max(0, round(-lo / scale)))
+        if zero == 0:  # one level below 0, so that the zero point is never 0: the weights are packed for that
+            return (hi / (self.u_max - 1) or 1.0), 1
+        return scale, zero
+
+    def pack_for(self, u: torch.Tensor) -> None:
+        """Lay a convolution's weights out for ``u``'s spatial size (again if it changed): oneDNN picks
+        its weight blocking by the input's size, not its batch, and weights packed for another size are
+        reordered on every call (docs/runtime.md)."""
+        if self.op == "linear" or self.packed_for == tuple(u.shape[2:]):
+            return
+        w = self.packed.to_dense().reshape(self.weight_shape)  # a conv1d's comes back as 2-D
+        self.packed = _prepack(self.op, w, self.w_scale, self.act_scale, self.pack_zero, self.conv_args, list(u.shape))
+        self.packed_for = tuple(u.shape[2:])
 
     def window_sum(self, q: torch.Tensor, zero: int) -> torch.Tensor:
         """``sum(q - zero)`` over each output's input window (padding counts as ``zero``): ``q`` holds the
@@ -179,6 +206,7 @@ class _Group(nn.Module):
         scale, zero = self.grid(x)
         q = torch.div(x, scale).round_().add_(zero).clamp_(self.u_min, self.u_max)
         u = _uint8_channels_innermost(q)
+        self.pack_for(u)
         y = _run(self.op, u, scale, zero, self.packed, self.w_scale, self.w_zero, self.bias, self.conv_args)
         if self.halves:
             y = y[:, : self.out_ch] + y[:, self.out_ch :]
@@ -209,9 +237,10 @@ class Int8Layer(nn.Module):
     """A :class:`QuantLayer` computed by oneDNN's int8 kernels: on the file's activation grids where it
     has activation quantizers (W8A8), else on a grid found per call from the input's range (W8, dynamic),
     of ``grid_bits`` bits (default :func:`dynamic_bits`, this CPU's; 8 on a CPU without VNNI computes what
-    a VNNI CPU does, exactly, as 7-bit weight halves)."""
+    a VNNI CPU does, exactly, as 7-bit weight halves). ``input_hw``: the spatial size its input will have,
+    for the weights' layout (a convolution lays them out again at a call of another size)."""
 
-    def __init__(self, layer: QuantLayer, grid_bits: int | None = None):
+    def __init__(self, layer: QuantLayer, grid_bits: int | None = None, input_hw: tuple[int, ...] | None = None):
         super().__init__()
         if layer.op != "linear" and layer.conv["groups"] != 1:
             raise ValueError(f"int8 compute supports groups=1 convolutions only, got groups={layer.conv['groups']}")
@@ -243,6 +272,7 @@ class Int8Layer(nn.Module):
                     act,
                     halves=pairs_saturate() and worst > INT16_MAX,
                     grid_bits=self.grid_bits,
+                    input_hw=input_hw,
                 )
             )
         self.groups = nn.ModuleList(groups)
