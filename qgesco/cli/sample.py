@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from qgesco.runtime.load import BACKENDS
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -27,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "bf16", "int8", "weight-only"),
+        choices=(*BACKENDS, "bf16"),
         help="auto: fp32 for a float file, the faster kernels for a quantized one; bf16: a float file in bfloat16 "
         "(opt-in: it changes what the file computes; CPUs with native bf16); int8 / weight-only: a quantized "
         "file's backend (docs/runtime.md)",

@@ -19,6 +19,7 @@ import torch
 from ..fileio import QUANTIZED_KIND
 from ..models.checkpoint import read_model_meta, resolve_source
 from ..models.config import UNetConfig
+from ..models.costs import model_costs
 from ..models.unet import UNetModel
 from ..quant.checkpoint import PACKED_BITS, read_quantized
 from ..quant.swap import quant_layers
@@ -49,41 +50,13 @@ def to_int8(model: UNetModel, policy: Int8Policy | None = None) -> UNetModel:
     ``min_intensity=0``, every layer bar its weight-only patterns."""
     policy = policy or Int8Policy(min_intensity=0.0)
     dynamic = all(layer.input_quant is None for _, layer in quant_layers(model))
-    sizes = conv_input_sizes(model.config)
+    sizes = model_costs(model.config).input_hw_by_module  # what each convolution's weights are laid out for
     for name in [name for name, _ in quant_layers(model)]:  # names only: each int8 copy is freed once packed
         layer = model.get_submodule(name)
         shape = layer.qweight.shape if layer.bits > PACKED_BITS else layer.weight_shape
         if policy.integer(name, shape, layer.input_quant is not None, dynamic):
             model.set_submodule(name, Int8Layer(layer, policy.grid(), sizes.get(name)))
     return model
-
-
-def conv_input_sizes(config: UNetConfig) -> dict[str, tuple[int, ...]]:
-    """The spatial size of every convolution's input at ``config.image_hw``, by name: one forward of
-    the network on the meta device (shapes only, no memory, no arithmetic)."""
-    with torch.device("meta"):
-        skeleton = UNetModel(config).eval()
-        x = torch.empty(1, 3, *config.image_hw)
-        y = torch.empty(1, config.label_channels, *config.image_hw)
-        t = torch.zeros(1)
-    sizes: dict[str, tuple[int, ...]] = {}
-
-    def record(name: str):
-        def hook(_, args) -> None:  # a pre-hook that returned a value would replace the arguments
-            sizes.setdefault(name, tuple(args[0].shape[2:]))
-
-        return hook
-
-    hooks = [
-        module.register_forward_pre_hook(record(name))
-        for name, module in skeleton.named_modules()
-        if isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d))
-    ]
-    with torch.no_grad():
-        skeleton(x, t, y)
-    for hook in hooks:
-        hook.remove()
-    return sizes
 
 
 def backend_line(
