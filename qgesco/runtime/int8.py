@@ -49,6 +49,10 @@ from ..quant.layers import QuantLayer
 from ..quant.quantizers import int_range
 from .weight_only import PackedQuantLayer
 
+#: The batch weights are first laid out for: one image's guided step (conditional and unconditional
+#: passes as one batch), what a receiver runs first.
+FIRST_BATCH = 2
+
 #: uint8 = int8 + 128: the kernels take unsigned activations.
 U8_SHIFT = 128
 INT16_MAX = 32767
@@ -73,11 +77,11 @@ def _prepack(
     x_scale: float,
     x_zero: int,
     conv_args: tuple,
-    x_shape: list[int] | None = None,
+    x_shape: tuple[int, ...] | torch.Size | None = None,
 ) -> torch.Tensor:
     if op == "linear":
         return torch.ops.onednn.qlinear_prepack(w, None)
-    return torch.ops.onednn.qconv_prepack(w, w_scale, x_scale, x_zero, *conv_args, x_shape)
+    return torch.ops.onednn.qconv_prepack(w, w_scale, x_scale, x_zero, *conv_args, x_shape and list(x_shape))
 
 
 def _run(
@@ -162,12 +166,12 @@ class _Group(nn.Module):
         self.register_buffer("window", torch.ones((1, 1) + tuple(q.shape[2:])) if window else None)
         # packed for a nonzero zero point (dynamic grids keep one, :meth:`grid`): the weights then carry the
         # compensation the kernel needs, instead of being reordered to add it on every call; and for the
-        # input size the layer will see, where known (:meth:`pack_for`)
+        # input shape the layer will see, where known (:meth:`pack_for`)
         self.pack_zero = self.act_zero if not self.dynamic else 1
-        self.packed_for = tuple(input_hw) if input_hw and op != "linear" else None
+        known = input_hw is not None and op != "linear"
+        self.packed_for = (FIRST_BATCH, q.shape[1], *input_hw) if known else None
         self.weight_shape = tuple(w.shape)
-        x_shape = [1, q.shape[1], *self.packed_for] if self.packed_for else None
-        self.packed = _prepack(op, w, self.w_scale, self.act_scale, self.pack_zero, conv_args, x_shape)
+        self.packed = _prepack(op, w, self.w_scale, self.act_scale, self.pack_zero, conv_args, self.packed_for)
         self.packed_bytes = w.numel()
 
     def grid(self, x: torch.Tensor) -> tuple[float, int]:
@@ -183,14 +187,14 @@ class _Group(nn.Module):
         return scale, zero
 
     def pack_for(self, u: torch.Tensor) -> None:
-        """Lay a convolution's weights out for ``u``'s spatial size (again if it changed): oneDNN picks
-        its weight blocking by the input's size, not its batch, and weights packed for another size are
-        reordered on every call (docs/runtime.md)."""
-        if self.op == "linear" or self.packed_for == tuple(u.shape[2:]):
+        """Lay a convolution's weights out for ``u``'s shape, once per change of shape: oneDNN picks its
+        weight blocking by the input's batch and size, and reorders weights packed for another shape inside
+        every call (docs/runtime.md). A sampler changes shape rarely (guided steps, then unguided ones)."""
+        if self.op == "linear" or self.packed_for == tuple(u.shape):
             return
         w = self.packed.to_dense().reshape(self.weight_shape)  # a conv1d's comes back as 2-D
-        self.packed = _prepack(self.op, w, self.w_scale, self.act_scale, self.pack_zero, self.conv_args, list(u.shape))
-        self.packed_for = tuple(u.shape[2:])
+        self.packed_for = tuple(u.shape)
+        self.packed = _prepack(self.op, w, self.w_scale, self.act_scale, self.pack_zero, self.conv_args, u.shape)
 
     def window_sum(self, q: torch.Tensor, zero: int) -> torch.Tensor:
         """``sum(q - zero)`` over each output's input window (padding counts as ``zero``): ``q`` holds the
