@@ -5,8 +5,9 @@ scenes on each runtime backend, from the same received maps and x_T as fp32.
 
 LPIPS of each receiver's images against fp32's and of the int8 (dynamic activation grids)
 images against the exact weight-only ones, plus wall time per image; results/backend_quality.{json,md}.
-Where the CPU has native bf16 the fp32 file on the bf16 backend is a row too: the peer to beat.
-Dynamic grids are run at both widths: 7 bits (what CPUs without VNNI compute) and 8 bits (what
+Where the CPU has native bf16 the fp32 file on the bf16 backend is a row too (the peer to beat), the
+int8 rows compute their weight-only layers in bf16 (the default there) and one more row keeps them
+fp32. Dynamic grids are run at both widths: 7 bits (what CPUs without VNNI compute) and 8 bits (what
 VNNI CPUs compute; on a CPU without VNNI emulated exactly by two 7-bit weight halves, so its time
 there is not VNNI's). ``--record`` writes the LPIPS vs fp32 per grid width into the W8 file's
 metadata (qgesco.quant.checkpoint.record_dynamic_lpips), where the runtime's default policy reads it:
@@ -59,6 +60,9 @@ def main() -> None:
             load_runtime(w8, backend="weight-only"), Int8Policy(grid_bits=bits, min_intensity=0)
         )
     if bf16_native():  # the peer a user tries first where the CPU has bf16; elsewhere the backend is refused
+        receivers["W8 int8 (dynamic u8), weight-only layers fp32"] = to_int8(
+            load_runtime(w8, backend="weight-only"), Int8Policy(grid_bits=8, min_intensity=0, weight_only_bf16=False)
+        )
         receivers["fp32 file, bf16 backend"] = load_model("camvid-demo", backend="bf16")
     images, ms = {}, {}
     for name, model in receivers.items():

@@ -32,6 +32,7 @@ from .models.checkpoint import (
 )
 from .models.unet import UNetModel
 from .runtime import Int8Policy, load_runtime
+from .runtime.allocator import keep_freed_memory
 from .runtime.bf16 import check_bf16, to_bf16
 
 
@@ -81,8 +82,12 @@ def load_model(
             raise ValueError(f"{path} is a full-precision file: backend is 'auto' (fp32) or 'bf16', got {backend!r}")
         if backend == "bf16" or (policy is not None and policy.bf16):
             check_bf16(device)
-            return to_bf16(load_float_model(path, device=device))
-        return load_float_model(path, device=device)
+            model = to_bf16(load_float_model(path, device=device))
+        else:
+            model = load_float_model(path, device=device)
+        if torch.device(device).type == "cpu":
+            keep_freed_memory()  # steps reuse each other's activation pages (qgesco.runtime.allocator)
+        return model
     if backend == "bf16":
         raise ValueError(f"{path} is quantized: backend='bf16' is for full-precision files; use 'auto' here")
     return load_runtime(path, backend=backend, device=device, policy=policy)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import subprocess
 import sys
 
@@ -32,6 +33,7 @@ from qgesco.runtime import (
     Int8Layer,
     Int8Policy,
     PackedQuantLayer,
+    allocator,
     default_backend,
     default_policy,
     load_runtime,
@@ -40,6 +42,7 @@ from qgesco.runtime import (
 )
 from qgesco.runtime import bf16 as runtime_bf16
 from qgesco.runtime import policy as runtime_policy
+from qgesco.runtime.bf16 import Bf16Layer
 from qgesco.runtime.costs import bit_ops, quant_plan, stored_bytes
 from qgesco.runtime.int8 import _Group
 from qgesco.runtime.timing import peak_rss_mb
@@ -370,10 +373,36 @@ def test_a_w8_file_loads_with_its_default_and_runs_within_the_bound_on_dynamic_g
     runtime = load_runtime(files["w8"], backend="int8")
     seen, got = materialised_weights(runtime, inputs, monkeypatch)
     skips = {name for name, _ in quant_layers(sim) if name.endswith(".skip_connection")}
-    assert len(skips) >= 4 and set(seen) == {"input_blocks.0.0", "out.2", *skips}  # Int8Policy.dynamic_weight_only
+    in_bf16 = {name for name, m in runtime.named_modules() if isinstance(m, Bf16Layer)}  # where the CPU has bf16
+    assert in_bf16 == (skips if runtime_bf16.bf16_native() else set())
+    assert len(skips) >= 4 and set(seen) | in_bf16 == {"input_blocks.0.0", "out.2", *skips}  # dynamic_weight_only
     int8 = [m for m in runtime.modules() if isinstance(m, Int8Layer)]
     assert len(int8) > 60 and all(g.dynamic and not g.halves for m in int8 for g in m.groups[:1])
     assert rel_err(got, expected) < DYNAMIC_BOUND
+
+
+def test_an_int8_receivers_weight_only_layers_compute_in_bf16_only_where_the_cpu_has_it(files, calib, monkeypatch):
+    """The skip convs a W8 receiver keeps weight-only run in bf16 on a CPU with native bf16: one bf16 weight
+    each, within bf16 rounding of their fake-quant layer, fp32 out in the input's layout. Without native bf16
+    they stay fp32, and asking for bf16 there is refused in one line."""
+    sim = load_quantized(files["w8"])
+    called = layer_io(sim, calib.batch(slice(None)))
+    skips = {name for name, _ in quant_layers(sim) if name.endswith(".skip_connection")}
+    monkeypatch.setattr(runtime_bf16, "bf16_native", lambda: True)
+    in_bf16 = {n: m for n, m in load_runtime(files["w8"], backend="int8").named_modules() if isinstance(m, Bf16Layer)}
+    assert set(in_bf16) == skips and len(skips) >= 4
+    for name, layer in in_bf16.items():
+        x, expected = called[name]
+        assert [t.dtype for t in layer.state_dict().values()] == [torch.bfloat16] * 2  # weight, bias: nothing else
+        with torch.no_grad():
+            got = layer(x.contiguous(memory_format=torch.channels_last))
+        assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
+        assert 0 < rel_err(got, expected) < 2**-6, name  # 8 significant bits for input, weight and output
+    monkeypatch.setattr(runtime_bf16, "bf16_native", lambda: False)
+    assert not any(isinstance(m, Bf16Layer) for m in load_runtime(files["w8"], backend="int8").modules())
+    with pytest.raises(ValueError, match="no native bf16") as err:
+        load_runtime(files["w8"], backend="int8", policy=Int8Policy(weight_only_bf16=True))
+    assert "\n" not in str(err.value) and "weight_only_bf16=None" in str(err.value)
 
 
 @pytest.mark.parametrize("name", ["w8", "w8a8"])
@@ -604,6 +633,25 @@ def test_bench_names_the_cpu_class_from_cpuinfo(kind, tmp_path, monkeypatch, cap
     assert ("amx_int8" in m["cpu_flags"]) == (kind == "AMX") and "fpu" not in m["cpu_flags"]
     assert m["onednn_isa"] == timing.onednn_isa() != "unknown"
     assert f"class {kind} (oneDNN {m['onednn_isa']}" in capsys.readouterr().out
+
+
+def test_a_step_s_activations_reuse_the_pages_the_last_step_freed(monkeypatch):
+    """glibc unmapped every tensor above 32 MB on free, so each sampler step faulted its activations back in,
+    zeroed page by page (docs/runtime.md); once a loader has run keep_freed_memory, later steps fault none."""
+    if not allocator.keep_freed_memory():
+        pytest.skip("not glibc: its allocator is left as it is")
+    x = torch.ones(2, 64, 128, 1024)  # 64 MB, like a full-width activation
+    pages = x.numel() * 4 // resource.getpagesize()
+
+    def faults_of_a_step() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.nn.functional.silu(x * 2).add_(x).sum(1)  # three 64 MB tensors, written, then freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults_of_a_step()
+    assert max(faults_of_a_step() for _ in range(6)) < pages // 10  # without it: ~3 x pages, every step
+    monkeypatch.setenv(allocator.ENV, "0")
+    assert allocator._glibc.__wrapped__() is None  # the user's opt-out
 
 
 def test_machine_report_says_when_the_kernels_were_capped(tmp_path):

@@ -23,6 +23,8 @@ from ..models.costs import model_costs
 from ..models.unet import UNetModel
 from ..quant.checkpoint import PACKED_BITS, read_quantized
 from ..quant.swap import quant_layers
+from .allocator import keep_freed_memory
+from .bf16 import Bf16Layer
 from .int8 import Int8Layer
 from .policy import Int8Policy, default_backend, default_policy
 from .weight_only import PackedQuantLayer
@@ -47,15 +49,20 @@ def to_int8(model: UNetModel, policy: Int8Policy | None = None) -> UNetModel:
     """Swap, in place, the quantized layers ``policy`` gives integer kernels (:meth:`Int8Policy.integer`)
     for :class:`Int8Layer`: in a W8A8 file those with activation quantizers, in a W8 file (per-call grids
     of ``policy.grid()`` bits) those it does not keep weight-only. Default: :class:`Int8Policy` with
-    ``min_intensity=0``, every layer bar its weight-only patterns."""
+    ``min_intensity=0``, every layer bar its weight-only patterns. Weight-only layers the policy puts in
+    bf16 (:meth:`Int8Policy.bf16_weight_only`) become :class:`~qgesco.runtime.bf16.Bf16Layer`."""
     policy = policy or Int8Policy(min_intensity=0.0)
+    bf16 = policy.bf16_weight_only()
     dynamic = all(layer.input_quant is None for _, layer in quant_layers(model))
     sizes = model_costs(model.config).input_hw_by_module  # what each convolution's weights are laid out for
     for name in [name for name, _ in quant_layers(model)]:  # names only: each int8 copy is freed once packed
         layer = model.get_submodule(name)
         shape = layer.qweight.shape if layer.bits > PACKED_BITS else layer.weight_shape
-        if policy.integer(name, shape, layer.input_quant is not None, dynamic):
+        quantized_input = layer.input_quant is not None
+        if policy.integer(name, shape, quantized_input, dynamic):
             model.set_submodule(name, Int8Layer(layer, policy.grid(), sizes.get(name)))
+        elif bf16 and layer.bits > PACKED_BITS and policy.bf16_eligible(name, quantized_input):
+            model.set_submodule(name, Bf16Layer(layer))
     return model
 
 
@@ -76,11 +83,16 @@ def backend_line(
     layers = meta.get("layers", {})
     if backend == "int8":
         dynamic = not any(entry.get("act") for entry in layers.values())
-        integer = sum(
-            policy.integer(name, entry["weight_shape"], bool(entry.get("act")), dynamic)
+        integer = {
+            name
             for name, entry in layers.items()
+            if policy.integer(name, entry["weight_shape"], bool(entry.get("act")), dynamic)
+        }
+        bf16 = policy.bf16_weight_only() and sum(
+            policy.bf16_eligible(name, bool(entry.get("act"))) for name, entry in layers.items() if name not in integer
         )
-        why += f"; {integer} of {len(layers)} quantized layers on them, the rest in float"
+        rest = f"{bf16} in bf16, the rest in fp32" if bf16 else "the rest in float"
+        why += f"; {len(integer)} of {len(layers)} quantized layers on them, {rest}"
     kept = len(meta.get("fp_layers", []))
     if kept:
         why += f"; {kept} layer(s) kept in float by the file (--keep-fp)"
@@ -127,4 +139,6 @@ def load_runtime(
     if backend == "int8":  # channels_last throughout: the int8 kernels' layout, so no layer reorders its input
         to_int8(model, policy).to(memory_format=torch.channels_last)
     model.runtime_backend = (backend, why)
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()  # steps reuse each other's activation pages (qgesco.runtime.allocator)
     return model.to(device)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..quant.checkpoint import PACKED_BITS, dynamic_lpips
+from . import bf16 as bf16_support
 from .int8 import dynamic_bits
 
 #: Widest per-call activation grid: the kernels take uint8 activations.
@@ -24,6 +25,10 @@ MAX_GRID_BITS = 8
 #: Layers never given integer kernels: the input conv (3 input channels, K = 27: too small for an int8
 #: GEMM to pay) is also where ``UNetModel.dtype`` reads the compute dtype.
 WEIGHT_ONLY_LAYERS = ("input_blocks.0.0",)
+
+#: Weight-only layers that stay fp32 where the others compute in bf16: the input conv (it sets the
+#: network's compute dtype) and the output conv (it writes the noise prediction itself).
+FP32_LAYERS = ("input_blocks.0.0", "out.2")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class Int8Policy:
       above this runs weight-only, exactly, under ``auto``; a file that records none runs int8.
     - ``bf16``: a full-precision file computes its convolutions in bfloat16 (opt-in: it changes what
       the file computes; CPUs with native bf16 only, :mod:`qgesco.runtime.bf16`).
+    - ``weight_only_bf16``: an int8 receiver's weight-only layers, bar :data:`FP32_LAYERS`, compute in
+      bf16 (:class:`~qgesco.runtime.bf16.Bf16Layer`); None: where this CPU computes bf16 natively.
     """
 
     grid_bits: int | None = None
@@ -49,6 +56,7 @@ class Int8Policy:
     min_intensity: float = 200.0
     max_dynamic_lpips: float = 0.005
     bf16: bool = False
+    weight_only_bf16: bool | None = None
 
     def __post_init__(self) -> None:
         bits = self.grid_bits
@@ -59,6 +67,8 @@ class Int8Policy:
                 f"Int8Policy dynamic_weight_only={self.dynamic_weight_only!r}: give a tuple of layer-name "
                 "patterns, e.g. ('*.skip_connection', 'out.2')"
             )
+        if self.weight_only_bf16 not in (None, True, False):
+            raise ValueError(f"Int8Policy weight_only_bf16={self.weight_only_bf16!r}: give True, False or None (auto)")
         for name in ("min_intensity", "max_dynamic_lpips"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -78,6 +88,23 @@ class Int8Policy:
             excluded = any(fnmatch.fnmatchcase(name, pattern) for pattern in self.dynamic_weight_only)
             return not excluded and intensity(weight_shape) >= self.min_intensity
         return quantized_input
+
+    def bf16_weight_only(self) -> bool:
+        """Whether weight-only layers compute in bf16 under this policy on this CPU; ``True`` where the CPU
+        has no native bf16 is refused in one line (bf16 is emulated there, slower than fp32)."""
+        native = bf16_support.bf16_native()
+        if self.weight_only_bf16 and not native:
+            raise ValueError(
+                "Int8Policy(weight_only_bf16=True): this CPU has no native bf16 (AVX512-BF16 or AMX-BF16), where "
+                "bf16 runs slower than fp32; leave weight_only_bf16=None"
+            )
+        return native if self.weight_only_bf16 is None else self.weight_only_bf16
+
+    @staticmethod
+    def bf16_eligible(name: str, quantized_input: bool) -> bool:
+        """Whether a layer left off integer kernels may compute in bf16: a weight-only one (no activation
+        quantizer) outside :data:`FP32_LAYERS`."""
+        return not quantized_input and name not in FP32_LAYERS
 
 
 def intensity(weight_shape) -> float:
