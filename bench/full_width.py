@@ -43,7 +43,12 @@ MODES = {
         Mode("fp32-autocast-bf16", "fp32", AUTOCAST, "fp32 file under bf16 autocast"),
         Mode("bf16", "fp32", "bf16", "bf16 backend (load_model(backend='bf16'), one copy)"),
         Mode("w8-wo", "w8", "weight-only", "W8 weight-only (exact)"),
-        Mode("w8", "w8", "auto", "W8 default (int8 where it pays, dynamic grids; skip convs weight-only, bf16 where native)"),
+        Mode(
+            "w8",
+            "w8",
+            "auto",
+            "W8 default (int8 where it pays, dynamic grids; skip convs weight-only, in bf16 if native)",
+        ),
         Mode("w8a8", "w8a8", "auto", "W8A8 (int8 on the file's grids)"),
         Mode("w4", "w4", "auto", "W4 (weight-only, packed)"),
         Mode("onnx-fp32", "fp32", "onnxruntime", "fp32 ONNX (onnxruntime)"),
