@@ -380,6 +380,19 @@ def test_a_w8_file_loads_with_its_default_and_runs_within_the_bound_on_dynamic_g
     assert rel_err(got, expected) < DYNAMIC_BOUND
 
 
+def test_bf16_counts_as_native_only_where_onednn_is_not_capped_below_it(monkeypatch):
+    """``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` (the VNNI indication runs) makes oneDNN emulate bf16 on an AMX CPU."""
+    monkeypatch.setattr(runtime_bf16, "cpu_flags", lambda: {"avx512_bf16", "avx512_vnni"})
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert runtime_bf16.bf16_native()
+    for isa in ("AVX512_CORE_VNNI", "avx2"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert not runtime_bf16.bf16_native(), isa
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert runtime_bf16.bf16_native()
+
+
 def test_an_int8_receivers_weight_only_layers_compute_in_bf16_only_where_the_cpu_has_it(files, calib, monkeypatch):
     """The skip convs a W8 receiver keeps weight-only run in bf16 on a CPU with native bf16: one bf16 weight
     each, within bf16 rounding of their fake-quant layer, fp32 out in the input's layout. Without native bf16

@@ -17,6 +17,8 @@ one thread) at a tenth of the step. :class:`Bf16Layer` computes them in bf16 on 
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,10 +31,15 @@ from .timing import cpu_flags
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+#: ``ONEDNN_MAX_CPU_ISA`` caps below oneDNN's first native-bf16 ISA (AVX512_CORE_BF16): it would emulate bf16.
+ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def bf16_native() -> bool:
     """Whether this CPU computes bf16 natively (a flag of :data:`BF16_FLAGS` in /proc/cpuinfo; False
-    where it cannot be read) and oneDNN takes bf16."""
-    return bool(cpu_flags() & set(BF16_FLAGS)) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    where it cannot be read) and oneDNN takes bf16 without emulating it (not capped below bf16)."""
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISAS_WITHOUT_BF16
+    return bool(cpu_flags() & set(BF16_FLAGS)) and not capped and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def check_bf16(device: str | torch.device = "cpu") -> None:
