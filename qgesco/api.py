@@ -73,7 +73,9 @@ def load_model(
                 f"{path}: a published .pt checkpoint needs the flags it was trained with, e.g. "
                 "load_model(path, image_size=256, num_classes=35, num_channels=256, ...) (README)"
             )
-        return load_official_checkpoint(path, map_location=device, **flags).eval()
+        model = load_official_checkpoint(path, map_location=device, **flags).eval()
+        keep_freed_memory(device)
+        return model
     if flags:
         raise ValueError(f"flags {sorted(flags)} only apply to published .pt checkpoints; {path} stores its own config")
     path = resolve_source(path)
@@ -85,8 +87,7 @@ def load_model(
             model = to_bf16(load_float_model(path, device=device))
         else:
             model = load_float_model(path, device=device)
-        if torch.device(device).type == "cpu":
-            keep_freed_memory()  # steps reuse each other's activation pages (qgesco.runtime.allocator)
+        keep_freed_memory(device)  # steps reuse each other's activation pages (qgesco.runtime.allocator)
         return model
     if backend == "bf16":
         raise ValueError(f"{path} is quantized: backend='bf16' is for full-precision files; use 'auto' here")

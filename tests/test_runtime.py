@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import subprocess
 import sys
 
@@ -660,7 +661,7 @@ print(kept, (held - rss()) // 2**20)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
 @pytest.mark.parametrize(
     "mode, mb, kept",
     [("0", 24, False), ("1", 24, True), ("1", 64, False), ("all", 64, True)],

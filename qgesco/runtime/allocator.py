@@ -24,6 +24,8 @@ import ctypes.util
 import functools
 import os
 
+import torch
+
 #: glibc's ``mallopt`` parameters (malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 
@@ -57,11 +59,11 @@ def _glibc() -> ctypes.CDLL | None:
     return libc if mapped and mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) else None
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(device: str | torch.device = "cpu") -> bool:
     """Make glibc keep freed memory for reuse from now on (``QGESCO_KEEP_FREED_MEMORY``: ``1`` by default,
-    ``all``, or ``0`` to decline) and hand back what is free now: called when a model is loaded. Whether
-    glibc now keeps it."""
-    libc = _glibc()
+    ``all``, or ``0`` to decline) and hand back what is free now: called when a model is loaded onto
+    ``device`` (nothing for a GPU's). Whether glibc now keeps it."""
+    libc = _glibc() if torch.device(device).type == "cpu" else None
     if libc is not None:
         libc.malloc_trim(0)
     return libc is not None

@@ -139,6 +139,5 @@ def load_runtime(
     if backend == "int8":  # channels_last throughout: the int8 kernels' layout, so no layer reorders its input
         to_int8(model, policy).to(memory_format=torch.channels_last)
     model.runtime_backend = (backend, why)
-    if torch.device(device).type == "cpu":
-        keep_freed_memory()  # steps reuse each other's activation pages (qgesco.runtime.allocator)
+    keep_freed_memory(device)  # steps reuse each other's activation pages (qgesco.runtime.allocator)
     return model.to(device)

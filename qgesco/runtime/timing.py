@@ -25,6 +25,7 @@ from ..channel import encode
 from ..diffusion import create_diffusion, make_sampler
 from ..models.checkpoint import create_model
 from ..models.unet import UNetModel
+from .allocator import keep_freed_memory
 from .int8 import pairs_saturate
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -176,8 +177,10 @@ def measure_step(model, cfg, reps: int, warmup: int) -> list[float]:
 
 def random_model(cfg, seed: int) -> UNetModel:
     """A model of ``cfg`` with seeded random weights (:func:`randomize_zero_init`), in eval mode and
-    channels_last as ``load_model`` gives a float model: what ``qgesco bench`` times for a preset."""
+    channels_last, the allocator set, as ``load_model`` gives a float model: what ``qgesco bench`` times
+    for a preset."""
     model = randomize_zero_init(create_model(cfg, seed=seed), seed).eval()
+    keep_freed_memory()
     return model.to(memory_format=torch.channels_last)
 
 
