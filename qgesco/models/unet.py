@@ -48,7 +48,9 @@ def zero_module(module: nn.Module) -> nn.Module:
 
 
 class SPADEGroupNorm(nn.Module):
-    """Parameter-free GroupNorm, then ``x * (1 + gamma(y)) + beta(y)`` from the semantic map."""
+    """Parameter-free GroupNorm, then ``x * (1 + gamma(y)) + beta(y)`` from the semantic map, computed as
+    ``beta + x * gamma + x``: two passes over the activations into one new tensor instead of three into three
+    (half the time at full width, docs/runtime.md; equal to float rounding)."""
 
     def __init__(self, channels: int, label_channels: int, hidden: int = 128, groups: int = 32):
         super().__init__()
@@ -62,7 +64,7 @@ class SPADEGroupNorm(nn.Module):
         if y.shape[2:] != x.shape[2:]:  # nearest at the same size is the identity (and a copy)
             y = F.interpolate(y, size=x.shape[2:], mode="nearest")
         actv = self.mlp_shared(y)
-        return x * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+        return torch.addcmul(self.mlp_beta(actv), x, self.mlp_gamma(actv)).add_(x)
 
 
 class Upsample(nn.Module):

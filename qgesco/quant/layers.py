@@ -25,6 +25,14 @@ from .quantizers import ActQuantizer, AdaRound, check_bits, int_range, quantize_
 FLOAT_OPS: dict[type, str] = {nn.Linear: "linear", nn.Conv1d: "conv1d", nn.Conv2d: "conv2d"}
 
 
+def float_op(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, conv: dict) -> torch.Tensor:
+    """The float operation named ``op`` (a value of :data:`FLOAT_OPS`) of ``x``; ``conv``: a convolution's
+    keyword arguments (stride, padding, ...), ignored by ``linear``."""
+    if op == "linear":
+        return F.linear(x, weight, bias)
+    return (F.conv2d if op == "conv2d" else F.conv1d)(x, weight, bias, **conv)
+
+
 class QuantLayer(nn.Module):
     """A Conv1d/Conv2d/Linear with integer weights (``scale * (qweight - zero_point)``).
 
@@ -155,10 +163,7 @@ class QuantLayer(nn.Module):
         if self.input_quant is not None:
             parts = [quant(x[:, a:b]) for quant, (a, b) in zip(self.input_quant, self.input_groups())]
             x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        if self.op == "linear":
-            return F.linear(x, self.weight, self.bias)
-        conv = F.conv2d if self.op == "conv2d" else F.conv1d
-        return conv(x, self.weight, self.bias, **self.conv)
+        return float_op(self.op, x, self.weight, self.bias, self.conv)
 
     def extra_repr(self) -> str:
         split = f", split={self.split}" if self.split is not None else ""

@@ -21,10 +21,9 @@ import os
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..models.unet import UNetModel
-from ..quant.layers import QuantLayer
+from ..quant.layers import QuantLayer, float_op
 from .timing import cpu_flags
 
 #: /proc/cpuinfo flags of native bf16 arithmetic.
@@ -77,11 +76,7 @@ class Bf16Layer(nn.Module):
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.bfloat16)
-        if self.op == "linear":
-            return F.linear(x, self.weight, self.bias).float()
-        conv = F.conv2d if self.op == "conv2d" else F.conv1d
-        return conv(x, self.weight, self.bias, **self.conv).float()
+        return float_op(self.op, x.to(torch.bfloat16), self.weight, self.bias, self.conv).float()
 
     def extra_repr(self) -> str:
         return f"{self.op}, {tuple(self.weight.shape)}, bf16 weight-only"

@@ -45,7 +45,7 @@ import functools
 import torch
 import torch.nn as nn
 
-from ..quant.layers import QuantLayer
+from ..quant.layers import QuantLayer, float_op
 from ..quant.quantizers import int_range
 from .weight_only import PackedQuantLayer
 
@@ -203,8 +203,7 @@ class _Group(nn.Module):
         total = q.sum(dim, keepdim=True).sub_(q.shape[dim] * zero)
         if self.window is None:
             return total
-        conv = torch.nn.functional.conv2d if self.op == "conv2d" else torch.nn.functional.conv1d
-        return conv(total, self.window, None, *self.conv_args[:3])
+        return float_op(self.op, total, self.window, None, dict(zip(("stride", "padding", "dilation"), self.conv_args)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale, zero = self.grid(x)

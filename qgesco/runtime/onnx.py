@@ -27,11 +27,10 @@ import numpy as np
 import torch
 import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ ops before the exporter builds its table)
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..fileio import QUANTIZED_KIND
 from ..models.unet import UNetModel
-from ..quant.layers import QuantLayer
+from ..quant.layers import QuantLayer, float_op
 from ..quant.quantizers import ActQuantizer, int_range
 from ..quant.swap import act_quantizers, quant_layers
 from .int8 import pairs_saturate
@@ -93,9 +92,7 @@ class QDQLayer(nn.Module):
         if self.input_quant is not None:
             parts = [quant(x[:, a:b]) for quant, (a, b) in zip(self.input_quant, self.groups)]
             x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        if self.op == "linear":
-            return F.linear(x, self.weight, self.bias)
-        return (F.conv2d if self.op == "conv2d" else F.conv1d)(x, self.weight, self.bias, **self.conv)
+        return float_op(self.op, x, self.weight, self.bias, self.conv)
 
 
 def to_qdq(model: UNetModel) -> UNetModel:
