@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from common import save
-from receiver import AUTOCAST, GRAPH_BACKENDS, QUANT, Mode, alternate, spawn, write_checkpoints
+from receiver import AUTOCAST, GRAPH_BACKENDS, PT2E, QUANT, Mode, alternate, spawn, torchao_version, write_checkpoints
 
 from qgesco.fileio import read_meta
 from qgesco.models.config import UNetConfig
@@ -50,6 +50,7 @@ MODES = {
             "W8 default (int8 where it pays, dynamic grids; skip convs weight-only, in bf16 if native)",
         ),
         Mode("w8a8", "w8a8", "auto", "W8A8 (int8 on the file's grids)"),
+        Mode("pt2e", "fp32", PT2E, "fp32 file through PT2E x86 int8 (torchao, its own recipe) + inductor"),
         Mode("w4", "w4", "auto", "W4 (weight-only, packed)"),
         Mode("onnx-fp32", "fp32", "onnxruntime", "fp32 ONNX (onnxruntime)"),
         Mode("onnx-w8a8", "w8a8", "onnxruntime", "W8A8 QDQ ONNX (onnxruntime)"),
@@ -146,6 +147,8 @@ def main() -> None:
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     modes = [MODES[m] for m in args.modes.split(",")]
+    if any(m.backend == PT2E for m in modes) and torchao_version() is None:
+        sys.exit("the pt2e mode needs torchao (pip install torchao), which qgesco does not depend on")
     info = prepare(args.work, tuple(int(v) for v in args.hw.split(",")), {m.file for m in modes})
     baseline = spawn("baseline", 1)["peak_rss_mb"]
     cfg = UNetConfig.from_dict(info["config"])

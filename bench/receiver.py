@@ -90,6 +90,8 @@ OPENVINO_MODES = (
 GRAPH_BACKENDS = ("onnxruntime", "openvino")
 #: The fp32 file under bf16 autocast (:class:`Autocast`).
 AUTOCAST = "autocast-bf16"
+#: The fp32 file through PyTorch's own int8 recipe and compiler (:class:`Pt2eModel`; opt-in: torchao).
+PT2E = "pt2e-x86"
 
 
 # --- files -----------------------------------------------------------------------------------------
@@ -168,15 +170,57 @@ class Autocast(torch.nn.Module):
             return self.model(x, t, y).float()
 
 
+def torchao_version() -> str | None:
+    """The installed torchao's version, or None (then the PT2E mode cannot run)."""
+    try:
+        import torchao
+    except ImportError:
+        return None
+    return torchao.__version__
+
+
+class Pt2eModel(torch.nn.Module):
+    """The fp32 model through PT2E's x86 int8 recipe, the compiler path a user could take instead of our
+    files: torchao's ``X86InductorQuantizer`` (its own observers: static per-tensor uint8 activations,
+    symmetric per-channel int8 weights, no AdaRound) calibrated on 2 random maps x 2 timesteps, then
+    ``torch.compile`` with inductor freezing, which lowers it to oneDNN's int8 kernels and fuses the
+    quantize/dequantize and elementwise ops around them. Construction includes the first (compiling) call."""
+
+    def __init__(self, model):
+        super().__init__()
+        import torch._inductor.config as inductor
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as x86
+
+        inductor.freezing = True  # the int8 lowering needs the weights as graph constants
+        cfg = model.config
+        self.config, self.runtime_backend = cfg, (PT2E, "fp32 file, torchao PT2E X86InductorQuantizer, inductor")
+        maps = random_maps(cfg, 2, seed=1)
+        calib = [(torch.randn(2, 3, *cfg.image_hw), torch.full((2,), t), maps) for t in (800, 200)]
+        quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+        with torch.no_grad():
+            prepared = prepare_pt2e(torch.export.export(model.eval(), calib[0]).module(), quantizer)
+            for args in calib:
+                prepared(*args)
+            self.compiled = torch.compile(convert_pt2e(prepared))
+            self.compiled(*calib[0])
+
+    def forward(self, x, t, y):
+        return self.compiled(x, t, y)
+
+
 def load(path: Path, backend: str, threads: int):
     """A mode's model as a user gets it: ``qgesco.load_model`` (``auto`` or ``bf16`` for an fp32 file),
-    the fp32 model under bf16 autocast, or the ONNX graph in an onnxruntime session or compiled by OpenVINO."""
+    the fp32 model under bf16 autocast or through PT2E's int8 recipe (:class:`Pt2eModel`), or the ONNX
+    graph in an onnxruntime session or compiled by OpenVINO."""
     if backend == "onnxruntime":
         return OnnxModel(path, threads)
     if backend == "openvino":
         return OpenVinoModel(path, threads)
     if backend == AUTOCAST:
         return Autocast(load_model(path))
+    if backend == PT2E:
+        return Pt2eModel(load_model(path))
     return load_model(path, backend=backend)
 
 
