@@ -12,6 +12,9 @@ VNNI CPUs compute; on a CPU without VNNI emulated exactly by two 7-bit weight ha
 there is not VNNI's). ``--record`` writes the LPIPS vs fp32 per grid width into the W8 file's
 metadata (qgesco.quant.checkpoint.record_dynamic_lpips), where the runtime's default policy reads it:
 ``auto`` then keeps a W8 file weight-only where its grid misses the policy's bar (docs/runtime.md).
+``--pt2e`` adds the fp32 file through PyTorch's own int8 recipe and compiler (bench/receiver.py's
+``Pt2eModel``, calibrated on 4 CamVid train maps; needs torchao), timed on a second run after the one that
+compiles it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from qgesco.receiver import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_WINDOW, DEFAULT_S
 from qgesco.runtime import Int8Policy, load_runtime, to_int8
 from qgesco.runtime.bf16 import bf16_native
 
+PT2E_ROW = "fp32 file, PT2E x86 int8 (torchao) + inductor"
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -42,6 +47,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--w8", default="camvid-demo-w8", help="the W8 file of the demo model (default: the bundled one)")
     ap.add_argument("--record", action="store_true", help="record the measured LPIPS per grid width in --w8")
+    ap.add_argument("--pt2e", action="store_true", help="add PT2E x86 int8 + inductor (pip install torchao)")
     args = ap.parse_args()
     if args.record and args.w8 in BUNDLED:
         ap.error("--record rewrites --w8's metadata: give a copy of the file, not the bundled name")
@@ -64,21 +70,31 @@ def main() -> None:
             load_runtime(w8, backend="weight-only"), Int8Policy(grid_bits=8, min_intensity=0, weight_only_bf16=False)
         )
         receivers["fp32 file, bf16 backend"] = load_model("camvid-demo", backend="bf16")
+    if args.pt2e:
+        from receiver import Pt2eModel
+
+        train = CamVid(split="train", image_hw=cfg.image_hw)
+        calib = encode(torch.stack([train[i].label for i in range(4)]), cfg.num_classes)
+        receivers[PT2E_ROW] = Pt2eModel(load_model("camvid-demo"), calib)
+
+    def run(model) -> torch.Tensor:
+        return regenerate(
+            model,
+            y,
+            sampler=sampler,
+            guidance=DEFAULT_GUIDANCE,
+            guidance_window=DEFAULT_GUIDANCE_WINDOW,
+            noise=noise,
+            progress=False,
+            generator=torch.Generator().manual_seed(1),
+        )
+
     images, ms = {}, {}
     for name, model in receivers.items():
+        if name == PT2E_ROW:
+            run(model)  # compiles it for the sampler's batch sizes
         start = time.perf_counter()
-        images[name] = to_unit(
-            regenerate(
-                model,
-                y,
-                sampler=sampler,
-                guidance=DEFAULT_GUIDANCE,
-                guidance_window=DEFAULT_GUIDANCE_WINDOW,
-                noise=noise,
-                progress=False,
-                generator=torch.Generator().manual_seed(1),
-            )
-        )
+        images[name] = to_unit(run(model))
         ms[name] = 1000 * (time.perf_counter() - start) / len(y)
     rows = []
     for name in receivers:

@@ -182,11 +182,12 @@ def torchao_version() -> str | None:
 class Pt2eModel(torch.nn.Module):
     """The fp32 model through PT2E's x86 int8 recipe, the compiler path a user could take instead of our
     files: torchao's ``X86InductorQuantizer`` (its own observers: static per-tensor uint8 activations,
-    symmetric per-channel int8 weights, no AdaRound) calibrated on 2 random maps x 2 timesteps, then
-    ``torch.compile`` with inductor freezing, which lowers it to oneDNN's int8 kernels and fuses the
-    quantize/dequantize and elementwise ops around them. Construction includes the first (compiling) call."""
+    symmetric per-channel int8 weights, no AdaRound) calibrated on ``maps`` (default 2 random maps) x 2
+    timesteps, then ``torch.compile`` with inductor freezing, which lowers it to oneDNN's int8 kernels and
+    fuses the quantize/dequantize and elementwise ops around them. Construction includes the first
+    (compiling) call, at the calibration batch; another batch size compiles again on its first call."""
 
-    def __init__(self, model):
+    def __init__(self, model, maps: torch.Tensor | None = None):
         super().__init__()
         import torch._inductor.config as inductor
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -195,8 +196,8 @@ class Pt2eModel(torch.nn.Module):
         inductor.freezing = True  # the int8 lowering needs the weights as graph constants
         cfg = model.config
         self.config, self.runtime_backend = cfg, (PT2E, "fp32 file, torchao PT2E X86InductorQuantizer, inductor")
-        maps = random_maps(cfg, 2, seed=1)
-        calib = [(torch.randn(2, 3, *cfg.image_hw), torch.full((2,), t), maps) for t in (800, 200)]
+        maps = random_maps(cfg, 2, seed=1) if maps is None else maps
+        calib = [(torch.randn(len(maps), 3, *cfg.image_hw), torch.full((len(maps),), t), maps) for t in (800, 200)]
         quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
         with torch.no_grad():
             prepared = prepare_pt2e(torch.export.export(model.eval(), calib[0]).module(), quantizer)

@@ -151,7 +151,7 @@ class ResBlock(nn.Module):
         emb_out = self.emb_layers(emb).type(h.dtype)[..., None, None]
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
-            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = torch.addcmul(shift, self.out_layers[0](h), 1 + scale)  # one pass over h, not two
             h = self.out_layers[1:](h)
         else:
             h = self.out_layers(h + emb_out)
@@ -207,7 +207,7 @@ class SDMResBlock(nn.Module):
         emb_out = self.emb_layers(emb).type(h.dtype)[..., None, None]
         if self.use_scale_shift_norm:
             scale, shift = emb_out.chunk(2, dim=1)
-            h = self.out_norm(h, y) * (1 + scale) + shift
+            h = torch.addcmul(shift, self.out_norm(h, y), 1 + scale)
         else:
             h = self.out_norm(h + emb_out, y)
         return self.skip_connection(x) + self.out_layers(h)
