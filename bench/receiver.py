@@ -185,7 +185,7 @@ class Pt2eModel(torch.nn.Module):
     symmetric per-channel int8 weights, no AdaRound) calibrated on ``maps`` (default 2 random maps) x 2
     timesteps, then ``torch.compile`` with inductor freezing, which lowers it to oneDNN's int8 kernels and
     fuses the quantize/dequantize and elementwise ops around them. Construction includes the first
-    (compiling) call, at the calibration batch; another batch size compiles again on its first call."""
+    (compiling) call; the graph takes any batch size, and the first call at a new one may compile again."""
 
     def __init__(self, model, maps: torch.Tensor | None = None):
         super().__init__()
@@ -200,7 +200,9 @@ class Pt2eModel(torch.nn.Module):
         calib = [(torch.randn(len(maps), 3, *cfg.image_hw), torch.full((len(maps),), t), maps) for t in (800, 200)]
         quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
         with torch.no_grad():
-            prepared = prepare_pt2e(torch.export.export(model.eval(), calib[0]).module(), quantizer)
+            batch = {0: torch.export.Dim("batch", min=1, max=4096)}  # the sampler's batch sizes, one graph
+            graph = torch.export.export(model.eval(), calib[0], dynamic_shapes=(batch, batch, batch)).module()
+            prepared = prepare_pt2e(graph, quantizer)
             for args in calib:
                 prepared(*args)
             self.compiled = torch.compile(convert_pt2e(prepared))
