@@ -49,6 +49,11 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="record the measured LPIPS per grid width in --w8")
     ap.add_argument("--pt2e", action="store_true", help="add PT2E x86 int8 + inductor (pip install torchao)")
     args = ap.parse_args()
+    if args.pt2e:
+        from receiver import torchao_version
+
+        if torchao_version() is None:
+            ap.error("--pt2e needs torchao (pip install torchao), which qgesco does not depend on")
     if args.record and args.w8 in BUNDLED:
         ap.error("--record rewrites --w8's metadata: give a copy of the file, not the bundled name")
     torch.set_num_threads(args.threads)
