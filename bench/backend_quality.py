@@ -50,9 +50,9 @@ def main() -> None:
     ap.add_argument("--pt2e", action="store_true", help="add PT2E x86 int8 + inductor (pip install torchao)")
     args = ap.parse_args()
     if args.pt2e:
-        from receiver import torchao_version
+        from receiver import installed_version
 
-        if torchao_version() is None:
+        if installed_version("torchao") is None:
             ap.error("--pt2e needs torchao (pip install torchao), which qgesco does not depend on")
     if args.record and args.w8 in BUNDLED:
         ap.error("--record rewrites --w8's metadata: give a copy of the file, not the bundled name")

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from common import save
-from receiver import AUTOCAST, GRAPH_BACKENDS, PT2E, QUANT, Mode, alternate, spawn, torchao_version, write_checkpoints
+from receiver import AUTOCAST, GRAPH_BACKENDS, PT2E, QUANT, Mode, alternate, installed_version, spawn, write_checkpoints
 
 from qgesco.fileio import read_meta
 from qgesco.models.config import UNetConfig
@@ -147,7 +147,7 @@ def main() -> None:
     args = ap.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     modes = [MODES[m] for m in args.modes.split(",")]
-    if any(m.backend == PT2E for m in modes) and torchao_version() is None:
+    if any(m.backend == PT2E for m in modes) and installed_version("torchao") is None:
         sys.exit("the pt2e mode needs torchao (pip install torchao), which qgesco does not depend on")
     info = prepare(args.work, tuple(int(v) for v in args.hw.split(",")), {m.file for m in modes})
     baseline = spawn("baseline", 1)["peak_rss_mb"]

@@ -27,6 +27,7 @@ times one model as a user loads it, in its own process.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import statistics
@@ -147,13 +148,13 @@ def write_checkpoints(
 # --- the measuring subprocess --------------------------------------------------------------------
 
 
-def openvino_version() -> str | None:
-    """The installed OpenVINO's version, or None (then the OpenVINO modes are skipped)."""
+def installed_version(package: str) -> str | None:
+    """An optional package's installed version, or None: the OpenVINO modes are skipped without
+    ``openvino``, the PT2E mode refused without ``torchao``."""
     try:
-        import openvino
-    except ImportError:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return openvino.__version__
 
 
 class Autocast(torch.nn.Module):
@@ -168,15 +169,6 @@ class Autocast(torch.nn.Module):
     def forward(self, x, t, y):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return self.model(x, t, y).float()
-
-
-def torchao_version() -> str | None:
-    """The installed torchao's version, or None (then the PT2E mode cannot run)."""
-    try:
-        import torchao
-    except ImportError:
-        return None
-    return torchao.__version__
 
 
 class Pt2eModel(torch.nn.Module):
@@ -637,7 +629,7 @@ def bench(args: argparse.Namespace) -> tuple[str, dict, str]:
     if measured:
         modes = MODES + (ONNX_MODES if args.onnx else ())
         if args.openvino:
-            result["openvino"] = openvino_version()
+            result["openvino"] = installed_version("openvino")
             if result["openvino"] is None:
                 print("openvino is not installed (pip install openvino): skipping the OpenVINO modes", flush=True)
             else:

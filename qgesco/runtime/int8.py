@@ -164,6 +164,7 @@ class _Group(nn.Module):
         # the window sum of (u - zero) under each output: a ones kernel on the channel sum (None: 1x1, stride 1)
         window = op != "linear" and (any(k > 1 for k in q.shape[2:]) or any(s > 1 for s in conv_args[0]))
         self.register_buffer("window", torch.ones((1, 1) + tuple(q.shape[2:])) if window else None)
+        self.window_args = dict(zip(("stride", "padding", "dilation"), conv_args))
         # packed for a nonzero zero point (dynamic grids keep one, :meth:`grid`): the weights then carry the
         # compensation the kernel needs, instead of being reordered to add it on every call; and for the
         # input shape the layer will see, where known (:meth:`pack_for`)
@@ -203,7 +204,7 @@ class _Group(nn.Module):
         total = q.sum(dim, keepdim=True).sub_(q.shape[dim] * zero)
         if self.window is None:
             return total
-        return float_op(self.op, total, self.window, None, dict(zip(("stride", "padding", "dilation"), self.conv_args)))
+        return float_op(self.op, total, self.window, None, self.window_args)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale, zero = self.grid(x)
